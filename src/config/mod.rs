@@ -1,0 +1,365 @@
+//! Node files: the types an operator writes under `/etc/podnet/*.toml`, and
+//! how they are loaded, merged and validated.
+//!
+//! These types are the *desired* state. The JSON schema in
+//! `schemas/podnet.schema.json` is generated from them, so a doc comment here
+//! is also the hover text an editor shows.
+
+mod diag;
+mod load;
+pub mod schema;
+pub mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use diag::{Diagnostic, Diagnostics, Location, Sources};
+pub use load::{load_dir, load_files, Loaded, DEFAULT_CONFIG_DIR};
+pub use units::Rate;
+
+/// The only file format version this podnet reads.
+pub const VERSION: u32 = 1;
+
+/// A podnet node description, merged from every `*.toml` file of the config
+/// directory in lexical order (a later file overrides keys of an earlier one).
+///
+/// ```toml
+/// #:schema /usr/share/podnet/podnet.schema.json
+/// version = 1
+///
+/// [masters.ens192]
+/// kind = "ipvlan"
+/// mode = "l2"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// File format version; must be 1.
+    pub version: u32,
+    /// Parents of ipvlan/macvlan pod interfaces, by interface name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub masters: BTreeMap<String, Master>,
+    /// SR-IOV physical functions, by interface name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sriov: BTreeMap<String, SriovPf>,
+    /// RDMA devices offered to pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdma: Option<Rdma>,
+    /// IPIP encapsulation between nodes (Calico semantics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipip: Option<Ipip>,
+    /// Named bandwidth tiers: an operator's shorthand for a pair of rates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, Tier>,
+    /// Node-wide bandwidth shaping policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shaping: Option<Shaping>,
+}
+
+/// A master: the existing host interface that pods' ipvlan or macvlan
+/// interfaces hang off. podnet never creates a master; it makes sure it is up
+/// with the declared MTU, and manages the optional host shim on it.
+///
+/// ```toml
+/// [masters.ens192]
+/// kind = "macvlan"
+/// mode = "bridge"
+/// mtu = 9000
+/// shim = { name = "pn-shim0", addresses = ["172.51.0.230/32"], routes = ["172.51.0.0/24"] }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Master {
+    /// Kind of the pod interfaces on this master.
+    pub kind: ChildKind,
+    /// ipvlan: l2 (default), l3, l3s; macvlan: bridge (default), vepa, private, passthru.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ChildMode>,
+    /// MTU of the master (and of its shim). Unset: left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 68, max = 65535))]
+    pub mtu: Option<u32>,
+    /// Attach the egress shaper to this master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shaping: Option<bool>,
+    /// The host's own ipvlan/macvlan interface on this master, so the host
+    /// can reach its pods (ipvlan and macvlan isolate a master from its children).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shim: Option<Shim>,
+}
+
+impl Master {
+    /// The mode in effect: the declared one or the kind's default (what the
+    /// ipvlan and macvlan CNI plugins default to).
+    pub fn effective_mode(&self) -> ChildMode {
+        self.mode.unwrap_or(match self.kind {
+            ChildKind::Ipvlan => ChildMode::L2,
+            ChildKind::Macvlan => ChildMode::Bridge,
+        })
+    }
+}
+
+/// The host's interface on a master, of the master's kind and mode.
+///
+/// ```toml
+/// shim = { name = "pn-shim0", addresses = ["172.51.0.230/32"], routes = ["172.51.0.0/24"] }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Shim {
+    /// Interface name (at most 15 bytes).
+    #[schemars(length(min = 1, max = 15), extend("format" = "ifname"))]
+    pub name: String,
+    /// Addresses of the shim, with prefix length.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<PrefixSchema>")]
+    pub addresses: Vec<IpNet>,
+    /// Pod ranges reached through the shim (routes `dev <shim> scope link`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<PrefixSchema>")]
+    pub routes: Vec<IpNet>,
+}
+
+/// An IP prefix such as `10.0.0.1/24` or `fd00::/64`.
+#[derive(JsonSchema)]
+#[schemars(extend("format" = "ip-prefix"))]
+#[allow(dead_code)]
+struct PrefixSchema(String);
+
+/// An IP address such as `10.0.19.91`.
+#[derive(JsonSchema)]
+#[schemars(extend("format" = "ip"))]
+#[allow(dead_code)]
+struct IpSchema(String);
+
+/// Kind of a master's pod interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChildKind {
+    Ipvlan,
+    Macvlan,
+}
+
+/// Mode of ipvlan (l2, l3, l3s) or macvlan (bridge, vepa, private, passthru) interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChildMode {
+    L2,
+    L3,
+    L3s,
+    Bridge,
+    Vepa,
+    Private,
+    Passthru,
+}
+
+impl ChildMode {
+    /// The kind this mode belongs to.
+    pub fn kind(self) -> ChildKind {
+        match self {
+            ChildMode::L2 | ChildMode::L3 | ChildMode::L3s => ChildKind::Ipvlan,
+            _ => ChildKind::Macvlan,
+        }
+    }
+}
+
+impl std::fmt::Display for ChildKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChildKind::Ipvlan => "ipvlan",
+            ChildKind::Macvlan => "macvlan",
+        })
+    }
+}
+
+impl std::fmt::Display for ChildMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChildMode::L2 => "l2",
+            ChildMode::L3 => "l3",
+            ChildMode::L3s => "l3s",
+            ChildMode::Bridge => "bridge",
+            ChildMode::Vepa => "vepa",
+            ChildMode::Private => "private",
+            ChildMode::Passthru => "passthru",
+        })
+    }
+}
+
+/// An SR-IOV physical function (PF) and its virtual functions (VFs).
+///
+/// ```toml
+/// [sriov.ens2f0]
+/// num_vfs = 8
+/// vf = { trust = true, spoofchk = false }
+/// [sriov.ens2f0.vfs.0]
+/// mac = "02:00:00:00:00:10"
+/// vlan = 100
+/// tier = "gold"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SriovPf {
+    /// Number of VFs (`sriov_numvfs`); changing it goes through 0 and resets every VF.
+    #[schemars(range(max = 256))]
+    pub num_vfs: u32,
+    /// Defaults for every VF of this PF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vf: Option<VfSettings>,
+    /// Per-VF settings, by VF index.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vfs: BTreeMap<String, VfSettings>,
+}
+
+/// Settings of a VF (NIC-enforced; set through the PF).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VfSettings {
+    /// MAC address of the VF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "mac"))]
+    pub mac: Option<String>,
+    /// VLAN tag the NIC inserts (0 = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 4094))]
+    pub vlan: Option<u16>,
+    /// Let the VF change its MAC and enter promiscuous mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<bool>,
+    /// MAC anti-spoofing check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoofchk: Option<bool>,
+    /// Tier whose egress rate becomes the VF's `max_tx_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+}
+
+/// RDMA host channel adapters (HCAs) offered to pods.
+///
+/// ```toml
+/// [rdma]
+/// netns_mode = "exclusive"
+/// devices = ["mlx5_0"]
+/// soft_roce = { rxe0 = "ens192" }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rdma {
+    /// RDMA subsystem network namespace mode (`ib_core netns_mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_mode: Option<RdmaNetnsMode>,
+    /// HCAs offered to pods (their char devices under /dev/infiniband).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// Soft-RoCE links to create: RDMA device name = network interface.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub soft_roce: BTreeMap<String, String>,
+}
+
+/// `shared`: every namespace sees every HCA; `exclusive`: an HCA belongs to one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RdmaNetnsMode {
+    Shared,
+    Exclusive,
+}
+
+/// IPIP encapsulation between nodes, with Calico's modes.
+///
+/// ```toml
+/// [ipip]
+/// mode = "cross-subnet"
+/// device = "tunl0"
+/// mtu = 1480
+/// [[ipip.peers]]
+/// node = "10.0.19.91"
+/// pod_cidr = "192.168.118.64/26"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ipip {
+    /// never | always | cross-subnet (encapsulate only to peers in another subnet).
+    pub mode: IpipMode,
+    /// Tunnel device name (the kernel's fallback device is tunl0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 15), extend("format" = "ifname"))]
+    pub device: Option<String>,
+    /// Tunnel MTU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 68, max = 65515))]
+    pub mtu: Option<u32>,
+    /// Other nodes and the pod ranges behind them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<IpipPeer>,
+}
+
+/// Calico's IPIP modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpipMode {
+    Never,
+    Always,
+    CrossSubnet,
+}
+
+/// A node reached over IPIP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpipPeer {
+    /// The peer node's underlay address.
+    #[schemars(with = "IpSchema")]
+    pub node: std::net::IpAddr,
+    /// The pod range behind the peer.
+    #[schemars(with = "PrefixSchema")]
+    pub pod_cidr: IpNet,
+}
+
+/// A named pair of rates. Rates are Kubernetes quantities in bit/s as kubelet
+/// passes them (`100M` = 100·10^6, `1Gi` = 2^30) or tc-style `100Mbit`.
+///
+/// ```toml
+/// [tiers.gold]
+/// egress = "1Gbit"
+/// ingress = "1Gbit"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// Egress (pod → network) rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Rate>,
+    /// Ingress (network → pod) rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Rate>,
+}
+
+/// Node-wide shaping policy.
+///
+/// ```toml
+/// [shaping]
+/// default_tier = "silver"
+/// backend = "auto"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Shaping {
+    /// Tier of a pod that asks for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_tier: Option<String>,
+    /// edt (eBPF + fq), tbf, or auto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<ShapingBackend>,
+}
+
+/// Shaping backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ShapingBackend {
+    Auto,
+    Edt,
+    Tbf,
+}

@@ -1,0 +1,229 @@
+//! Rates in bit/s, written the way operators and kubelet write them.
+//!
+//! Two spellings are accepted:
+//! - Kubernetes quantities, as kubelet passes `kubernetes.io/*-bandwidth`
+//!   annotations: `100M` = 100·10^6, `500k`, `1G`, `1Gi` = 2^30, `1.5G`, `1e9`,
+//!   or a plain number of bit/s.
+//! - tc-style bit rates: `100Mbit`, `1Gbit`, `64kbit`, `1Gibit`.
+//!
+//! Anything else is an error, with a hint for the usual mistakes: `100Mbps`
+//! (tc reads `bps` as *bytes* per second), `100m` (milli in Kubernetes).
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A rate in bit/s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rate(pub u64);
+
+/// Why a rate string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid rate `{input}`: {reason}")]
+pub struct RateError {
+    pub input: String,
+    pub reason: String,
+}
+
+const DECIMAL: [(&str, u32); 6] = [
+    ("k", 1),
+    ("M", 2),
+    ("G", 3),
+    ("T", 4),
+    ("P", 5),
+    ("E", 6),
+];
+const BINARY: [(&str, u32); 6] = [
+    ("Ki", 1),
+    ("Mi", 2),
+    ("Gi", 3),
+    ("Ti", 4),
+    ("Pi", 5),
+    ("Ei", 6),
+];
+
+impl Rate {
+    pub fn bits_per_second(self) -> u64 {
+        self.0
+    }
+
+    /// Parses a rate; see the module documentation for the accepted forms.
+    pub fn parse(input: &str) -> Result<Rate, RateError> {
+        let err = |reason: &str| RateError {
+            input: input.to_string(),
+            reason: reason.to_string(),
+        };
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(err("empty; write e.g. \"100M\" or \"100Mbit\""));
+        }
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
+            .unwrap_or(s.len());
+        let (number, suffix) = s.split_at(split);
+        if number.is_empty() {
+            return Err(err("must start with a number, e.g. \"100M\""));
+        }
+        // A Kubernetes quantity may carry a decimal exponent: `1e9`, `1.5E6`.
+        // `E` alone is exa, so an exponent needs digits after it.
+        let (suffix, exponent) = match suffix.strip_prefix(['e', 'E']) {
+            Some(rest) if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) => {
+                let e: u32 = rest.parse().map_err(|_| err("exponent too large"))?;
+                ("", e)
+            }
+            _ => (suffix, 0),
+        };
+        let (unit, tc_style) = match suffix.strip_suffix("bit") {
+            Some(unit) => (unit, true),
+            None => (suffix, false),
+        };
+        let multiplier: f64 = if unit.is_empty() {
+            1.0
+        } else if let Some((_, p)) = DECIMAL
+            .iter()
+            .find(|(u, _)| *u == unit || (tc_style && u.eq_ignore_ascii_case(unit)))
+        {
+            1000f64.powi(*p as i32)
+        } else if let Some((_, p)) = BINARY
+            .iter()
+            .find(|(u, _)| *u == unit || (tc_style && u.eq_ignore_ascii_case(unit)))
+        {
+            1024f64.powi(*p as i32)
+        } else if suffix.ends_with("bps") || suffix.ends_with("Bps") {
+            return Err(err(
+                "`bps` is bytes per second to tc and ambiguous here; write bits: \"100Mbit\" or \"100M\"",
+            ));
+        } else if unit == "m" {
+            return Err(err(
+                "`m` means milli (1/1000) in a Kubernetes quantity; for mega write \"M\"",
+            ));
+        } else {
+            return Err(err(
+                "unknown unit; use k, M, G, T (powers of 1000), Ki, Mi, Gi, Ti (powers of 1024), optionally followed by `bit`",
+            ));
+        };
+        let digits: String = number.chars().filter(|c| *c != '_').collect();
+        if digits.matches('.').count() > 1 || digits.starts_with('.') || digits.ends_with('.') {
+            return Err(err("malformed number"));
+        }
+        let value: f64 = digits.parse().map_err(|_| err("malformed number"))?;
+        let bits = value * multiplier * 10f64.powi(exponent.min(400) as i32);
+        if !bits.is_finite() || bits >= u64::MAX as f64 {
+            return Err(err("too large"));
+        }
+        let bits = bits.round() as u64;
+        if bits == 0 {
+            return Err(err("a rate must be at least 1 bit/s"));
+        }
+        Ok(Rate(bits))
+    }
+}
+
+impl fmt::Display for Rate {
+    /// The shortest exact tc-style spelling: `100Mbit`, `1Gbit`, `1500bit`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, power) in DECIMAL.iter().rev() {
+            let m = 1000u64.pow(*power);
+            if self.0 >= m && self.0 % m == 0 {
+                return write!(f, "{}{}bit", self.0 / m, unit);
+            }
+        }
+        write!(f, "{}bit", self.0)
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bits(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bits(0) => Err(serde::de::Error::custom("a rate must be at least 1 bit/s")),
+            Raw::Bits(b) => Ok(Rate(b)),
+            Raw::Text(t) => Rate::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl JsonSchema for Rate {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Rate".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A rate in bit/s: a Kubernetes quantity (\"100M\" = 100*10^6, \"500k\", \"1Gi\" = 2^30) or tc-style (\"100Mbit\", \"1Gbit\"), or an integer number of bit/s.",
+            "type": ["string", "integer"],
+            "minimum": 1,
+            "format": "rate",
+            "examples": ["100M", "1Gbit", "500k"]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> u64 {
+        Rate::parse(s)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .bits_per_second()
+    }
+
+    #[test]
+    fn kubernetes_quantities_are_decimal_or_binary() {
+        assert_eq!(ok("100M"), 100_000_000);
+        assert_eq!(ok("1G"), 1_000_000_000);
+        assert_eq!(ok("500k"), 500_000);
+        assert_eq!(ok("1Gi"), 1 << 30);
+        assert_eq!(ok("10Mi"), 10 << 20);
+        assert_eq!(ok("1.5G"), 1_500_000_000);
+        assert_eq!(ok("1e9"), 1_000_000_000);
+        assert_eq!(ok("2E"), 2_000_000_000_000_000_000);
+        assert_eq!(ok("12345"), 12345);
+    }
+
+    #[test]
+    fn tc_style_bit_rates() {
+        assert_eq!(ok("100Mbit"), 100_000_000);
+        assert_eq!(ok("1Gbit"), 1_000_000_000);
+        assert_eq!(ok("64kbit"), 64_000);
+        assert_eq!(ok("100mbit"), 100_000_000);
+        assert_eq!(ok("1Gibit"), 1 << 30);
+        assert_eq!(ok("800bit"), 800);
+    }
+
+    #[test]
+    fn refuses_ambiguous_and_malformed_rates() {
+        for bad in [
+            "", "M", "100Mbps", "100MBps", "100m", "100X", "1.2.3G", ".5G", "0", "0M", "-1M",
+            "100 M bit", "1e99999", "99999999999E",
+        ] {
+            assert!(Rate::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let e = Rate::parse("100Mbps").unwrap_err();
+        assert!(e.reason.contains("bytes"), "{e}");
+        let e = Rate::parse("100m").unwrap_err();
+        assert!(e.reason.contains("milli"), "{e}");
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in ["100Mbit", "1Gbit", "1500bit", "64kbit"] {
+            assert_eq!(Rate::parse(s).unwrap().to_string(), s);
+        }
+        let r = Rate(1 << 30);
+        assert_eq!(Rate::parse(&r.to_string()).unwrap(), r);
+    }
+}
