@@ -5,5 +5,11 @@
 //! [`config`] (load + validate) → [`observe`] (host → [`state::Observed`]) →
 //! [`plan`] (pure diff → actions) → [`apply`] (execute, undo on failure, verify).
 
+pub mod apply;
 pub mod config;
 pub mod error;
+pub mod kernel;
+pub mod netns;
+pub mod observe;
+pub mod plan;
+pub mod state;

@@ -67,8 +67,12 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
         items: vec![Diagnostic::new("", message)],
         sources: Sources::default(),
     };
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| fail(format!("cannot read config directory {}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        fail(format!(
+            "cannot read config directory {}: {e}",
+            dir.display()
+        ))
+    })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -81,10 +85,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
         .collect();
     paths.sort();
     if paths.is_empty() {
-        return Err(fail(format!(
-            "no *.toml node files in {}",
-            dir.display()
-        )));
+        return Err(fail(format!("no *.toml node files in {}", dir.display())));
     }
     let mut files = Vec::with_capacity(paths.len());
     for p in paths {
@@ -190,12 +191,17 @@ fn value_node(
         DeValue::Boolean(b) => scalar(Json::Bool(b)),
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) => scalar(Json::from(n)),
-            Err(_) => Err(vec![Diagnostic::new("", "integer out of range")
-                .at(sources, file, span)]),
+            Err(_) => Err(vec![
+                Diagnostic::new("", "integer out of range").at(sources, file, span)
+            ]),
         },
         DeValue::Float(f) => {
             let text = f.as_str();
-            match text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+            match text
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
                 Some(n) => scalar(Json::Number(n)),
                 // nan and inf have no JSON form; no podnet key takes them.
                 None => scalar(Json::String(text.to_string())),
@@ -258,7 +264,14 @@ fn to_json(node: &Node, pointer: String, dotted: String, origins: &mut Origins) 
             items
                 .iter()
                 .enumerate()
-                .map(|(i, n)| to_json(n, format!("{pointer}/{i}"), format!("{dotted}[{i}]"), origins))
+                .map(|(i, n)| {
+                    to_json(
+                        n,
+                        format!("{pointer}/{i}"),
+                        format!("{dotted}[{i}]"),
+                        origins,
+                    )
+                })
                 .collect(),
         ),
         NodeValue::Table(map) => Json::Object(
@@ -317,7 +330,10 @@ mod tests {
                 "10-base.toml",
                 "version = 1\n[masters.eth0]\nkind = \"macvlan\"\nmtu = 1500\n",
             ),
-            ("20-mtu.toml", "[masters.eth0]\nmtu = 9000\n[masters.eth1]\nkind = \"ipvlan\"\n"),
+            (
+                "20-mtu.toml",
+                "[masters.eth0]\nmtu = 9000\n[masters.eth1]\nkind = \"ipvlan\"\n",
+            ),
         ]))
         .map_err(|d| d.render())
         .unwrap();
@@ -326,7 +342,10 @@ mod tests {
         assert_eq!(m["eth0"].kind, super::super::ChildKind::Macvlan);
         assert_eq!(m["eth1"].kind, super::super::ChildKind::Ipvlan);
         let l = loaded.locate("/masters/eth0/mtu").unwrap();
-        assert_eq!((l.file.to_str().unwrap(), l.line, l.column), ("20-mtu.toml", 2, 1));
+        assert_eq!(
+            (l.file.to_str().unwrap(), l.line, l.column),
+            ("20-mtu.toml", 2, 1)
+        );
         let l = loaded.locate("/masters/eth0/kind").unwrap();
         assert_eq!((l.file.to_str().unwrap(), l.line), ("10-base.toml", 3));
     }
@@ -357,11 +376,22 @@ mod tests {
         let files: Vec<_> = d
             .items
             .iter()
-            .map(|i| i.location.as_ref().unwrap().file.to_str().unwrap().to_string())
+            .map(|i| {
+                i.location
+                    .as_ref()
+                    .unwrap()
+                    .file
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert!(files.contains(&"a.toml".to_string()), "{files:?}");
         assert!(files.contains(&"b.toml".to_string()), "{files:?}");
-        assert!(d.items.iter().all(|i| i.location.as_ref().unwrap().line >= 1));
+        assert!(d
+            .items
+            .iter()
+            .all(|i| i.location.as_ref().unwrap().line >= 1));
     }
 
     #[test]

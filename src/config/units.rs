@@ -26,14 +26,7 @@ pub struct RateError {
     pub reason: String,
 }
 
-const DECIMAL: [(&str, u32); 6] = [
-    ("k", 1),
-    ("M", 2),
-    ("G", 3),
-    ("T", 4),
-    ("P", 5),
-    ("E", 6),
-];
+const DECIMAL: [(&str, u32); 6] = [("k", 1), ("M", 2), ("G", 3), ("T", 4), ("P", 5), ("E", 6)];
 const BINARY: [(&str, u32); 6] = [
     ("Ki", 1),
     ("Mi", 2),
@@ -207,8 +200,20 @@ mod tests {
     #[test]
     fn refuses_ambiguous_and_malformed_rates() {
         for bad in [
-            "", "M", "100Mbps", "100MBps", "100m", "100X", "1.2.3G", ".5G", "0", "0M", "-1M",
-            "100 M bit", "1e99999", "99999999999E",
+            "",
+            "M",
+            "100Mbps",
+            "100MBps",
+            "100m",
+            "100X",
+            "1.2.3G",
+            ".5G",
+            "0",
+            "0M",
+            "-1M",
+            "100 M bit",
+            "1e99999",
+            "99999999999E",
         ] {
             assert!(Rate::parse(bad).is_err(), "{bad:?} was accepted");
         }

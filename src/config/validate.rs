@@ -46,7 +46,8 @@ pub(crate) fn validate(
             let mut d = here(&p.pointer, p.diag);
             for (ptr, msg) in p.related {
                 if let Some(o) = origins.get(&ptr) {
-                    d.related.push((locate(sources, o.file, o.key.clone()), msg));
+                    d.related
+                        .push((locate(sources, o.file, o.key.clone()), msg));
                 }
             }
             d
@@ -139,7 +140,12 @@ fn structural(json: &Json) -> Vec<(String, Diagnostic)> {
             ValidationErrorKind::Enum { options } => {
                 let list = options
                     .as_array()
-                    .map(|a| a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))
+                    .map(|a| {
+                        a.iter()
+                            .map(|v| v.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
                     .unwrap_or_default();
                 Diagnostic::new("", format!("unknown value {found}"))
                     .with_help(format!("expected one of: {list}"))
@@ -199,9 +205,10 @@ fn allowed_keys(schema: &Json, keyword_location: &str) -> Vec<String> {
                 None => return Vec::new(),
             }
         } else {
-            match node.get(&seg).or_else(|| {
-                seg.parse::<usize>().ok().and_then(|i| node.get(i))
-            }) {
+            match node
+                .get(&seg)
+                .or_else(|| seg.parse::<usize>().ok().and_then(|i| node.get(i)))
+            {
                 Some(n) => n,
                 None => return Vec::new(),
             }
@@ -266,7 +273,10 @@ fn semantic(c: &NodeConfig) -> Vec<Problem> {
     if c.version != VERSION {
         out.push(problem(
             ptr(&["version"]),
-            format!("unsupported version {}; this podnet reads version = {VERSION}", c.version),
+            format!(
+                "unsupported version {}; this podnet reads version = {VERSION}",
+                c.version
+            ),
         ));
     }
 
@@ -278,7 +288,10 @@ fn semantic(c: &NodeConfig) -> Vec<Problem> {
                 pointer,
                 format!("interface `{name}` is declared as a {role} but is already a {first_role}"),
             );
-            p.related.push((first.clone(), format!("first declared here as a {first_role}")));
+            p.related.push((
+                first.clone(),
+                format!("first declared here as a {first_role}"),
+            ));
             p.diag = p
                 .diag
                 .with_help("each interface name may have one role across all node files");
@@ -292,7 +305,12 @@ fn semantic(c: &NodeConfig) -> Vec<Problem> {
     }
     for (master, m) in &c.masters {
         if let Some(shim) = &m.shim {
-            claim(&shim.name, ptr(&["masters", master, "shim", "name"]), "shim", &mut out);
+            claim(
+                &shim.name,
+                ptr(&["masters", master, "shim", "name"]),
+                "shim",
+                &mut out,
+            );
         }
     }
     for pf in c.sriov.keys() {
@@ -319,7 +337,11 @@ fn semantic(c: &NodeConfig) -> Vec<Problem> {
                 };
                 let mut p = problem(
                     ptr(&["masters", name, "mode"]),
-                    format!("mode `{mode}` is a {} mode, but this master's kind is {}", mode.kind(), m.kind),
+                    format!(
+                        "mode `{mode}` is a {} mode, but this master's kind is {}",
+                        mode.kind(),
+                        m.kind
+                    ),
                 );
                 p.diag = p.diag.with_help(format!("{} modes: {allowed}", m.kind));
                 out.push(p);
@@ -351,7 +373,8 @@ fn semantic(c: &NodeConfig) -> Vec<Problem> {
             let here = ptr(&["masters", name, "shim", "addresses", &i.to_string()]);
             if let Some(first) = addresses.get(&a.addr()) {
                 let mut p = problem(here, format!("address {} is assigned twice", a.addr()));
-                p.related.push((first.clone(), "first assigned here".into()));
+                p.related
+                    .push((first.clone(), "first assigned here".into()));
                 out.push(p);
             } else {
                 addresses.insert(a.addr(), here);
@@ -383,7 +406,11 @@ fn semantic(c: &NodeConfig) -> Vec<Problem> {
                 Ok(i) if i < s.num_vfs => {}
                 Ok(i) => out.push(problem(
                     ptr(&["sriov", pf, "vfs", idx]),
-                    format!("VF {i} does not exist: num_vfs = {} gives VFs 0..{}", s.num_vfs, s.num_vfs.saturating_sub(1)),
+                    format!(
+                        "VF {i} does not exist: num_vfs = {} gives VFs 0..{}",
+                        s.num_vfs,
+                        s.num_vfs.saturating_sub(1)
+                    ),
                 )),
                 Err(_) => out.push(problem(
                     ptr(&["sriov", pf, "vfs", idx]),
@@ -418,7 +445,11 @@ fn semantic(c: &NodeConfig) -> Vec<Problem> {
             if peer.pod_cidr.trunc() != peer.pod_cidr {
                 out.push(problem(
                     ptr(&["ipip", "peers", &i.to_string(), "pod_cidr"]),
-                    format!("pod_cidr {} has host bits set; did you mean {}?", peer.pod_cidr, peer.pod_cidr.trunc()),
+                    format!(
+                        "pod_cidr {} has host bits set; did you mean {}?",
+                        peer.pod_cidr,
+                        peer.pod_cidr.trunc()
+                    ),
                 ));
             }
         }
@@ -439,7 +470,10 @@ mod tests {
     }
 
     fn assert_has(errs: &[String], needle: &str) {
-        assert!(errs.iter().any(|e| e.contains(needle)), "no {needle:?} in {errs:#?}");
+        assert!(
+            errs.iter().any(|e| e.contains(needle)),
+            "no {needle:?} in {errs:#?}"
+        );
     }
 
     #[test]
@@ -462,20 +496,32 @@ mod tests {
         );
         assert_eq!(errs.len(), 3, "{errs:#?}");
         assert_has(&errs, "n.toml:4:1: masters.eth0.mtuu: unknown key `mtuu`");
-        assert_has(&errs, "n.toml:7:1: masters.eth1.mode: unknown value \"bogus\"");
-        assert_has(&errs, "n.toml:9:1: tiers.gold.egress: invalid rate `100Mbps`");
+        assert_has(
+            &errs,
+            "n.toml:7:1: masters.eth1.mode: unknown value \"bogus\"",
+        );
+        assert_has(
+            &errs,
+            "n.toml:9:1: tiers.gold.egress: invalid rate `100Mbps`",
+        );
     }
 
     #[test]
     fn wrong_types_name_what_was_found() {
         let errs = errors("version = 1\n[masters.eth0]\nkind = \"macvlan\"\nmtu = \"big\"\n");
-        assert_has(&errs, "n.toml:4:1: masters.eth0.mtu: expected integer, found \"big\"");
+        assert_has(
+            &errs,
+            "n.toml:4:1: masters.eth0.mtu: expected integer, found \"big\"",
+        );
     }
 
     #[test]
     fn missing_keys_point_at_their_table() {
         let errs = errors("version = 1\n[masters.eth0]\nmtu = 1500\n");
-        assert_has(&errs, "n.toml:2:10: masters.eth0.kind: missing required key `kind`");
+        assert_has(
+            &errs,
+            "n.toml:2:10: masters.eth0.kind: missing required key `kind`",
+        );
         let errs = errors("[masters.eth0]\nkind = \"ipvlan\"\n");
         assert_has(&errs, "version: missing required key `version`");
     }
@@ -483,7 +529,10 @@ mod tests {
     #[test]
     fn an_ipvlan_mode_on_a_macvlan_master_is_refused() {
         let errs = errors("version = 1\n[masters.eth0]\nkind = \"macvlan\"\nmode = \"l3s\"\n");
-        assert_has(&errs, "masters.eth0.mode: mode `l3s` is a ipvlan mode, but this master's kind is macvlan");
+        assert_has(
+            &errs,
+            "masters.eth0.mode: mode `l3s` is a ipvlan mode, but this master's kind is macvlan",
+        );
     }
 
     #[test]
@@ -491,7 +540,10 @@ mod tests {
         let errs = errors(
             "version = 1\n[tiers.gold]\negress = \"1G\"\n[shaping]\ndefault_tier = \"silver\"\n",
         );
-        assert_has(&errs, "n.toml:5:1: shaping.default_tier: undefined tier `silver`");
+        assert_has(
+            &errs,
+            "n.toml:5:1: shaping.default_tier: undefined tier `silver`",
+        );
     }
 
     #[test]
@@ -509,7 +561,8 @@ mod tests {
         let d = load_files(vec![
             (
                 PathBuf::from("a.toml"),
-                "version = 1\n[masters.eth0]\nkind = \"macvlan\"\nshim = { name = \"pn0\" }\n".into(),
+                "version = 1\n[masters.eth0]\nkind = \"macvlan\"\nshim = { name = \"pn0\" }\n"
+                    .into(),
             ),
             (
                 PathBuf::from("b.toml"),
@@ -519,7 +572,10 @@ mod tests {
         .unwrap_err();
         assert_eq!(d.items.len(), 1, "{}", d.render());
         let item = &d.items[0];
-        assert_eq!(item.location.as_ref().unwrap().file, PathBuf::from("b.toml"));
+        assert_eq!(
+            item.location.as_ref().unwrap().file,
+            PathBuf::from("b.toml")
+        );
         assert_eq!(item.related[0].0.file, PathBuf::from("a.toml"));
         assert!(d.render().contains("first declared here"), "{}", d.render());
     }
@@ -553,7 +609,10 @@ mod tests {
              shim = { name = \"pn0\", routes = [\"10.1.0.5/24\"] }\n\
              [sriov.ens2f0]\nnum_vfs = 2\n[sriov.ens2f0.vfs.5]\nvlan = 3\n",
         );
-        assert_has(&errs, "masters.eth0.shim.routes[0]: route 10.1.0.5/24 has host bits set");
+        assert_has(
+            &errs,
+            "masters.eth0.shim.routes[0]: route 10.1.0.5/24 has host bits set",
+        );
         assert_has(&errs, "sriov.ens2f0.vfs.5: VF 5 does not exist");
     }
 }

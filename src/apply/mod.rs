@@ -1,0 +1,110 @@
+//! Apply: run a plan's steps through their backend, undo the ones already
+//! done when a step fails (in reverse, collecting every undo error rather
+//! than stopping at the first), then observe again and verify.
+
+mod netlink;
+
+use std::time::{Duration, Instant};
+
+pub use netlink::NetlinkBackend;
+
+use crate::config::NodeConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::Kernel;
+use crate::observe::observe;
+use crate::plan::{plan, Action, Plan};
+use crate::state::Observed;
+
+/// What an apply did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    pub actions: usize,
+    #[serde(serialize_with = "millis")]
+    pub took: Duration,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
+/// Applies `plan` (made from `observed`), then verifies the host against
+/// `desired`. A plan with problems changes nothing.
+pub async fn apply(
+    kernel: &Kernel,
+    desired: &NodeConfig,
+    observed: &Observed,
+    plan: &Plan,
+) -> Result<Applied> {
+    let start = Instant::now();
+    if !plan.problems.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Host,
+            format!("nothing was changed: {}", plan.problems.join("; ")),
+        ));
+    }
+    let index = observed
+        .links
+        .iter()
+        .map(|l| (l.name.clone(), l.index))
+        .collect();
+    let mut backend = NetlinkBackend::new(kernel, index);
+    let mut done: Vec<&Action> = Vec::with_capacity(plan.actions.len());
+    for action in &plan.actions {
+        if let Err(e) = backend.execute(action).await {
+            let failed = format!(
+                "{}: {}: {e}",
+                action.object(),
+                action.to_string().trim_end()
+            );
+            let undo_errors = undo(&mut backend, &done).await;
+            let mut msg = format!("{failed}\nrolled back {} applied step(s)", done.len());
+            if !undo_errors.is_empty() {
+                msg.push_str(&format!(
+                    "; rollback incomplete, the host may differ from before:\n  {}",
+                    undo_errors.join("\n  ")
+                ));
+            }
+            return Err(Error::new(e.kind, msg));
+        }
+        done.push(action);
+    }
+    verify(kernel, desired).await?;
+    Ok(Applied {
+        actions: plan.actions.len(),
+        took: start.elapsed(),
+    })
+}
+
+async fn undo(backend: &mut NetlinkBackend<'_>, done: &[&Action]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for action in done.iter().rev() {
+        for step in action.undo() {
+            if let Err(e) = backend.execute(&step).await {
+                errors.push(format!("{}: {}: {e}", step.object(), step));
+            }
+        }
+    }
+    errors
+}
+
+/// Observes again: the host must now need no step.
+pub async fn verify(kernel: &Kernel, desired: &NodeConfig) -> Result<()> {
+    let after = observe(kernel).await?;
+    let left = plan(desired, &after);
+    if left.actions.is_empty() && left.problems.is_empty() {
+        return Ok(());
+    }
+    let steps: Vec<String> = left
+        .actions
+        .iter()
+        .map(|a| format!("{}: {a}", a.object()))
+        .chain(left.problems.iter().cloned())
+        .collect();
+    Err(Error::new(
+        ErrorKind::KernelRefused,
+        format!(
+            "verify: the host still differs after apply:\n  {}",
+            steps.join("\n  ")
+        ),
+    ))
+}

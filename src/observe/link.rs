@@ -1,0 +1,113 @@
+//! Links: `RTM_NEWLINK` messages → [`Link`], parents still as ifindexes.
+
+use netlink_packet_route::link::{
+    InfoData, InfoIpVlan, InfoMacVlan, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    MacVlanMode,
+};
+
+use crate::config::ChildMode;
+use crate::state::Link;
+
+/// A link as dumped, with its lower device still an ifindex.
+pub(super) struct RawLink {
+    pub link: Link,
+    pub parent_index: Option<u32>,
+}
+
+pub(super) fn parse(msg: &LinkMessage) -> RawLink {
+    let mut link = Link {
+        index: msg.header.index,
+        name: String::new(),
+        kind: None,
+        parent: None,
+        mode: None,
+        mtu: 0,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        oper: String::new(),
+        alias: None,
+        mac: None,
+    };
+    let mut parent_index = None;
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Mtu(m) => link.mtu = *m,
+            LinkAttribute::OperState(s) => link.oper = format!("{s:?}").to_lowercase(),
+            LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a.clone()),
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                link.mac = Some(
+                    a.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                )
+            }
+            LinkAttribute::Link(i) => parent_index = Some(*i),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(k) => link.kind = Some(k.to_string()),
+                        LinkInfo::Data(InfoData::MacVlan(data)) => {
+                            link.mode = data.iter().find_map(|d| match d {
+                                InfoMacVlan::Mode(m) => macvlan_mode(*m),
+                                _ => None,
+                            })
+                        }
+                        LinkInfo::Data(InfoData::IpVlan(data)) => {
+                            link.mode = data.iter().find_map(|d| match d {
+                                InfoIpVlan::Mode(m) => ipvlan_mode(*m),
+                                _ => None,
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // A veth's IFLA_LINK is its peer, not a lower device.
+    if !matches!(
+        link.kind.as_deref(),
+        Some("macvlan" | "ipvlan" | "macvtap" | "vlan")
+    ) {
+        parent_index = None;
+    }
+    RawLink { link, parent_index }
+}
+
+fn macvlan_mode(m: MacVlanMode) -> Option<ChildMode> {
+    match m {
+        MacVlanMode::Bridge => Some(ChildMode::Bridge),
+        MacVlanMode::Vepa => Some(ChildMode::Vepa),
+        MacVlanMode::Private => Some(ChildMode::Private),
+        MacVlanMode::Passthrough => Some(ChildMode::Passthru),
+        _ => None,
+    }
+}
+
+fn ipvlan_mode(m: IpVlanMode) -> Option<ChildMode> {
+    match m {
+        IpVlanMode::L2 => Some(ChildMode::L2),
+        IpVlanMode::L3 => Some(ChildMode::L3),
+        IpVlanMode::L3S => Some(ChildMode::L3s),
+        _ => None,
+    }
+}
+
+pub(crate) fn to_macvlan_mode(m: ChildMode) -> MacVlanMode {
+    match m {
+        ChildMode::Vepa => MacVlanMode::Vepa,
+        ChildMode::Private => MacVlanMode::Private,
+        ChildMode::Passthru => MacVlanMode::Passthrough,
+        _ => MacVlanMode::Bridge,
+    }
+}
+
+pub(crate) fn to_ipvlan_mode(m: ChildMode) -> IpVlanMode {
+    match m {
+        ChildMode::L3 => IpVlanMode::L3,
+        ChildMode::L3s => IpVlanMode::L3S,
+        _ => IpVlanMode::L2,
+    }
+}

@@ -1,0 +1,109 @@
+//! Observe: the host's links, addresses, routes and qdiscs, read over
+//! rtnetlink into an [`Observed`]. One reader per kind of object, then one
+//! pass that resolves ifindexes to names (nispor's shape).
+
+mod address;
+mod link;
+mod qdisc;
+mod route;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use futures::TryStreamExt;
+use rtnetlink::RouteMessageBuilder;
+
+pub(crate) use link::{to_ipvlan_mode, to_macvlan_mode};
+
+use crate::error::Result;
+use crate::kernel::{refused, Kernel};
+use crate::state::{Address, Observed, RT_TABLE_MAIN};
+
+/// Reads everything podnet plans against, in one consistent-enough pass
+/// (four dumps on one socket, run concurrently).
+pub async fn observe(kernel: &Kernel) -> Result<Observed> {
+    let h = kernel.handle();
+    let links = async {
+        h.link()
+            .get()
+            .execute()
+            .map_ok(|m| link::parse(&m))
+            .try_collect::<Vec<_>>()
+            .await
+    };
+    let addresses = async {
+        h.address()
+            .get()
+            .execute()
+            .try_filter_map(|m| async move { Ok(address::parse(&m)) })
+            .try_collect::<Vec<_>>()
+            .await
+    };
+    let routes = async {
+        let mut out = Vec::new();
+        // A plain (non-strict) socket returns every table; keep main's.
+        for request in [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ] {
+            let mut dump = h.route().get(request).execute();
+            while let Some(m) = dump.try_next().await? {
+                if let Some(r) = route::parse(&m).filter(|(_, r)| r.table == RT_TABLE_MAIN) {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    };
+    let qdiscs = async {
+        h.qdisc()
+            .get()
+            .execute()
+            .map_ok(|m| qdisc::parse(&m))
+            .try_collect::<Vec<_>>()
+            .await
+    };
+    let (links, addresses, routes, qdiscs) =
+        futures::try_join!(links, addresses, routes, qdiscs)
+            .map_err(|e| refused(e).context("reading the host's network state"))?;
+
+    let names: HashMap<u32, String> = links
+        .iter()
+        .map(|l| (l.link.index, l.link.name.clone()))
+        .collect();
+    let name = |i: u32| names.get(&i).cloned();
+    let mut observed = Observed {
+        links: links
+            .into_iter()
+            .map(|mut raw| {
+                raw.link.parent = raw.parent_index.and_then(name);
+                raw.link
+            })
+            .collect(),
+        addresses: addresses
+            .into_iter()
+            .filter_map(|(i, prefix)| {
+                Some(Address {
+                    link: name(i)?,
+                    prefix,
+                })
+            })
+            .collect(),
+        routes: routes
+            .into_iter()
+            .map(|(oif, mut r)| {
+                r.link = oif.and_then(name);
+                r
+            })
+            .collect(),
+        qdiscs: qdiscs
+            .into_iter()
+            .filter_map(|(i, mut q)| {
+                q.link = name(u32::try_from(i).ok()?)?;
+                Some(q)
+            })
+            .collect(),
+    };
+    observed.links.sort_by_key(|l| l.index);
+    Ok(observed)
+}

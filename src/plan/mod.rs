@@ -1,0 +1,337 @@
+//! The plan: a pure function from (desired, observed) to ordered actions.
+//!
+//! No I/O happens here, so every case is a unit test (see `tests/golden`).
+//! Order follows the kernel's constraints:
+//! 0. remove what podnet owns and no longer wants (frees names and addresses);
+//! 1. masters: raise MTU (children may not exceed it), bring up;
+//! 2. shims: create, MTU, addresses, up, then routes (a route needs its
+//!    device up);
+//! 3. masters: lower MTU, once their shims are lower.
+
+mod action;
+mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+pub use action::{Action, Change, Disruption, LinkSnapshot, NewLink, Role};
+
+use crate::config::{ChildKind, Master, NodeConfig};
+use crate::state::{Link, Observed, OWNER_ALIAS_PREFIX, RT_TABLE_MAIN};
+
+/// The outcome of planning.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    /// Steps to run, in order.
+    pub actions: Vec<Action>,
+    /// Reasons the plan cannot run at all (a missing master...). When any
+    /// exists, nothing is applied.
+    pub problems: Vec<String>,
+    /// Sections that validate but are not applied by this version.
+    pub unsupported: Vec<Unsupported>,
+}
+
+/// A declared section podnet validates but does not apply yet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unsupported {
+    pub key: String,
+    pub what: String,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// The worst disruption any step causes.
+    pub fn max_disruption(&self) -> Disruption {
+        self.actions
+            .iter()
+            .map(Action::disruption)
+            .max()
+            .unwrap_or(Disruption::Hitless)
+    }
+}
+
+/// The `ifalias` podnet writes on a shim it creates.
+pub fn shim_alias(master: &str) -> String {
+    format!("{OWNER_ALIAS_PREFIX}shim master={master}")
+}
+
+/// Plans the changes that take `observed` to `desired`.
+pub fn plan(desired: &NodeConfig, observed: &Observed) -> Plan {
+    let mut phases: [Vec<Action>; 4] = Default::default();
+    let mut problems = Vec::new();
+    let links: BTreeMap<&str, &Link> = observed
+        .links
+        .iter()
+        .map(|l| (l.name.as_str(), l))
+        .collect();
+
+    // The shims the files declare, by name.
+    let shims: BTreeMap<&str, (&str, &Master)> = desired
+        .masters
+        .iter()
+        .filter_map(|(name, m)| {
+            m.shim
+                .as_ref()
+                .map(|s| (s.name.as_str(), (name.as_str(), m)))
+        })
+        .collect();
+
+    for (name, master) in &desired.masters {
+        let Some(link) = links.get(name.as_str()) else {
+            problems.push(format!(
+                "master {name} does not exist on this host (podnet never creates a master; check the interface name)"
+            ));
+            continue;
+        };
+        if matches!(link.kind.as_deref(), Some("macvlan" | "ipvlan" | "macvtap")) {
+            problems.push(format!(
+                "master {name} is itself a {} interface and cannot be a parent of pod interfaces",
+                link.kind.as_deref().unwrap_or_default()
+            ));
+            continue;
+        }
+        if let Some(mtu) = master.mtu.filter(|m| *m != link.mtu) {
+            let phase = if mtu > link.mtu { 1 } else { 3 };
+            phases[phase].push(Action::new(
+                Role::Master,
+                name,
+                Change::SetMtu {
+                    from: link.mtu,
+                    to: mtu,
+                },
+            ));
+        }
+        if !link.up {
+            phases[1].push(Action::new(Role::Master, name, Change::SetUp { up: true }));
+        }
+        if let Some(shim) = &master.shim {
+            let want = NewLink {
+                kind: master.kind,
+                mode: master.effective_mode(),
+                parent: name.clone(),
+                mtu: Some(master.mtu.unwrap_or(link.mtu)),
+                alias: shim_alias(name),
+            };
+            plan_shim(
+                &shim.name,
+                &want,
+                &shim.addresses,
+                &shim.routes,
+                links.get(shim.name.as_str()).copied(),
+                observed,
+                &mut phases,
+                &mut problems,
+            );
+        }
+    }
+
+    // Owned links nobody declares any more.
+    for link in observed.links.iter().filter(|l| l.is_owned()) {
+        if !shims.contains_key(link.name.as_str()) {
+            phases[0].push(Action::new(
+                Role::Stale,
+                &link.name,
+                Change::DeleteLink {
+                    was: Box::new(snapshot(link, observed)),
+                    reason: "podnet's, no longer declared".into(),
+                },
+            ));
+        }
+    }
+    // Routes podnet added through links that are not (or no longer) shims;
+    // a stale owned link takes its routes with it.
+    for route in observed
+        .routes
+        .iter()
+        .filter(|r| r.is_owned() && r.table == RT_TABLE_MAIN)
+    {
+        let Some(dev) = route.link.as_deref() else {
+            continue;
+        };
+        let owned_link = links.get(dev).is_some_and(|l| l.is_owned());
+        if !shims.contains_key(dev) && !owned_link {
+            phases[0].push(Action::new(
+                Role::Stale,
+                dev,
+                Change::DelRoute { dst: route.dst },
+            ));
+        }
+    }
+
+    Plan {
+        actions: phases.into_iter().flatten().collect(),
+        problems,
+        unsupported: unsupported(desired),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_shim(
+    name: &str,
+    want: &NewLink,
+    addresses: &[IpNet],
+    routes: &[IpNet],
+    current: Option<&Link>,
+    observed: &Observed,
+    phases: &mut [Vec<Action>; 4],
+    problems: &mut Vec<String>,
+) {
+    let step = |change| Action::new(Role::Shim, name, change);
+    let out = &mut phases[2];
+    let create = |out: &mut Vec<Action>| {
+        out.push(step(Change::CreateLink(want.clone())));
+        out.extend(
+            addresses
+                .iter()
+                .map(|p| step(Change::AddAddress { prefix: *p })),
+        );
+        out.push(step(Change::SetUp { up: true }));
+        out.extend(routes.iter().map(|d| step(Change::AddRoute { dst: *d })));
+    };
+    let Some(link) = current else {
+        create(out);
+        return;
+    };
+    if !link.is_owned() {
+        problems.push(format!(
+            "shim {name}: an interface of that name exists and is not podnet's (its alias has no \"{OWNER_ALIAS_PREFIX}\" mark); podnet will not take it over: rename the shim or remove the interface"
+        ));
+        return;
+    }
+    let kind_matches = match want.kind {
+        ChildKind::Ipvlan => link.kind.as_deref() == Some("ipvlan"),
+        ChildKind::Macvlan => link.kind.as_deref() == Some("macvlan"),
+    };
+    if !kind_matches || link.mode != Some(want.mode) || link.parent.as_deref() != Some(&want.parent)
+    {
+        out.push(step(Change::DeleteLink {
+            was: Box::new(snapshot(link, observed)),
+            reason: format!(
+                "re-created as {} {} on {}",
+                want.kind, want.mode, want.parent
+            ),
+        }));
+        create(out);
+        return;
+    }
+    if let Some(mtu) = want.mtu.filter(|m| *m != link.mtu) {
+        out.push(step(Change::SetMtu {
+            from: link.mtu,
+            to: mtu,
+        }));
+    }
+    let have: BTreeSet<IpNet> = observed
+        .addresses_of(name)
+        .filter(|a| !a.is_kernel_link_local())
+        .map(|a| a.prefix)
+        .collect();
+    let wanted: BTreeSet<IpNet> = addresses.iter().copied().collect();
+    out.extend(
+        have.difference(&wanted)
+            .map(|p| step(Change::DelAddress { prefix: *p })),
+    );
+    out.extend(
+        wanted
+            .difference(&have)
+            .map(|p| step(Change::AddAddress { prefix: *p })),
+    );
+    if !link.up {
+        out.push(step(Change::SetUp { up: true }));
+    }
+    let have: BTreeSet<IpNet> = owned_routes(observed, name).collect();
+    let wanted: BTreeSet<IpNet> = routes.iter().copied().collect();
+    out.extend(
+        have.difference(&wanted)
+            .map(|d| step(Change::DelRoute { dst: *d })),
+    );
+    out.extend(
+        wanted
+            .difference(&have)
+            .map(|d| step(Change::AddRoute { dst: *d })),
+    );
+}
+
+fn owned_routes<'a>(observed: &'a Observed, link: &'a str) -> impl Iterator<Item = IpNet> + 'a {
+    observed
+        .routes
+        .iter()
+        .filter(move |r| {
+            r.is_owned() && r.table == RT_TABLE_MAIN && r.link.as_deref() == Some(link)
+        })
+        .map(|r| r.dst)
+}
+
+/// What undo needs to bring an owned link back.
+fn snapshot(link: &Link, observed: &Observed) -> LinkSnapshot {
+    let kind = if link.kind.as_deref() == Some("ipvlan") {
+        ChildKind::Ipvlan
+    } else {
+        ChildKind::Macvlan
+    };
+    LinkSnapshot {
+        link: NewLink {
+            kind,
+            mode: link.mode.unwrap_or(match kind {
+                ChildKind::Ipvlan => crate::config::ChildMode::L2,
+                ChildKind::Macvlan => crate::config::ChildMode::Bridge,
+            }),
+            parent: link.parent.clone().unwrap_or_default(),
+            mtu: Some(link.mtu),
+            alias: link.alias.clone().unwrap_or_default(),
+        },
+        up: link.up,
+        addresses: observed
+            .addresses_of(&link.name)
+            .filter(|a| !a.is_kernel_link_local())
+            .map(|a| a.prefix)
+            .collect(),
+        routes: owned_routes(observed, &link.name).collect(),
+    }
+}
+
+/// Sections that validate but that this version does not apply yet, so they
+/// are listed instead of silently ignored.
+fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
+    let mut out = Vec::new();
+    let mut note = |key: String, what: &str| {
+        out.push(Unsupported {
+            key,
+            what: what.into(),
+        })
+    };
+    for (name, m) in &c.masters {
+        if m.shaping == Some(true) {
+            note(
+                format!("masters.{name}.shaping"),
+                "egress shaping (EDT) on this master",
+            );
+        }
+    }
+    for (pf, s) in &c.sriov {
+        note(
+            format!("sriov.{pf}"),
+            &format!("SR-IOV: {} VFs and their settings", s.num_vfs),
+        );
+    }
+    if c.rdma.is_some() {
+        note("rdma".into(), "RDMA device exposure and Soft-RoCE links");
+    }
+    if let Some(ipip) = &c.ipip {
+        note(
+            "ipip".into(),
+            &format!("IPIP encapsulation (mode {:?})", ipip.mode),
+        );
+    }
+    if !c.tiers.is_empty() {
+        note("tiers".into(), "bandwidth tiers (used by shaping)");
+    }
+    if c.shaping.is_some() {
+        note("shaping".into(), "node shaping policy");
+    }
+    out
+}

@@ -1,0 +1,61 @@
+//! How a plan reads: grouped by object, one step per line, like a terraform
+//! plan. `apply --dry-run` prints exactly this.
+
+use std::fmt;
+
+use super::{Action, Change, Plan};
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.problems.is_empty() {
+            writeln!(f, "cannot plan: the host does not fit the node files")?;
+            for p in &self.problems {
+                writeln!(f, "  x {p}")?;
+            }
+            writeln!(f)?;
+        }
+        let mut last: Option<String> = None;
+        for a in &self.actions {
+            let object = a.object();
+            if last.as_ref() != Some(&object) {
+                writeln!(f, "{object}")?;
+                last = Some(object);
+            }
+            writeln!(f, "  {a}")?;
+        }
+        if !self.actions.is_empty() {
+            writeln!(f)?;
+        }
+        if !self.unsupported.is_empty() {
+            writeln!(f, "not applied by this version of podnet (validated only):")?;
+            for u in &self.unsupported {
+                writeln!(f, "  ! {}: {}", u.key, u.what)?;
+            }
+            writeln!(f)?;
+        }
+        if self.actions.is_empty() {
+            writeln!(f, "No changes: the host matches the node files.")
+        } else {
+            let (add, change, destroy) = counts(&self.actions);
+            writeln!(
+                f,
+                "Plan: {add} to add, {change} to change, {destroy} to destroy; worst disruption: {}.",
+                self.max_disruption()
+            )
+        }
+    }
+}
+
+fn counts(actions: &[Action]) -> (usize, usize, usize) {
+    let mut c = (0, 0, 0);
+    for a in actions {
+        match a.change {
+            Change::CreateLink(_) | Change::AddAddress { .. } | Change::AddRoute { .. } => c.0 += 1,
+            Change::SetMtu { .. } | Change::SetUp { .. } => c.1 += 1,
+            Change::DeleteLink { .. } | Change::DelAddress { .. } | Change::DelRoute { .. } => {
+                c.2 += 1
+            }
+        }
+    }
+    c
+}

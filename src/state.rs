@@ -1,0 +1,130 @@
+//! What the host holds, as plain data: filled by [`crate::observe`] from the
+//! kernel, read by [`crate::plan`]. Never read from podnet's own files, so
+//! drift is always visible.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ChildMode;
+
+/// Prefix of the `ifalias` podnet writes on every link it creates. A link
+/// without it is never changed or removed by podnet.
+pub const OWNER_ALIAS_PREFIX: &str = "podnet:";
+
+/// Route protocol (`proto 157` in `ip route`) marking routes podnet added.
+/// Not among iproute2's registered protocols (/etc/iproute2/rt_protos).
+pub const RTPROT_PODNET: u8 = 157;
+
+/// The kernel's main routing table.
+pub const RT_TABLE_MAIN: u32 = 254;
+
+/// A snapshot of the host's network state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub links: Vec<Link>,
+    #[serde(default)]
+    pub addresses: Vec<Address>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub qdiscs: Vec<Qdisc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_INFO_KIND` (`veth`, `macvlan`, `ipvlan`, ...); None for a
+    /// physical device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The lower device (`IFLA_LINK`) of a macvlan/ipvlan/vlan, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// ipvlan or macvlan mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ChildMode>,
+    pub mtu: u32,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Operational state as the kernel reports it (`up`, `down`, `lowerlayerdown`...).
+    #[serde(default)]
+    pub oper: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+impl Link {
+    /// Whether podnet created this link (its alias carries podnet's mark).
+    pub fn is_owned(&self) -> bool {
+        self.alias
+            .as_deref()
+            .is_some_and(|a| a.starts_with(OWNER_ALIAS_PREFIX))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    pub link: String,
+    pub prefix: IpNet,
+}
+
+impl Address {
+    /// IPv6 link-local addresses are the kernel's, made for every link.
+    pub fn is_kernel_link_local(&self) -> bool {
+        matches!(self.prefix.addr(), IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    pub dst: IpNet,
+    /// Output interface, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+    pub protocol: u8,
+    #[serde(default = "main_table")]
+    pub table: u32,
+}
+
+fn main_table() -> u32 {
+    RT_TABLE_MAIN
+}
+
+impl Route {
+    pub fn is_owned(&self) -> bool {
+        self.protocol == RTPROT_PODNET
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Qdisc {
+    pub link: String,
+    pub kind: String,
+    /// `major:minor` as tc prints it.
+    pub handle: String,
+    pub parent: String,
+}
+
+impl Observed {
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    pub fn addresses_of<'a>(&'a self, link: &'a str) -> impl Iterator<Item = &'a Address> + 'a {
+        self.addresses.iter().filter(move |a| a.link == link)
+    }
+
+    /// Children (macvlan/ipvlan/vlan...) whose lower device is `parent`.
+    pub fn children_of<'a>(&'a self, parent: &'a str) -> impl Iterator<Item = &'a Link> + 'a {
+        self.links
+            .iter()
+            .filter(move |l| l.parent.as_deref() == Some(parent))
+    }
+}
