@@ -6,6 +6,7 @@
 //! [`plan`] (pure diff → actions) → [`apply`] (execute, undo on failure, verify).
 
 pub mod apply;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod kernel;

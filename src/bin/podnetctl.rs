@@ -1,1 +1,5 @@
-fn main() {}
+//! `podnetctl`: see `podnetctl --help`.
+
+fn main() -> std::process::ExitCode {
+    podnet::cli::main()
+}

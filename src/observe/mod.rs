@@ -19,8 +19,9 @@ use crate::error::Result;
 use crate::kernel::{refused, Kernel};
 use crate::state::{Address, Observed, RT_TABLE_MAIN};
 
-/// Reads everything podnet plans against, in one consistent-enough pass
-/// (four dumps on one socket, run concurrently).
+/// Reads everything podnet plans against, in one pass of four dumps. They
+/// run one after another: a netlink socket serves one dump at a time (a
+/// second one in flight gets EBUSY).
 pub async fn observe(kernel: &Kernel) -> Result<Observed> {
     let h = kernel.handle();
     let links = async {
@@ -63,9 +64,11 @@ pub async fn observe(kernel: &Kernel) -> Result<Observed> {
             .try_collect::<Vec<_>>()
             .await
     };
-    let (links, addresses, routes, qdiscs) =
-        futures::try_join!(links, addresses, routes, qdiscs)
-            .map_err(|e| refused(e).context("reading the host's network state"))?;
+    let what = |w: &'static str| move |e| refused(e).context(format!("reading the host's {w}"));
+    let links = links.await.map_err(what("links"))?;
+    let addresses = addresses.await.map_err(what("addresses"))?;
+    let routes = routes.await.map_err(what("routes"))?;
+    let qdiscs = qdiscs.await.map_err(what("qdiscs"))?;
 
     let names: HashMap<u32, String> = links
         .iter()

@@ -1,0 +1,92 @@
+//! `podnetctl apply [--dry-run]`: plan, then converge and verify.
+
+use std::process::ExitCode;
+
+use super::{Cli, Format};
+use crate::apply::apply;
+use crate::error::{Error, ErrorKind, Result};
+use crate::observe::observe;
+use crate::plan::{plan, Disruption, Plan};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the plan (exactly the steps apply would run) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: Format,
+    /// Refuse a plan with a step more disruptive than this
+    /// (hitless, link-flap, vf-reset, needs-reboot).
+    #[arg(long, value_name = "LEVEL")]
+    pub max_disruption: Option<Disruption>,
+}
+
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
+    let loaded = super::load(cli)?;
+    let desired = &loaded.config;
+    super::with_kernel(cli, async |kernel| {
+        let observed = observe(kernel).await?;
+        let plan = plan(desired, &observed);
+        print_plan(&plan, args.output);
+        if !plan.problems.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Host,
+                "the plan cannot run; nothing was changed",
+            ));
+        }
+        if let Some(max) = args.max_disruption {
+            if plan.max_disruption() > max {
+                return Err(Error::new(
+                    ErrorKind::Host,
+                    format!(
+                        "the plan is {} but --max-disruption is {max}; nothing was changed",
+                        plan.max_disruption()
+                    ),
+                ));
+            }
+        }
+        if args.dry_run || plan.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let applied = apply(kernel, desired, &observed, &plan).await?;
+        if args.output == Format::Text {
+            println!(
+                "Applied {} step(s) in {:.1} ms; verified: the host matches the node files.",
+                applied.actions,
+                applied.took.as_secs_f64() * 1e3
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn print_plan(plan: &Plan, format: Format) {
+    match format {
+        Format::Text => print!("{plan}"),
+        Format::Json => println!("{}", plan_json(plan)),
+    }
+}
+
+/// The plan as JSON: each step with its object, sign, text and disruption.
+pub(crate) fn plan_json(plan: &Plan) -> serde_json::Value {
+    let actions: Vec<serde_json::Value> = plan
+        .actions
+        .iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(a).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("object".into(), a.object().into());
+                o.insert("text".into(), a.to_string().into());
+                o.insert("disruption".into(), a.disruption().to_string().into());
+            }
+            v
+        })
+        .collect();
+    serde_json::json!({
+        "actions": actions,
+        "problems": plan.problems,
+        "unsupported": plan.unsupported,
+        "max_disruption": plan.max_disruption(),
+    })
+}

@@ -1,0 +1,112 @@
+//! `podnetctl`: one verb per file; this module holds the global flags and
+//! the steps every verb shares (load, enter the namespace, connect).
+
+mod apply;
+mod show;
+mod status;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Diagnostics, Loaded};
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::Kernel;
+use crate::plan::Disruption;
+
+/// Declarative node network configurator for Kubernetes underlay networks.
+///
+/// Reads the node files (*.toml, lexical order, later files override
+/// earlier keys), compares them with the host and converges it.
+/// Exit status: 0 success, 1 failure on the host, 2 invalid node files.
+#[derive(Debug, Parser)]
+#[command(name = "podnetctl", version, propagate_version = true)]
+pub struct Cli {
+    /// Directory of node files.
+    #[arg(short = 'c', long, global = true, value_name = "DIR", env = "PODNET_CONFIG_DIR", default_value = config::DEFAULT_CONFIG_DIR)]
+    pub config_dir: PathBuf,
+    /// Run inside the named network namespace (as made by `ip netns add NAME`).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub netns: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the node files and report every error; touches nothing.
+    Validate(validate::Args),
+    /// Converge the host to the node files (or, with --dry-run, show the plan).
+    Apply(apply::Args),
+    /// Print the host's current state in the node file format.
+    Show(show::Args),
+    /// Compare the node files with the host, object by object.
+    Status(status::Args),
+}
+
+/// Output formats shared by the verbs that print a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Runs the command line and maps the outcome to an exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Validate(ref a) => validate::run(&cli, a),
+        Command::Apply(ref a) => apply::run(&cli, a),
+        Command::Show(ref a) => show::run(&cli, a),
+        Command::Status(ref a) => status::run(&cli, a),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("podnetctl: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+/// Loads the node files, printing every diagnostic on failure.
+pub(crate) fn load(cli: &Cli) -> Result<Loaded> {
+    config::load_dir(&cli.config_dir).map_err(|d: Diagnostics| {
+        eprint!("{}", d.render());
+        Error::new(
+            ErrorKind::InvalidConfig,
+            format!("invalid node files in {}", cli.config_dir.display()),
+        )
+    })
+}
+
+/// Enters `--netns` and runs `f` with a kernel connection on a
+/// single-threaded runtime (the namespace is per thread).
+pub(crate) fn with_kernel<T>(cli: &Cli, f: impl AsyncFnOnce(&Kernel) -> Result<T>) -> Result<T> {
+    if let Some(ns) = &cli.netns {
+        crate::netns::enter(ns)?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Bug, format!("tokio runtime: {e}")))?;
+    rt.block_on(async {
+        let kernel = Kernel::connect()?;
+        f(&kernel).await
+    })
+}
+
+impl std::str::FromStr for Disruption {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "hitless" => Ok(Disruption::Hitless),
+            "link-flap" => Ok(Disruption::LinkFlap),
+            "vf-reset" => Ok(Disruption::VfReset),
+            "needs-reboot" => Ok(Disruption::NeedsReboot),
+            _ => Err("expected hitless, link-flap, vf-reset or needs-reboot".into()),
+        }
+    }
+}
