@@ -1,0 +1,181 @@
+//! Shared pieces of the host tests: a network namespace each test makes and
+//! always removes, and the way the tests run podnetctl and read the kernel
+//! (iproute2's JSON, the reference for what the kernel holds).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+/// True when the test may create namespaces; otherwise it prints why it skips.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!("skipping {test}: host tests need root (network namespaces)");
+        false
+    }
+}
+
+/// A network namespace owned by one test, deleted on drop (even on panic).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "pnt-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        run_ok("ip", &["netns", "add", &name]);
+        Netns { name }
+    }
+
+    /// Runs `ip -n <ns> ARGS`, panicking on failure.
+    pub fn ip(&self, args: &str) {
+        let mut full = vec!["-n", &self.name];
+        full.extend(args.split_whitespace());
+        run_ok("ip", &full);
+    }
+
+    /// `ip -j -n <ns> ARGS` parsed.
+    pub fn ip_json(&self, args: &str) -> Value {
+        let mut full = vec!["-j", "-n", &self.name];
+        full.extend(args.split_whitespace());
+        let out = run_ok("ip", &full);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.trim().is_empty() {
+            Value::Array(vec![])
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("ip {args}: {e}: {text}"))
+        }
+    }
+
+    /// The link named `name`, from `ip -d -j link show`.
+    pub fn link(&self, name: &str) -> Option<Value> {
+        self.ip_json("-d link show")
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["ifname"] == name)
+            .cloned()
+    }
+
+    /// Everything a test compares to prove "nothing changed": links with
+    /// their details, addresses and every route table.
+    pub fn snapshot(&self) -> String {
+        let mut links = self.ip_json("-d link show");
+        // Counters and timers move on their own.
+        if let Some(a) = links.as_array_mut() {
+            for l in a {
+                if let Some(o) = l.as_object_mut() {
+                    o.remove("stats64");
+                }
+            }
+        }
+        format!(
+            "{}\n{}\n{}\n{}",
+            links,
+            self.ip_json("addr show"),
+            self.ip_json("route show table all"),
+            self.ip_json("-6 route show table all")
+        )
+    }
+
+    /// Makes a veth pair `<name>` / `<name>-p` standing in for a master.
+    pub fn veth(&self, name: &str) {
+        self.ip(&format!("link add {name} type veth peer name {name}-p"));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub fn run_ok(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A config directory of node files in a fresh temporary folder.
+pub struct ConfigDir {
+    pub path: PathBuf,
+}
+
+impl ConfigDir {
+    pub fn new(files: &[(&str, &str)]) -> ConfigDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "podnet-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        let dir = ConfigDir { path };
+        dir.write(files);
+        dir
+    }
+
+    pub fn write(&self, files: &[(&str, &str)]) {
+        for (name, text) in files {
+            std::fs::write(self.path.join(name), text).unwrap();
+        }
+    }
+}
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Result of one podnetctl run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs podnetctl with `-c DIR --netns NS ARGS`.
+pub fn podnetctl(dir: &Path, ns: &Netns, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
+        .arg("-c")
+        .arg(dir)
+        .args(["--netns", &ns.name])
+        .args(args)
+        .output()
+        .expect("run podnetctl");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}

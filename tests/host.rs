@@ -1,0 +1,366 @@
+//! Host tests: podnetctl against real kernel objects in a network namespace
+//! each test creates (and always removes). Masters are veth ends; shims are
+//! macvlan (the development kernel has no ipvlan: that is the VM lab's).
+//! Needs root; skipped with a message otherwise.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{podnetctl, root_or_skip, ConfigDir, Netns};
+
+const NODE: &str = r#"version = 1
+[masters.ens192]
+kind = "macvlan"
+mode = "bridge"
+mtu = 9000
+shim = { name = "pn-shim0", addresses = ["172.51.0.230/32", "fd00:51::1/64"], routes = ["172.51.0.0/24", "fd00:52::/64"] }
+"#;
+
+fn setup(tag: &str) -> (Netns, ConfigDir) {
+    let ns = Netns::new(tag);
+    ns.veth("ens192");
+    (ns, ConfigDir::new(&[("10-node.toml", NODE)]))
+}
+
+fn routes_of(ns: &Netns, dev: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for fam in ["-4", "-6"] {
+        for r in ns
+            .ip_json(&format!("{fam} route show dev {dev}"))
+            .as_array()
+            .unwrap()
+        {
+            out.push(format!(
+                "{} proto {}",
+                r["dst"].as_str().unwrap(),
+                r["protocol"]
+            ));
+        }
+    }
+    out
+}
+
+fn addresses_of(ns: &Netns, dev: &str) -> Vec<String> {
+    let link = &ns.ip_json(&format!("addr show dev {dev}"))[0];
+    link["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["scope"] != "link")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect()
+}
+
+#[test]
+fn dry_run_lists_the_plan_and_changes_nothing() {
+    if !root_or_skip("dry_run_lists_the_plan_and_changes_nothing") {
+        return;
+    }
+    let (ns, cfg) = setup("dry");
+    let before = ns.snapshot();
+    let run = podnetctl(&cfg.path, &ns, &["apply", "--dry-run"]);
+    assert_eq!(run.code, 0, "{run}");
+    for line in [
+        "master ens192",
+        "~ mtu 1500 -> 9000  [link-flap]",
+        "shim pn-shim0",
+        "+ create macvlan pn-shim0 on ens192 mode bridge mtu 9000",
+        "+ address 172.51.0.230/32",
+        "+ route 172.51.0.0/24 dev pn-shim0 scope link proto podnet",
+        "+ route fd00:52::/64 dev pn-shim0 scope link proto podnet",
+        "Plan: 5 to add, 3 to change, 0 to destroy",
+    ] {
+        assert!(run.stdout.contains(line), "missing {line:?}\n{run}");
+    }
+    assert_eq!(ns.snapshot(), before, "dry-run changed the host");
+
+    let json = podnetctl(&cfg.path, &ns, &["apply", "--dry-run", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json plan");
+    assert_eq!(v["actions"].as_array().unwrap().len(), 8, "{json}");
+    assert_eq!(v["max_disruption"], "link-flap");
+}
+
+#[test]
+fn apply_creates_the_shim_and_a_second_apply_is_a_no_op() {
+    if !root_or_skip("apply_creates_the_shim_and_a_second_apply_is_a_no_op") {
+        return;
+    }
+    let (ns, cfg) = setup("apply");
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("verified"), "{run}");
+
+    let master = ns.link("ens192").unwrap();
+    assert_eq!(master["mtu"], 9000);
+    assert!(master["flags"].as_array().unwrap().contains(&"UP".into()));
+    let shim = ns.link("pn-shim0").expect("shim created");
+    assert_eq!(shim["linkinfo"]["info_kind"], "macvlan");
+    assert_eq!(shim["linkinfo"]["info_data"]["mode"], "bridge");
+    assert_eq!(shim["link"], "ens192");
+    assert_eq!(shim["mtu"], 9000);
+    assert_eq!(shim["ifalias"], "podnet:shim master=ens192");
+    assert_eq!(
+        addresses_of(&ns, "pn-shim0"),
+        ["172.51.0.230/32", "fd00:51::1/64"]
+    );
+    let routes = routes_of(&ns, "pn-shim0");
+    assert!(
+        routes.contains(&"172.51.0.0/24 proto \"157\"".to_string()),
+        "{routes:?}"
+    );
+    assert!(
+        routes.contains(&"fd00:52::/64 proto \"157\"".to_string()),
+        "{routes:?}"
+    );
+
+    // The second apply plans nothing and the kernel sees no change at all.
+    let before = ns.snapshot();
+    let mut monitor = Command::new("ip")
+        .args(["-n", &ns.name, "monitor", "link", "address", "route"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let again = podnetctl(&cfg.path, &ns, &["apply"]);
+    std::thread::sleep(Duration::from_millis(200));
+    monitor.kill().unwrap();
+    let events = monitor.wait_with_output().unwrap().stdout;
+    assert_eq!(again.code, 0, "{again}");
+    assert!(again.stdout.contains("No changes"), "{again}");
+    assert_eq!(
+        String::from_utf8_lossy(&events),
+        "",
+        "a no-op apply changed the kernel"
+    );
+    assert_eq!(ns.snapshot(), before);
+
+    let status = podnetctl(&cfg.path, &ns, &["status"]);
+    assert_eq!(status.code, 0, "{status}");
+    assert!(
+        status.stdout.contains("shim pn-shim0") && status.stdout.contains("converged"),
+        "{status}"
+    );
+}
+
+#[test]
+fn drift_is_reported_by_status_and_repaired_by_apply() {
+    if !root_or_skip("drift_is_reported_by_status_and_repaired_by_apply") {
+        return;
+    }
+    let (ns, cfg) = setup("drift");
+    assert_eq!(podnetctl(&cfg.path, &ns, &["apply"]).code, 0);
+    ns.ip("addr del 172.51.0.230/32 dev pn-shim0");
+    ns.ip("link set ens192 mtu 1500");
+    let status = podnetctl(&cfg.path, &ns, &["status"]);
+    assert_eq!(status.code, 1, "{status}");
+    assert!(status.stdout.contains("drifted"), "{status}");
+    assert!(
+        status.stdout.contains("+ address 172.51.0.230/32"),
+        "{status}"
+    );
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(addresses_of(&ns, "pn-shim0").contains(&"172.51.0.230/32".to_string()));
+    assert_eq!(ns.link("ens192").unwrap()["mtu"], 9000);
+    assert_eq!(ns.link("pn-shim0").unwrap()["mtu"], 9000);
+    assert_eq!(podnetctl(&cfg.path, &ns, &["status"]).code, 0);
+}
+
+#[test]
+fn foreign_objects_are_left_alone() {
+    if !root_or_skip("foreign_objects_are_left_alone") {
+        return;
+    }
+    let (ns, cfg) = setup("foreign");
+    // A CNI's macvlan beside ours, an address and a route that are not podnet's.
+    ns.ip("link add cni-mv0 link ens192 type macvlan mode bridge");
+    ns.ip("link set cni-mv0 up");
+    ns.ip("addr add 10.77.0.1/24 dev cni-mv0");
+    ns.ip("route add 10.78.0.0/24 dev cni-mv0 proto static");
+    let foreign_before = (
+        ns.link("cni-mv0"),
+        routes_of(&ns, "cni-mv0"),
+        addresses_of(&ns, "cni-mv0"),
+    );
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 0, "{run}");
+    // Removing the shim from the files removes podnet's link only.
+    cfg.write(&[(
+        "10-node.toml",
+        "version = 1\n[masters.ens192]\nkind = \"macvlan\"\nmtu = 9000\n",
+    )]);
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout
+            .contains("- delete pn-shim0 (podnet's, no longer declared)"),
+        "{run}"
+    );
+    assert!(ns.link("pn-shim0").is_none());
+    let mut foreign_after = (
+        ns.link("cni-mv0"),
+        routes_of(&ns, "cni-mv0"),
+        addresses_of(&ns, "cni-mv0"),
+    );
+    // Carrier-derived flags (M-DOWN, NO-CARRIER) follow the parent, which
+    // podnet brought up; compare what podnet could have set.
+    let settable = |l: &mut Option<serde_json::Value>| {
+        let l = l.as_mut().unwrap().as_object_mut().unwrap();
+        let up = l["flags"].as_array().unwrap().contains(&"UP".into());
+        l.insert("flags".into(), up.into());
+        l.remove("operstate");
+    };
+    let mut foreign_before = foreign_before;
+    settable(&mut foreign_before.0);
+    settable(&mut foreign_after.0);
+    assert_eq!(
+        foreign_after, foreign_before,
+        "a foreign object was changed"
+    );
+    let status = podnetctl(&cfg.path, &ns, &["status"]);
+    assert!(
+        status.stdout.contains("foreign: macvlan cni-mv0 on ens192"),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_foreign_link_holding_the_shim_name_is_never_taken_over() {
+    if !root_or_skip("a_foreign_link_holding_the_shim_name_is_never_taken_over") {
+        return;
+    }
+    let (ns, cfg) = setup("taken");
+    ns.ip("link add pn-shim0 link ens192 type macvlan mode private");
+    let before = ns.snapshot();
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stdout.contains("is not podnet's"), "{run}");
+    assert!(run.stderr.contains("nothing was changed"), "{run}");
+    assert_eq!(ns.snapshot(), before);
+}
+
+#[test]
+fn a_missing_master_is_an_error_and_nothing_is_half_applied() {
+    if !root_or_skip("a_missing_master_is_an_error_and_nothing_is_half_applied") {
+        return;
+    }
+    let (ns, cfg) = setup("missing");
+    cfg.write(&[(
+        "20-more.toml",
+        "[masters.ens224]\nkind = \"macvlan\"\nshim = { name = \"pn-shim1\" }\n",
+    )]);
+    let before = ns.snapshot();
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stdout.contains("master ens224 does not exist"), "{run}");
+    assert_eq!(ns.snapshot(), before, "a partial apply happened");
+}
+
+#[test]
+fn invalid_files_report_every_error_exit_2_and_change_nothing() {
+    if !root_or_skip("invalid_files_report_every_error_exit_2_and_change_nothing") {
+        return;
+    }
+    let (ns, cfg) = setup("invalid");
+    cfg.write(&[(
+        "20-bad.toml",
+        "[masters.ens192]\nmode = \"l3s\"\nmtuu = 1\n[tiers.gold]\negress = \"100Mbps\"\n",
+    )]);
+    let before = ns.snapshot();
+    for verb in [
+        &["apply"][..],
+        &["apply", "--dry-run"],
+        &["validate"],
+        &["status"],
+    ] {
+        let run = podnetctl(&cfg.path, &ns, verb);
+        assert_eq!(run.code, 2, "{verb:?}: {run}");
+        assert!(run.stderr.contains("20-bad.toml:3:1"), "{run}");
+        assert!(run.stderr.contains("unknown key `mtuu`"), "{run}");
+        assert!(run.stderr.contains("20-bad.toml:5:1"), "{run}");
+        assert!(run.stderr.contains("invalid rate `100Mbps`"), "{run}");
+        assert!(run.stderr.contains("nothing was changed"), "{run}");
+    }
+    assert_eq!(ns.snapshot(), before);
+}
+
+#[test]
+fn a_failing_step_rolls_back_the_steps_before_it() {
+    if !root_or_skip("a_failing_step_rolls_back_the_steps_before_it") {
+        return;
+    }
+    let (ns, cfg) = setup("rollback");
+    // A foreign route with the same key as one the shim wants: the kernel
+    // refuses podnet's route (EEXIST) after the shim and MTU were done.
+    ns.ip("link set ens192 up");
+    ns.ip("route add 172.51.0.0/24 dev ens192 proto static");
+    let before = ns.snapshot();
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("route 172.51.0.0/24"), "{run}");
+    assert!(run.stderr.contains("File exists"), "{run}");
+    assert!(run.stderr.contains("rolled back"), "{run}");
+    assert!(
+        ns.link("pn-shim0").is_none(),
+        "the shim survived the rollback"
+    );
+    assert_eq!(ns.snapshot(), before, "rollback left the host changed");
+}
+
+#[test]
+fn a_mode_change_recreates_only_podnets_shim() {
+    if !root_or_skip("a_mode_change_recreates_only_podnets_shim") {
+        return;
+    }
+    let (ns, cfg) = setup("mode");
+    assert_eq!(podnetctl(&cfg.path, &ns, &["apply"]).code, 0);
+    cfg.write(&[(
+        "10-node.toml",
+        &NODE.replace("mode = \"bridge\"", "mode = \"private\""),
+    )]);
+    let plan = podnetctl(
+        &cfg.path,
+        &ns,
+        &["apply", "--dry-run", "--max-disruption", "hitless"],
+    );
+    assert_eq!(plan.code, 1, "{plan}");
+    assert!(
+        plan.stderr.contains("--max-disruption is hitless"),
+        "{plan}"
+    );
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout
+            .contains("re-created as macvlan private on ens192"),
+        "{run}"
+    );
+    assert_eq!(
+        ns.link("pn-shim0").unwrap()["linkinfo"]["info_data"]["mode"],
+        "private"
+    );
+    assert_eq!(
+        addresses_of(&ns, "pn-shim0"),
+        ["172.51.0.230/32", "fd00:51::1/64"]
+    );
+}
+
+#[test]
+fn show_prints_node_files_that_apply_as_a_no_op() {
+    if !root_or_skip("show_prints_node_files_that_apply_as_a_no_op") {
+        return;
+    }
+    let (ns, cfg) = setup("show");
+    assert_eq!(podnetctl(&cfg.path, &ns, &["apply"]).code, 0);
+    let shown = podnetctl(&cfg.path, &ns, &["show"]);
+    assert_eq!(shown.code, 0, "{shown}");
+    let boot = ConfigDir::new(&[("10-shown.toml", &shown.stdout)]);
+    let again = podnetctl(&boot.path, &ns, &["apply", "--dry-run"]);
+    assert_eq!(again.code, 0, "{again}");
+    assert!(
+        again.stdout.contains("No changes"),
+        "show's output does not describe the host:\n{shown}\n{again}"
+    );
+}
