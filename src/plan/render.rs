@@ -33,7 +33,12 @@ impl fmt::Display for Plan {
             }
             writeln!(f)?;
         }
-        if self.actions.is_empty() {
+        if !self.problems.is_empty() {
+            writeln!(
+                f,
+                "Nothing will be applied until the problems above are fixed."
+            )
+        } else if self.actions.is_empty() {
             writeln!(f, "No changes: the host matches the node files.")
         } else {
             let (add, change, destroy) = counts(&self.actions);
