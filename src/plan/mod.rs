@@ -324,7 +324,13 @@ fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
     if let Some(ipip) = &c.ipip {
         note(
             "ipip".into(),
-            &format!("IPIP encapsulation (mode {:?})", ipip.mode),
+            &format!(
+                "IPIP encapsulation (mode {})",
+                serde_json::to_value(ipip.mode)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?")
+            ),
         );
     }
     if !c.tiers.is_empty() {
