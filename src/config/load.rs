@@ -89,20 +89,46 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
     }
     let mut files = Vec::with_capacity(paths.len());
     for p in paths {
-        match std::fs::read_to_string(&p) {
-            Ok(text) => files.push((p, text)),
+        match std::fs::read(&p) {
+            Ok(bytes) => files.push((p, bytes)),
             Err(e) => return Err(fail(format!("cannot read {}: {e}", p.display()))),
         }
     }
-    load_files(files)
+    load_bytes(files)
 }
 
 /// Loads, merges and validates node files given as (path, text), in order.
 pub fn load_files(files: Vec<(PathBuf, String)>) -> Result<Loaded, Diagnostics> {
+    load_bytes(
+        files
+            .into_iter()
+            .map(|(p, t)| (p, t.into_bytes()))
+            .collect(),
+    )
+}
+
+/// Loads, merges and validates node files given as (path, raw bytes), in
+/// order. Bytes that are not UTF-8 are an error at their line.
+pub fn load_bytes(files: Vec<(PathBuf, Vec<u8>)>) -> Result<Loaded, Diagnostics> {
     let mut sources = Sources::default();
     let mut items = Vec::new();
     let mut merged: Option<Node> = None;
-    for (path, text) in files {
+    for (path, bytes) in files {
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                let file = sources.add(path, lossy);
+                // Offsets up to the first bad byte are the same in the lossy text.
+                items.push(Diagnostic::new("", "not valid UTF-8 text").at(
+                    &sources,
+                    file,
+                    at..at + 1,
+                ));
+                continue;
+            }
+        };
         let file = sources.add(path, text);
         let (doc, errors) = DeTable::parse_recoverable(sources.text(file));
         if !errors.is_empty() {

@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, Diagnostics, Location, Sources};
-pub use load::{load_dir, load_files, Loaded, DEFAULT_CONFIG_DIR};
+pub use load::{load_bytes, load_dir, load_files, Loaded, DEFAULT_CONFIG_DIR};
 pub use units::Rate;
 
 /// The only file format version this podnet reads.

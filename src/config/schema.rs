@@ -75,6 +75,12 @@ pub fn schema_text() -> String {
     s
 }
 
+/// The schema, generated once per process.
+pub(crate) fn schema() -> &'static Json {
+    static S: OnceLock<Json> = OnceLock::new();
+    S.get_or_init(schema_json)
+}
+
 pub(crate) fn validator() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
     V.get_or_init(|| {
@@ -82,8 +88,7 @@ pub(crate) fn validator() -> &'static jsonschema::Validator {
         for (name, check) in FORMATS {
             opts = opts.with_format(name, check);
         }
-        opts.build(&schema_json())
-            .expect("the generated schema is valid")
+        opts.build(schema()).expect("the generated schema is valid")
     })
 }
 

@@ -100,14 +100,14 @@ fn dedup(items: &mut Vec<Diagnostic>) {
 
 /// Pass 1: every schema violation, as (JSON pointer, diagnostic).
 fn structural(json: &Json) -> Vec<(String, Diagnostic)> {
-    let schema = super::schema::schema_json();
+    let schema = super::schema::schema();
     let mut out = Vec::new();
     for e in validator().iter_errors(json) {
         let pointer = e.instance_path().as_str().to_string();
         let found = describe(e.instance());
         let d = match e.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let allowed = allowed_keys(&schema, e.schema_path().as_str());
+                let allowed = allowed_keys(schema, e.schema_path().as_str());
                 for key in unexpected {
                     let mut d = Diagnostic::new("", format!("unknown key `{key}`"));
                     if let Some(s) = suggest(key, &allowed) {
