@@ -16,7 +16,8 @@
 #   PODNET_BIN         dir of the built binaries ($PODNET_BIN/podnetctl)
 #   PODNET_VM_RESULTS  writable dir on the host (tests/vm/results)
 #   PODNET_CASE        name of this case (file name without .sh)
-#   PODNET_CASE_TMP    a fresh scratch dir for this case (guest-only tmpfs)
+#   PODNET_CASE_TMP    a fresh scratch dir for this case (in the guest's /tmp
+#                      overlay: never written to the host)
 
 set -Eeuo pipefail
 
@@ -24,6 +25,7 @@ set -Eeuo pipefail
 # so a failed log says where it broke without sprinkling echo everywhere.
 trap '_lib_on_err $? "$BASH_COMMAND" "${BASH_SOURCE[0]}" "$LINENO"' ERR
 _lib_on_err() {
+    # shellcheck disable=SC2016 # the backquotes are literal
     printf 'ERROR: %s:%s: `%s` exited with %s\n' "${3##*/}" "$4" "$2" "$1" >&2
 }
 
@@ -87,7 +89,10 @@ wait_until() {
     shift
     deadline=$((SECONDS + secs))
     until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || fail "timed out after ${secs}s waiting for: $*"
+        if ((SECONDS >= deadline)); then
+            "$@" || true # once more, with its output, for the log
+            fail "timed out after ${secs}s waiting for: $*"
+        fi
         sleep 0.2
     done
 }
