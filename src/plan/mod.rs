@@ -109,6 +109,32 @@ pub fn plan(desired: &NodeConfig, observed: &Observed) -> Plan {
         if !link.up {
             phases[1].push(Action::new(Role::Master, name, Change::SetUp { up: true }));
         }
+        if master.kind == ChildKind::Ipvlan {
+            // ipvlan keeps one mode per master (the kernel's "port"): making
+            // or re-making a child in another mode switches every child,
+            // pods included. Refuse rather than change links podnet does not own.
+            let want = master.effective_mode();
+            let others: Vec<String> = observed
+                .children_of(name)
+                .filter(|c| {
+                    !c.is_owned() && c.kind.as_deref() == Some("ipvlan") && c.mode != Some(want)
+                })
+                .map(|c| {
+                    format!(
+                        "{} ({})",
+                        c.name,
+                        c.mode.map(|m| m.to_string()).unwrap_or_default()
+                    )
+                })
+                .collect();
+            if !others.is_empty() && master.shim.is_some() {
+                problems.push(format!(
+                    "master {name}: an ipvlan master has one mode for all its children, and {} use another than {want}; the shim would switch them. Declare their mode or remove them first",
+                    others.join(", ")
+                ));
+                continue;
+            }
+        }
         if let Some(shim) = &master.shim {
             let want = NewLink {
                 kind: master.kind,
@@ -212,8 +238,15 @@ fn plan_shim(
         out.push(step(Change::DeleteLink {
             was: Box::new(snapshot(link, observed)),
             reason: format!(
-                "re-created as {} {} on {}",
-                want.kind, want.mode, want.parent
+                "re-created as {} {} on {}{}",
+                want.kind,
+                want.mode,
+                want.parent,
+                if want.kind == ChildKind::Ipvlan && link.mode != Some(want.mode) {
+                    "; ipvlan's mode is per master: its pods switch too"
+                } else {
+                    ""
+                }
             ),
         }));
         create(out);
