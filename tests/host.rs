@@ -364,3 +364,40 @@ fn show_prints_node_files_that_apply_as_a_no_op() {
         "show's output does not describe the host:\n{shown}\n{again}"
     );
 }
+
+#[test]
+fn podnetd_once_converges_then_finds_nothing_to_do() {
+    if !root_or_skip("podnetd_once_converges_then_finds_nothing_to_do") {
+        return;
+    }
+    let (ns, cfg) = setup("daemon");
+    let podnetd = |dir: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_podnetd"))
+            .arg("-c")
+            .arg(dir)
+            .args(["--netns", &ns.name, "--once"])
+            .output()
+            .unwrap()
+    };
+    let out = podnetd(&cfg.path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("verified"), "{err}");
+    assert_eq!(
+        ns.link("pn-shim0").unwrap()["ifalias"],
+        "podnet:shim master=ens192"
+    );
+    let out = podnetd(&cfg.path);
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("applied"),
+        "second pass applied something"
+    );
+    // An invalid edit is rejected whole and the applied state stays.
+    cfg.write(&[("20-bad.toml", "[masters.ens192]\nmtu = \"big\"\n")]);
+    let before = ns.snapshot();
+    let out = podnetd(&cfg.path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("20-bad.toml:2:1"));
+    assert_eq!(ns.snapshot(), before);
+}
