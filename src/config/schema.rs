@@ -12,8 +12,11 @@ use serde_json::Value as Json;
 use super::units::Rate;
 use super::NodeConfig;
 
+/// A custom `format`: its name and its check.
+pub(crate) type Format = (&'static str, fn(&str) -> bool);
+
 /// Custom `format`s used by the schema, checked by podnet (editors ignore them).
-pub(crate) const FORMATS: [(&str, fn(&str) -> bool); 5] = [
+pub(crate) const FORMATS: [Format; 5] = [
     ("rate", |s| Rate::parse(s).is_ok()),
     ("ifname", valid_ifname),
     ("ip-prefix", |s| s.parse::<ipnet::IpNet>().is_ok()),
