@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod kernel;
 pub mod netns;

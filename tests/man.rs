@@ -1,0 +1,37 @@
+//! Man pages are generated from the command-line definitions (clap), so
+//! `--help` and `man` never disagree. `PODNET_BLESS=1` rewrites them.
+
+use clap::CommandFactory;
+
+fn render(cmd: clap::Command, name: &str) -> (String, Vec<u8>) {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).section("8").render(&mut out).unwrap();
+    (format!("{name}.8"), out)
+}
+
+#[test]
+fn committed_man_pages_are_current() {
+    let mut pages = Vec::new();
+    let ctl = podnet::cli::Cli::command();
+    for sub in ctl.get_subcommands() {
+        let name = format!("podnetctl-{}", sub.get_name());
+        let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+        pages.push(render(sub.clone().name(leaked), &name));
+    }
+    pages.push(render(ctl, "podnetctl"));
+    pages.push(render(podnet::daemon::Args::command(), "podnetd"));
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let bless = std::env::var_os("PODNET_BLESS").is_some();
+    let mut stale = Vec::new();
+    for (file, text) in pages {
+        let path = dir.join(&file);
+        if bless {
+            std::fs::write(&path, &text).unwrap();
+        }
+        if std::fs::read(&path).ok().as_deref() != Some(&text[..]) {
+            stale.push(file);
+        }
+    }
+    assert!(stale.is_empty(), "stale man pages {stale:?}: run `PODNET_BLESS=1 cargo test --test man` and commit");
+}
