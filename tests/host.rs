@@ -401,3 +401,50 @@ fn podnetd_once_converges_then_finds_nothing_to_do() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("20-bad.toml:2:1"));
     assert_eq!(ns.snapshot(), before);
 }
+
+#[test]
+fn every_example_plans_against_its_master_and_changes_nothing() {
+    if !root_or_skip("every_example_plans_against_its_master_and_changes_nothing") {
+        return;
+    }
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for dir in std::fs::read_dir(&examples).unwrap() {
+        let dir = dir.unwrap().path();
+        let ns = Netns::new("example");
+        ns.veth("ens192");
+        let before = ns.snapshot();
+        let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
+            .arg("-c")
+            .arg(&dir)
+            .args(["--netns", &ns.name, "apply", "--dry-run"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {stdout}{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("master ens192\n") && stdout.contains("  ~ set up\n"),
+            "{}: {stdout}",
+            dir.display()
+        );
+        assert!(
+            stdout.contains("+ create "),
+            "{}: no shim in the plan: {stdout}",
+            dir.display()
+        );
+        assert!(stdout.contains("Plan: "), "{}: {stdout}", dir.display());
+        assert_eq!(
+            ns.snapshot(),
+            before,
+            "{}: dry-run changed the host",
+            dir.display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 4, "only {seen} examples");
+}

@@ -5,7 +5,10 @@ use clap::CommandFactory;
 
 fn render(cmd: clap::Command, name: &str) -> (String, Vec<u8>) {
     let mut out = Vec::new();
-    clap_mangen::Man::new(cmd).section("8").render(&mut out).unwrap();
+    clap_mangen::Man::new(cmd)
+        .section("8")
+        .render(&mut out)
+        .unwrap();
     (format!("{name}.8"), out)
 }
 
@@ -33,5 +36,8 @@ fn committed_man_pages_are_current() {
             stale.push(file);
         }
     }
-    assert!(stale.is_empty(), "stale man pages {stale:?}: run `PODNET_BLESS=1 cargo test --test man` and commit");
+    assert!(
+        stale.is_empty(),
+        "stale man pages {stale:?}: run `PODNET_BLESS=1 cargo test --test man` and commit"
+    );
 }
