@@ -67,24 +67,24 @@ impl Netns {
     }
 
     /// Everything a test compares to prove "nothing changed": links with
-    /// their details, addresses and every route table.
+    /// their details, addresses and every route table. State the kernel
+    /// changes by itself, later (carrier, operstate, counters, DAD), is left
+    /// out: only what a configurator could have set is compared.
     pub fn snapshot(&self) -> String {
-        let mut links = self.ip_json("-d link show");
-        // Counters and timers move on their own.
-        if let Some(a) = links.as_array_mut() {
-            for l in a {
-                if let Some(o) = l.as_object_mut() {
-                    o.remove("stats64");
-                }
-            }
-        }
-        format!(
-            "{}\n{}\n{}\n{}",
-            links,
+        let mut parts = [
+            self.ip_json("-d link show"),
             self.ip_json("addr show"),
             self.ip_json("route show table all"),
-            self.ip_json("-6 route show table all")
-        )
+            self.ip_json("-6 route show table all"),
+        ];
+        for p in &mut parts {
+            settable_only(p);
+        }
+        parts
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Makes a veth pair `<name>` / `<name>-p` standing in for a master.
@@ -177,5 +177,24 @@ impl std::fmt::Display for Run {
             "exit {}\n--- stdout\n{}--- stderr\n{}",
             self.code, self.stdout, self.stderr
         )
+    }
+}
+
+/// Drops the state the kernel derives on its own from a `ip -j` document.
+pub fn settable_only(v: &mut Value) {
+    const DERIVED_KEYS: [&str; 4] = ["stats64", "operstate", "tentative", "dadfailed"];
+    const DERIVED_FLAGS: [&str; 5] = ["NO-CARRIER", "M-DOWN", "LOWER_UP", "DORMANT", "linkdown"];
+    match v {
+        Value::Object(o) => {
+            for k in DERIVED_KEYS {
+                o.remove(k);
+            }
+            if let Some(Value::Array(flags)) = o.get_mut("flags") {
+                flags.retain(|f| !DERIVED_FLAGS.iter().any(|d| f == d));
+            }
+            o.values_mut().for_each(settable_only);
+        }
+        Value::Array(items) => items.iter_mut().for_each(settable_only),
+        _ => {}
     }
 }
