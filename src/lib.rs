@@ -5,6 +5,7 @@
 //! [`config`] (load + validate) → [`observe`] (host → [`state::Observed`]) →
 //! [`plan`] (pure diff → actions) → [`apply`] (execute, undo on failure, verify).
 
+pub mod api;
 pub mod apply;
 pub mod cli;
 pub mod config;

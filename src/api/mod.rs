@@ -1,0 +1,58 @@
+//! The local socket API: HTTP/1.1 + JSON on a Unix socket
+//! (`/run/podnet/podnet.sock` by default), so `curl --unix-socket` works.
+//!
+//! - `GET    /v1/status`                           → [`types::Status`]
+//! - `GET    /v1/node`                             → [`types::Node`]
+//! - `GET    /v1/endpoints`                        → `[EndpointRecord]`
+//! - `GET    /v1/endpoints/{container_id}/{ifname}` → [`types::EndpointRecord`]
+//! - `PUT    /v1/endpoints/{container_id}/{ifname}` ← [`types::Endpoint`] → [`types::EndpointRecord`]
+//! - `DELETE /v1/endpoints/{container_id}/{ifname}` → 204 (also when absent)
+//! - `POST   /v1/reconcile`                        → [`types::ReconcileAnswer`]
+//!
+//! Errors are `{"error": "..."}` with a 4xx/5xx status.
+
+pub mod types;
+
+use std::future::Future;
+
+use types::{Endpoint, EndpointRecord, Node, ReconcileAnswer, Status};
+
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/podnet/podnet.sock";
+
+/// A refusal the API reports with an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status code (400, 404, 409, 422, 503...).
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// What the socket server asks of the daemon. Every call must be quick
+/// except `reconcile`, which waits for a full pass of the pipeline.
+pub trait Backend: Send + Sync + 'static {
+    fn status(&self) -> Status;
+    fn node(&self) -> Node;
+    fn endpoints(&self) -> Vec<EndpointRecord>;
+    fn endpoint(&self, container_id: &str, ifname: &str) -> Option<EndpointRecord>;
+    /// Registers (or replaces) an endpoint; persisted before it returns.
+    fn put_endpoint(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        endpoint: Endpoint,
+    ) -> Result<EndpointRecord, Refusal>;
+    /// Removes an endpoint; `Ok(false)` when it was not registered.
+    fn delete_endpoint(&self, container_id: &str, ifname: &str) -> Result<bool, Refusal>;
+    /// Runs a reconcile now (coalesced with any already queued) and reports it.
+    fn reconcile(&self) -> impl Future<Output = Result<ReconcileAnswer, Refusal>> + Send;
+}

@@ -1,0 +1,155 @@
+//! The types the socket API speaks, shared by podnetd, podnetctl and
+//! podnet-cni. The OpenAPI document in `schemas/` is generated from them.
+
+use ipnet::IpNet;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch.
+pub type UnixMillis = u64;
+
+/// `GET /v1/status`: where the node stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Status {
+    /// Generation of the node files in force: it grows each time a changed,
+    /// valid set of files is loaded.
+    pub generation: u64,
+    /// The newest generation the host was verified to match, if any.
+    pub converged_generation: Option<u64>,
+    /// The host matches the node files in force right now.
+    pub converged: bool,
+    /// The last reconcile, if one ran.
+    pub last_reconcile: Option<Reconcile>,
+    /// The last edit of the node files that was rejected (still in the files).
+    pub rejected: Option<Rejection>,
+    /// Every declared object and how it stands.
+    pub objects: Vec<ObjectState>,
+    /// Reasons the plan cannot run (a missing master...).
+    pub problems: Vec<String>,
+    /// Objects another agent keeps changing back, and how long podnet waits.
+    pub fights: Vec<Fight>,
+    /// Declared sections this version validates but does not apply.
+    pub unsupported: Vec<String>,
+}
+
+/// One reconcile: what started it, how it went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Reconcile {
+    pub at: UnixMillis,
+    pub took_ms: f64,
+    /// What started it: `start`, `files`, `kernel`, `timer`, `request`.
+    pub trigger: String,
+    /// `converged` (nothing to do), `applied`, `failed` or `blocked`.
+    pub outcome: String,
+    /// Steps applied.
+    pub steps: usize,
+    pub error: Option<String>,
+}
+
+/// An edit of the node files that was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Rejection {
+    pub at: UnixMillis,
+    /// Every error, `file:line:col: key: message`.
+    pub errors: Vec<String>,
+}
+
+/// How one declared object stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ObjectState {
+    /// `master ens192`, `shim pn-shim0`.
+    pub object: String,
+    /// `converged`, `drifted` or `failed`.
+    pub state: String,
+    /// Steps still to run on it.
+    pub pending: Vec<String>,
+}
+
+/// An object another agent keeps changing back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Fight {
+    pub object: String,
+    /// Repairs in the current window.
+    pub repairs: u32,
+    /// Until when podnet leaves it alone.
+    pub backoff_until: UnixMillis,
+}
+
+/// `GET /v1/node`: what the CNI plugin needs to know about this node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Node {
+    pub generation: u64,
+    pub converged_generation: Option<u64>,
+    pub masters: Vec<MasterInfo>,
+    pub tiers: Vec<TierInfo>,
+    pub default_tier: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MasterInfo {
+    pub name: String,
+    /// `ipvlan` or `macvlan`.
+    pub kind: String,
+    pub mode: String,
+    pub mtu: Option<u32>,
+    pub shim: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TierInfo {
+    pub name: String,
+    /// bit/s.
+    pub egress: Option<u64>,
+    /// bit/s.
+    pub ingress: Option<u64>,
+}
+
+/// A pod interface registered by the CNI plugin:
+/// `PUT /v1/endpoints/{container_id}/{ifname}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Path of the pod's network namespace (`CNI_NETNS`).
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// The pod's addresses.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub ips: Vec<IpNet>,
+    /// The master the pod's interface hangs off.
+    #[serde(default)]
+    pub master: Option<String>,
+    /// A tier name from the node files.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Explicit egress rate, bit/s (from the CNI bandwidth capability).
+    #[serde(default)]
+    pub egress: Option<u64>,
+    /// Explicit ingress rate, bit/s.
+    #[serde(default)]
+    pub ingress: Option<u64>,
+}
+
+/// An endpoint as the registry holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointRecord {
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    pub registered_at: UnixMillis,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// `POST /v1/reconcile`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReconcileAnswer {
+    pub generation: u64,
+    pub reconcile: Reconcile,
+}
+
