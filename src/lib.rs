@@ -16,3 +16,4 @@ pub mod netns;
 pub mod observe;
 pub mod plan;
 pub mod state;
+pub mod status;

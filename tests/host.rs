@@ -441,3 +441,25 @@ fn every_example_plans_against_its_master_and_changes_nothing() {
     }
     assert!(seen >= 4, "only {seen} examples");
 }
+
+#[test]
+fn a_step_that_interrupts_the_default_route_needs_force() {
+    if !root_or_skip("a_step_that_interrupts_the_default_route_needs_force") {
+        return;
+    }
+    let (ns, cfg) = setup("defroute");
+    ns.ip("link set ens192 up");
+    ns.ip("addr add 10.99.0.2/24 dev ens192");
+    ns.ip("route add default via 10.99.0.1 dev ens192");
+    let before = ns.snapshot();
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stdout.contains("carries the node's default route"),
+        "{run}"
+    );
+    assert_eq!(ns.snapshot(), before);
+    let run = podnetctl(&cfg.path, &ns, &["apply", "--force"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(ns.link("ens192").unwrap()["mtu"], 9000);
+}

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use podnet::config::load_files;
-use podnet::plan::plan;
+use podnet::plan::{default_route_hazards, plan};
 use podnet::state::Observed;
 
 #[test]
@@ -28,7 +28,11 @@ fn golden_plans() {
         let observed: Observed =
             serde_json::from_str(&std::fs::read_to_string(case.join("observed.json")).unwrap())
                 .unwrap_or_else(|e| panic!("{name}: observed.json: {e}"));
-        let got = plan(&desired, &observed).to_string();
+        let mut plan = plan(&desired, &observed);
+        // As podnetctl and podnetd do without --force.
+        let hazards = default_route_hazards(&plan, &observed);
+        plan.problems.extend(hazards);
+        let got = plan.to_string();
         let path = case.join("plan.txt");
         if bless {
             std::fs::write(&path, &got).unwrap();

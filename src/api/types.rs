@@ -152,4 +152,3 @@ pub struct ReconcileAnswer {
     pub generation: u64,
     pub reconcile: Reconcile,
 }
-

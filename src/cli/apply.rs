@@ -6,7 +6,7 @@ use super::{Cli, Format};
 use crate::apply::apply;
 use crate::error::{Error, ErrorKind, Result};
 use crate::observe::observe;
-use crate::plan::{plan, Disruption, Plan};
+use crate::plan::{default_route_hazards, plan, Disruption, Plan};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,6 +20,10 @@ pub struct Args {
     /// (hitless, link-flap, vf-reset, needs-reboot).
     #[arg(long, value_name = "LEVEL")]
     pub max_disruption: Option<Disruption>,
+    /// Apply even steps that interrupt the interface carrying the node's
+    /// default route.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
@@ -27,7 +31,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     let desired = &loaded.config;
     super::with_kernel(cli, async |kernel| {
         let observed = observe(kernel).await?;
-        let plan = plan(desired, &observed);
+        let mut plan = plan(desired, &observed);
+        if !args.force {
+            let hazards = default_route_hazards(&plan, &observed);
+            plan.problems.extend(hazards);
+        }
         print_plan(&plan, args.output);
         if !plan.problems.is_empty() {
             return Err(Error::new(

@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use serde::Serialize;
-
 use super::{Cli, Format};
 use crate::error::Result;
 use crate::observe::observe;
@@ -17,14 +15,6 @@ pub struct Args {
     pub output: Format,
 }
 
-#[derive(Debug, Serialize)]
-struct ObjectStatus {
-    object: String,
-    /// converged | drifted | failed
-    state: &'static str,
-    pending: Vec<String>,
-}
-
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     let loaded = super::load(cli)?;
     let desired = &loaded.config;
@@ -32,41 +22,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     let plan = plan(desired, &observed);
     let (_, foreign) = super::show::host_as_config(&observed);
 
-    let mut objects = Vec::new();
-    let mut add = |role: Role, name: &str, failed: bool| {
-        let pending: Vec<String> = plan
-            .actions
-            .iter()
-            .filter(|a| a.role == role && a.name == name)
-            .map(|a| a.to_string())
-            .collect();
-        let state = if failed {
-            "failed"
-        } else if pending.is_empty() {
-            "converged"
-        } else {
-            "drifted"
-        };
-        objects.push(ObjectStatus {
-            object: format!(
-                "{} {name}",
-                if role == Role::Master {
-                    "master"
-                } else {
-                    "shim"
-                }
-            ),
-            state,
-            pending,
-        });
-    };
-    for (name, master) in &desired.masters {
-        let missing = observed.link(name).is_none();
-        add(Role::Master, name, missing);
-        if let Some(shim) = &master.shim {
-            add(Role::Shim, &shim.name, missing);
-        }
-    }
+    let objects = crate::status::object_states(desired, &observed, &plan);
     let stale: Vec<String> = plan
         .actions
         .iter()

@@ -15,6 +15,8 @@ use crate::config::{load_dir, DEFAULT_CONFIG_DIR};
 use crate::kernel::Kernel;
 use crate::{apply, observe, plan};
 
+pub mod registry;
+
 /// podnet's node daemon: converges the host to the node files.
 #[derive(Debug, Parser)]
 #[command(name = "podnetd", version)]

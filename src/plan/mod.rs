@@ -374,3 +374,30 @@ fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
     }
     out
 }
+
+/// Steps that would take down or re-address an interface carrying the
+/// node's default route: refused unless forced, because a node cut off from
+/// its API server cannot be repaired remotely.
+pub fn default_route_hazards(plan: &Plan, observed: &Observed) -> Vec<String> {
+    let carriers: BTreeSet<&str> = observed
+        .routes
+        .iter()
+        .filter(|r| r.table == RT_TABLE_MAIN && r.dst.prefix_len() == 0)
+        .filter_map(|r| r.link.as_deref())
+        .collect();
+    plan.actions
+        .iter()
+        .filter(|a| carriers.contains(a.name.as_str()))
+        .filter(|a| {
+            a.disruption() >= Disruption::LinkFlap || matches!(a.change, Change::DelAddress { .. })
+        })
+        .map(|a| {
+            format!(
+                "{}: `{}` would interrupt {}, which carries the node's default route (use --force if you are sure)",
+                a.object(),
+                a.to_string().trim_end(),
+                a.name
+            )
+        })
+        .collect()
+}
