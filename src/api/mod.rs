@@ -11,6 +11,7 @@
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status.
 
+pub mod server;
 pub mod types;
 
 use std::future::Future;

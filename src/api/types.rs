@@ -18,6 +18,8 @@ pub struct Status {
     pub converged_generation: Option<u64>,
     /// The host matches the node files in force right now.
     pub converged: bool,
+    /// Reconcile passes run since the daemon started.
+    pub passes: u64,
     /// The last reconcile, if one ran.
     pub last_reconcile: Option<Reconcile>,
     /// The last edit of the node files that was rejected (still in the files).

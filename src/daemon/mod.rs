@@ -1,23 +1,39 @@
 //! `podnetd`: converges the host to the node files and keeps it there.
 //!
-//! This first version re-runs the pipeline (load, observe, plan, apply,
-//! verify) at start and on a timer; file, kernel-event and socket triggers
-//! come with the daemon issue. An invalid edit changes nothing: the last
-//! good state stays applied and the errors are logged.
+//! It runs the pipeline (load, observe, plan, apply, verify) on every
+//! trigger: an edit under the config directory, a kernel event on an object
+//! podnet owns or depends on, a request on the socket, a periodic timer.
+//! Triggers that arrive together make one pass. An invalid edit changes
+//! nothing: the last good files stay in force and the errors are logged and
+//! reported in the status. SIGTERM leaves the data path as it is.
+
+mod backend;
+mod engine;
+mod events;
+pub mod registry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use clap::Parser;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
 
-use crate::config::{load_dir, DEFAULT_CONFIG_DIR};
+pub use backend::DaemonBackend;
+use engine::{Engine, Shared};
+use events::Trigger;
+
+use crate::config::DEFAULT_CONFIG_DIR;
 use crate::kernel::Kernel;
-use crate::{apply, observe, plan};
 
-pub mod registry;
+/// How long triggers are gathered into one pass after the first arrives.
+const COALESCE_QUIET: Duration = Duration::from_millis(20);
+const COALESCE_MAX: Duration = Duration::from_millis(200);
 
-/// podnet's node daemon: converges the host to the node files.
+/// podnet's node daemon: converges the host to the node files and keeps it there.
 #[derive(Debug, Parser)]
 #[command(name = "podnetd", version)]
 pub struct Args {
@@ -27,20 +43,34 @@ pub struct Args {
     /// Run inside the named network namespace.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
-    /// Seconds between two reconciles.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    /// Seconds between two reconciles when nothing else wakes the daemon.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub interval: u64,
     /// Reconcile once and exit (status 0 converged, 1 failed, 2 invalid files).
     #[arg(long)]
     pub once: bool,
+    /// Directory of the daemon's state (the endpoint registry).
+    #[arg(long, value_name = "DIR", default_value = registry::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    pub log_level: String,
 }
 
 /// Parses the command line and runs the daemon.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
     if let Some(ns) = &args.netns {
         if let Err(e) = crate::netns::enter(ns) {
-            eprintln!("podnetd: {e}");
+            error!("{e}");
             return ExitCode::FAILURE;
         }
     }
@@ -50,7 +80,7 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("podnetd: tokio runtime: {e}");
+            error!("tokio runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -61,71 +91,159 @@ async fn run(args: Args) -> ExitCode {
     let kernel = match Kernel::connect() {
         Ok(k) => k,
         Err(e) => {
-            eprintln!("podnetd: {e}");
+            error!("{e}");
             return ExitCode::FAILURE;
         }
+    };
+    let (registry, warning) = match registry::Registry::open(&args.state_dir.join("endpoints.json"))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            error!("endpoint registry in {}: {e}", args.state_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(w) = warning {
+        warn!("{w}");
+    }
+    let shared = Arc::new(Mutex::new(Shared {
+        status: Default::default(),
+        node: Default::default(),
+        registry,
+    }));
+    let watch = Arc::new(RwLock::new(events::Watch::default()));
+    let mut engine = Engine::new(
+        kernel,
+        args.config_dir.clone(),
+        shared.clone(),
+        watch.clone(),
+    );
+
+    if args.once {
+        let report = engine.pass("start", true, false).await;
+        return ExitCode::from(match report.outcome.as_str() {
+            "converged" | "applied" => 0,
+            _ if report.error.as_deref() == Some("no valid node files yet") => 2,
+            _ => 1,
+        });
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Subscribe before the first pass, so no change made meanwhile is missed.
+    if let Err(e) = events::watch_kernel(tx.clone(), watch) {
+        error!("cannot subscribe to kernel events: {e}");
+        return ExitCode::FAILURE;
+    }
+    let _files = match events::watch_files(&args.config_dir, tx.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(
+                "cannot watch {}: {e}; edits are picked up by the timer only",
+                args.config_dir.display()
+            );
+            None
+        }
+    };
+    let _backend = DaemonBackend {
+        shared: shared.clone(),
+        triggers: tx.clone(),
     };
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("podnetd: cannot watch SIGTERM: {e}");
+            error!("cannot watch SIGTERM: {e}");
             return ExitCode::FAILURE;
         }
     };
-    eprintln!(
-        "podnetd: watching {} every {}s",
+
+    info!(
+        "watching {} (timer {}s)",
         args.config_dir.display(),
         args.interval
     );
+    let report = engine.pass("start", true, false).await;
+    notify_systemd(&report, true);
+    let interval = Duration::from_secs(args.interval.max(1));
+    let mut next_timer = Instant::now() + interval;
     loop {
-        let code = reconcile(&kernel, &args).await;
-        if args.once {
-            return ExitCode::from(code);
+        let deadline = match engine.next_backoff_end() {
+            Some(b) => next_timer.min(Instant::from_std(b)),
+            None => next_timer,
+        };
+        let first = tokio::select! {
+            t = rx.recv() => match t { Some(t) => Some(t), None => break },
+            _ = tokio::time::sleep_until(deadline) => None,
+            _ = term.recv() => { info!("SIGTERM: exiting; links, addresses and routes stay as applied"); break; }
+            _ = tokio::signal::ctrl_c() => { info!("interrupted: exiting"); break; }
+        };
+        let mut batch: Vec<Trigger> = first.into_iter().collect();
+        let timer = batch.is_empty();
+        // Gather what arrives together: a burst of kernel events or an
+        // editor's several writes make one pass.
+        let started = Instant::now();
+        while started.elapsed() < COALESCE_MAX {
+            match tokio::time::timeout(COALESCE_QUIET, rx.recv()).await {
+                Ok(Some(t)) => batch.push(t),
+                _ => break,
+            }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(args.interval)) => {}
-            // Shutting down leaves the data path in place.
-            _ = term.recv() => { eprintln!("podnetd: SIGTERM, exiting; the host stays as applied"); return ExitCode::SUCCESS; }
-            _ = tokio::signal::ctrl_c() => { eprintln!("podnetd: interrupted, exiting"); return ExitCode::SUCCESS; }
+        let mut seen: Vec<&str> = batch
+            .iter()
+            .filter_map(|t| match t {
+                Trigger::Kernel(what) => Some(what.as_str()),
+                _ => None,
+            })
+            .collect();
+        seen.dedup();
+        if !seen.is_empty() {
+            tracing::debug!(events = seen.len(), "kernel events: {}", seen.join(", "));
+        }
+        let files = batch.iter().any(|t| matches!(t, Trigger::Files));
+        let request = batch.iter().any(|t| matches!(t, Trigger::Request { .. }));
+        let force = batch
+            .iter()
+            .any(|t| matches!(t, Trigger::Request { force: true, .. }));
+        let trigger = if files {
+            "files"
+        } else if request {
+            "request"
+        } else if timer {
+            "timer"
+        } else {
+            "kernel"
+        };
+        let report = engine.pass(trigger, files || request || timer, force).await;
+        notify_systemd(&report, false);
+        for t in batch {
+            if let Trigger::Request { reply, .. } = t {
+                let _ = reply.send(report.clone());
+            }
+        }
+        if timer {
+            next_timer = Instant::now() + interval;
         }
     }
+    ExitCode::SUCCESS
 }
 
-/// One pass of the pipeline; returns the exit status `--once` reports.
-async fn reconcile(kernel: &Kernel, args: &Args) -> u8 {
-    let loaded = match load_dir(&args.config_dir) {
-        Ok(l) => l,
-        Err(d) => {
-            eprint!("{}", d.render());
-            eprintln!("podnetd: node files rejected; the last applied state stays in place");
-            return 2;
-        }
-    };
-    let result = async {
-        let observed = observe::observe(kernel).await?;
-        let plan = plan::plan(&loaded.config, &observed);
-        if plan.is_empty() && plan.problems.is_empty() {
-            return Ok(None);
-        }
-        eprint!("{plan}");
-        apply::apply(kernel, &loaded.config, &observed, &plan)
-            .await
-            .map(Some)
+/// Tells systemd (when it started us with Type=notify) how things stand.
+fn notify_systemd(report: &crate::api::types::Reconcile, first: bool) {
+    use sd_notify::NotifyState;
+    let status = format!(
+        "{} ({} trigger, {} step(s), {:.1} ms){}",
+        report.outcome,
+        report.trigger,
+        report.steps,
+        report.took_ms,
+        report
+            .error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
+    let mut states = vec![NotifyState::Status(&status)];
+    if first {
+        states.push(NotifyState::Ready);
     }
-    .await;
-    match result {
-        Ok(None) => 0,
-        Ok(Some(a)) => {
-            eprintln!(
-                "podnetd: applied {} step(s) in {:.1} ms; verified",
-                a.actions,
-                a.took.as_secs_f64() * 1e3
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("podnetd: reconcile failed: {e}");
-            1
-        }
-    }
+    let _ = sd_notify::notify(&states);
 }

@@ -1,0 +1,93 @@
+//! The daemon as the socket API sees it.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::engine::{unix_millis, Shared};
+use super::events::{Trigger, Triggers};
+use crate::api::types::{Endpoint, EndpointRecord, Node, ReconcileAnswer, Status};
+use crate::api::{Backend, Refusal};
+
+/// A cheap, cloneable handle on the daemon's shared state and its loop.
+#[derive(Clone)]
+pub struct DaemonBackend {
+    pub(super) shared: Arc<Mutex<Shared>>,
+    pub(super) triggers: Triggers,
+}
+
+impl DaemonBackend {
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // A panic while holding the lock leaves plain data behind: keep serving it.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Backend for DaemonBackend {
+    fn status(&self) -> Status {
+        self.shared().status.clone()
+    }
+
+    fn node(&self) -> Node {
+        self.shared().node.clone()
+    }
+
+    fn endpoints(&self) -> Vec<EndpointRecord> {
+        self.shared().registry.list()
+    }
+
+    fn endpoint(&self, container_id: &str, ifname: &str) -> Option<EndpointRecord> {
+        self.shared().registry.get(container_id, ifname).cloned()
+    }
+
+    fn put_endpoint(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        endpoint: Endpoint,
+    ) -> Result<EndpointRecord, Refusal> {
+        let mut shared = self.shared();
+        if let Some(tier) = &endpoint.tier {
+            if !shared.node.tiers.iter().any(|t| &t.name == tier) {
+                return Err(Refusal::new(422, format!("undefined tier `{tier}`")));
+            }
+        }
+        if let Some(master) = &endpoint.master {
+            if !shared.node.masters.iter().any(|m| &m.name == master) {
+                return Err(Refusal::new(
+                    422,
+                    format!("`{master}` is not a master in the node files"),
+                ));
+            }
+        }
+        shared
+            .registry
+            .put(container_id, ifname, endpoint, unix_millis())
+            .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))
+    }
+
+    fn delete_endpoint(&self, container_id: &str, ifname: &str) -> Result<bool, Refusal> {
+        self.shared()
+            .registry
+            .delete(container_id, ifname)
+            .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))
+    }
+
+    async fn reconcile(&self) -> Result<ReconcileAnswer, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        self.triggers
+            .send(Trigger::Request {
+                force: false,
+                reply,
+            })
+            .map_err(|_| Refusal::new(503, "the daemon is shutting down"))?;
+        let reconcile = answer
+            .await
+            .map_err(|_| Refusal::new(503, "the daemon is shutting down"))?;
+        let generation = self.shared().status.generation;
+        Ok(ReconcileAnswer {
+            generation,
+            reconcile,
+        })
+    }
+}

@@ -1,0 +1,351 @@
+//! One reconcile pass at a time: load (when the files may have changed),
+//! observe, plan, apply, verify, and the bookkeeping around it: the config
+//! generation, the rejected edit, fights with other agents, the status the
+//! socket serves.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{error, info, warn};
+
+use super::events::Watch;
+use super::registry::Registry;
+use crate::api::types::{Fight, Node, Reconcile, Rejection, Status};
+use crate::config::{load_dir, Loaded};
+use crate::kernel::Kernel;
+use crate::observe::observe;
+use crate::plan::{default_route_hazards, plan, Plan};
+use crate::state::Observed;
+use crate::status::{node_info, object_states};
+
+/// How many repairs of one object within [`FIGHT_WINDOW`] make a fight.
+const FIGHT_REPAIRS: usize = 3;
+const FIGHT_WINDOW: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What the socket reads, updated after every pass.
+pub struct Shared {
+    pub status: Status,
+    pub node: Node,
+    pub registry: Registry,
+}
+
+/// An object something else keeps changing back.
+struct FightState {
+    repairs: Vec<Instant>,
+    backoff: Duration,
+    until: Option<Instant>,
+}
+
+pub struct Engine {
+    kernel: Kernel,
+    config_dir: PathBuf,
+    shared: Arc<Mutex<Shared>>,
+    watch: Arc<RwLock<Watch>>,
+    loaded: Option<Loaded>,
+    digest: Option<u64>,
+    generation: u64,
+    converged_generation: Option<u64>,
+    rejected: Option<Rejection>,
+    fights: BTreeMap<String, FightState>,
+    passes: u64,
+}
+
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Engine {
+    pub fn new(
+        kernel: Kernel,
+        config_dir: PathBuf,
+        shared: Arc<Mutex<Shared>>,
+        watch: Arc<RwLock<Watch>>,
+    ) -> Self {
+        Engine {
+            kernel,
+            config_dir,
+            shared,
+            watch,
+            loaded: None,
+            digest: None,
+            generation: 0,
+            converged_generation: None,
+            rejected: None,
+            fights: BTreeMap::new(),
+            passes: 0,
+        }
+    }
+
+    /// When the earliest backoff ends, so the loop can wake for it.
+    pub fn next_backoff_end(&self) -> Option<Instant> {
+        self.fights.values().filter_map(|f| f.until).min()
+    }
+
+    /// Reads the node files. A valid set with new content is a new
+    /// generation; an invalid one is rejected whole and the last good set
+    /// stays in force.
+    fn reload(&mut self) {
+        match load_dir(&self.config_dir) {
+            Ok(loaded) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                for i in 0..loaded.sources.len() {
+                    loaded.sources.path(i).hash(&mut h);
+                    loaded.sources.text(i).hash(&mut h);
+                }
+                let digest = h.finish();
+                if self.rejected.take().is_some() {
+                    info!("node files valid again");
+                }
+                if self.digest != Some(digest) {
+                    self.generation += 1;
+                    self.digest = Some(digest);
+                    info!(
+                        generation = self.generation,
+                        "loaded node files from {}",
+                        self.config_dir.display()
+                    );
+                }
+                self.loaded = Some(loaded);
+            }
+            Err(d) => {
+                let errors: Vec<String> = d.items.iter().map(|i| i.to_string()).collect();
+                if self.rejected.as_ref().map(|r| &r.errors) != Some(&errors) {
+                    for e in &errors {
+                        error!("{e}");
+                    }
+                    error!(
+                        "node files rejected ({} error(s)); generation {} stays in force",
+                        errors.len(),
+                        self.generation
+                    );
+                }
+                self.rejected = Some(Rejection {
+                    at: unix_millis(),
+                    errors,
+                });
+            }
+        }
+    }
+
+    /// One pass of the pipeline.
+    pub async fn pass(&mut self, trigger: &str, reload: bool, force: bool) -> Reconcile {
+        let start = Instant::now();
+        self.passes += 1;
+        if reload || self.loaded.is_none() {
+            self.reload();
+        }
+        let mut report = Reconcile {
+            at: unix_millis(),
+            took_ms: 0.0,
+            trigger: trigger.to_string(),
+            outcome: "converged".into(),
+            steps: 0,
+            error: None,
+        };
+        let Some(loaded) = self.loaded.clone() else {
+            report.outcome = "failed".into();
+            report.error = Some("no valid node files yet".into());
+            self.publish(&report, None, None, &[]);
+            return report;
+        };
+        let desired = &loaded.config;
+        let observed = match observe(&self.kernel).await {
+            Ok(o) => o,
+            Err(e) => {
+                error!("observe: {e}");
+                report.outcome = "failed".into();
+                report.error = Some(e.to_string());
+                self.publish(&report, Some(desired), None, &[]);
+                return report;
+            }
+        };
+        let mut plan = plan(desired, &observed);
+        if !force {
+            let hazards = default_route_hazards(&plan, &observed);
+            plan.problems.extend(hazards);
+        }
+        // Leave alone what another agent keeps changing back, for a while.
+        let now = Instant::now();
+        let held: HashSet<String> = self
+            .fights
+            .iter()
+            .filter(|(_, f)| f.until.is_some_and(|u| u > now))
+            .map(|(o, _)| o.clone())
+            .collect();
+        let (held_actions, actions): (Vec<_>, Vec<_>) = plan
+            .actions
+            .drain(..)
+            .partition(|a| held.contains(&a.object()));
+        plan.actions = actions;
+
+        let mut remaining = Plan {
+            actions: held_actions.clone(),
+            ..plan.clone()
+        };
+        if !plan.problems.is_empty() {
+            report.outcome = "blocked".into();
+            report.error = Some(plan.problems.join("; "));
+            remaining.actions.extend(plan.actions.iter().cloned());
+            warn!("cannot apply: {}", plan.problems.join("; "));
+        } else if !plan.actions.is_empty() {
+            for a in &plan.actions {
+                info!(trigger, "{}: {}", a.object(), a);
+            }
+            match crate::apply::apply(&self.kernel, desired, &observed, &plan).await {
+                Ok(applied) => {
+                    report.outcome = "applied".into();
+                    report.steps = applied.actions;
+                    info!(
+                        steps = applied.actions,
+                        "applied and verified in {:.1} ms",
+                        applied.took.as_secs_f64() * 1e3
+                    );
+                    if trigger == "kernel" || trigger == "timer" {
+                        self.record_repairs(&plan);
+                    }
+                }
+                Err(e) => {
+                    error!("apply failed: {e}");
+                    report.outcome = "failed".into();
+                    report.error = Some(e.to_string());
+                    remaining.actions.extend(plan.actions.iter().cloned());
+                }
+            }
+        }
+        self.forget_quiet_fights(&remaining);
+        let converged = remaining.actions.is_empty() && remaining.problems.is_empty();
+        if converged {
+            self.converged_generation = Some(self.generation);
+        }
+        report.took_ms = start.elapsed().as_secs_f64() * 1e3;
+        self.update_watch(desired, &observed);
+        self.publish(
+            &report,
+            Some(desired),
+            Some((&observed, &remaining)),
+            &held_actions,
+        );
+        report
+    }
+
+    fn record_repairs(&mut self, plan: &Plan) {
+        let now = Instant::now();
+        let objects: HashSet<String> = plan.actions.iter().map(|a| a.object()).collect();
+        for object in objects {
+            let f = self.fights.entry(object.clone()).or_insert(FightState {
+                repairs: Vec::new(),
+                backoff: Duration::ZERO,
+                until: None,
+            });
+            f.repairs.retain(|t| now.duration_since(*t) < FIGHT_WINDOW);
+            f.repairs.push(now);
+            if f.repairs.len() >= FIGHT_REPAIRS {
+                f.backoff = if f.backoff.is_zero() {
+                    FIRST_BACKOFF
+                } else {
+                    (f.backoff * 2).min(MAX_BACKOFF)
+                };
+                f.until = Some(now + f.backoff);
+                warn!(
+                    "{object}: changed back {} times within {}s by something else; leaving it alone for {}s",
+                    f.repairs.len(),
+                    FIGHT_WINDOW.as_secs(),
+                    f.backoff.as_secs()
+                );
+            }
+        }
+    }
+
+    /// A fight ends once its object stayed converged through a whole window.
+    fn forget_quiet_fights(&mut self, remaining: &Plan) {
+        let now = Instant::now();
+        let pending: HashSet<String> = remaining.actions.iter().map(|a| a.object()).collect();
+        self.fights.retain(|object, f| {
+            let backing_off = f.until.is_some_and(|u| u > now);
+            let recent = f
+                .repairs
+                .iter()
+                .any(|t| now.duration_since(*t) < FIGHT_WINDOW);
+            backing_off || recent || pending.contains(object)
+        });
+    }
+
+    /// The names and ifindexes whose kernel events should wake the daemon.
+    fn update_watch(&self, desired: &crate::config::NodeConfig, observed: &Observed) {
+        let mut names = HashSet::new();
+        for (name, m) in &desired.masters {
+            names.insert(name.clone());
+            if let Some(s) = &m.shim {
+                names.insert(s.name.clone());
+            }
+        }
+        let indexes = observed
+            .links
+            .iter()
+            .filter(|l| names.contains(&l.name) || l.is_owned())
+            .map(|l| l.index)
+            .collect();
+        if let Ok(mut w) = self.watch.write() {
+            *w = Watch { names, indexes };
+        }
+    }
+
+    fn publish(
+        &self,
+        report: &Reconcile,
+        desired: Option<&crate::config::NodeConfig>,
+        state: Option<(&Observed, &Plan)>,
+        held: &[crate::plan::Action],
+    ) {
+        let now = Instant::now();
+        let wall = unix_millis();
+        let mut status = Status {
+            generation: self.generation,
+            converged_generation: self.converged_generation,
+            converged: false,
+            passes: self.passes,
+            last_reconcile: Some(report.clone()),
+            rejected: self.rejected.clone(),
+            objects: Vec::new(),
+            problems: Vec::new(),
+            fights: self
+                .fights
+                .iter()
+                .filter_map(|(object, f)| {
+                    let until = f.until.filter(|u| *u > now)?;
+                    Some(Fight {
+                        object: object.clone(),
+                        repairs: f.repairs.len() as u32,
+                        backoff_until: wall + until.duration_since(now).as_millis() as u64,
+                    })
+                })
+                .collect(),
+            unsupported: Vec::new(),
+        };
+        if let (Some(desired), Some((observed, remaining))) = (desired, state) {
+            status.objects = object_states(desired, observed, remaining);
+            status.problems = remaining.problems.clone();
+            status.unsupported = remaining
+                .unsupported
+                .iter()
+                .map(|u| format!("{}: {}", u.key, u.what))
+                .collect();
+            status.converged =
+                remaining.actions.is_empty() && remaining.problems.is_empty() && held.is_empty();
+        }
+        let node = desired.map(|d| node_info(d, self.generation, self.converged_generation));
+        if let Ok(mut s) = self.shared.lock() {
+            s.status = status;
+            if let Some(n) = node {
+                s.node = n;
+            }
+        }
+    }
+}
