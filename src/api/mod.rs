@@ -11,6 +11,8 @@
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status.
 
+pub mod client;
+pub mod openapi;
 pub mod server;
 pub mod types;
 

@@ -1,0 +1,454 @@
+//! podnetd against real kernel objects: it runs in a network namespace the
+//! test makes, with its own config and state directories. Needs root.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{root_or_skip, ConfigDir, Netns};
+
+const NODE: &str = r#"version = 1
+[masters.ens192]
+kind = "macvlan"
+mtu = 9000
+shim = { name = "pn-shim0", addresses = ["172.51.0.230/32"], routes = ["172.51.0.0/24"] }
+"#;
+
+/// A podnetd process, killed on drop.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+    state: PathBuf,
+}
+
+impl Daemon {
+    fn start(ns: &Netns, config: &Path, state: &Path) -> Daemon {
+        std::fs::create_dir_all(state).unwrap();
+        // One log per start, so a restarted daemon's log is its own.
+        let starts = std::fs::read_dir(state).unwrap().filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("podnetd-"))
+        });
+        let log = state.join(format!("podnetd-{}.log", starts.count()));
+        let child = Command::new(env!("CARGO_BIN_EXE_podnetd"))
+            .arg("-c")
+            .arg(config)
+            .args([
+                "--netns",
+                &ns.name,
+                "--log-level",
+                "debug",
+                "--interval",
+                "3600",
+            ])
+            .arg("--state-dir")
+            .arg(state)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            log,
+            state: state.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `check` every 10 ms; returns how long it took to hold, or panics.
+fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+fn mtu(ns: &Netns, link: &str) -> Option<u64> {
+    ns.link(link).and_then(|l| l["mtu"].as_u64())
+}
+
+fn has_address(ns: &Netns, link: &str, addr: &str) -> bool {
+    ns.ip_json(&format!("addr show dev {link}"))[0]["addr_info"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|i| i["local"] == addr))
+}
+
+fn setup(tag: &str) -> (Netns, ConfigDir, PathBuf) {
+    let ns = Netns::new(tag);
+    ns.veth("ens192");
+    ns.ip("link set ens192-p up");
+    let cfg = ConfigDir::new(&[("10-node.toml", NODE)]);
+    let state = cfg.path.with_extension("state");
+    let _ = std::fs::remove_dir_all(&state);
+    (ns, cfg, state)
+}
+
+fn converged(ns: &Netns) -> bool {
+    mtu(ns, "pn-shim0") == Some(9000) && has_address(ns, "pn-shim0", "172.51.0.230")
+}
+
+#[test]
+fn edits_of_every_kind_are_applied_within_a_second() {
+    if !root_or_skip("edits_of_every_kind_are_applied_within_a_second") {
+        return;
+    }
+    let (ns, cfg, state) = setup("edits");
+    let _d = Daemon::start(&ns, &cfg.path, &state);
+    within(Duration::from_secs(5), "first convergence", || {
+        converged(&ns)
+    });
+
+    // In place.
+    std::fs::write(cfg.path.join("10-node.toml"), NODE.replace("9000", "8000")).unwrap();
+    let t = within(Duration::from_secs(1), "in-place write", || {
+        mtu(&ns, "pn-shim0") == Some(8000)
+    });
+    eprintln!("in-place write applied in {t:?}");
+
+    // An editor's write-then-rename.
+    let tmp = cfg.path.join(".10-node.toml.swp");
+    std::fs::write(&tmp, NODE.replace("9000", "7000")).unwrap();
+    std::fs::rename(&tmp, cfg.path.join("10-node.toml")).unwrap();
+    let t = within(Duration::from_secs(1), "rename-over", || {
+        mtu(&ns, "pn-shim0") == Some(7000)
+    });
+    eprintln!("rename-over applied in {t:?}");
+
+    // A Kubernetes ConfigMap volume: files are symlinks into `..data`, and an
+    // update swaps `..data` to a new timestamped directory.
+    std::fs::remove_file(cfg.path.join("10-node.toml")).unwrap();
+    let v1 = cfg.path.join("..2026_11_24_v1");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("10-node.toml"), NODE.replace("9000", "6000")).unwrap();
+    std::os::unix::fs::symlink("..2026_11_24_v1", cfg.path.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/10-node.toml", cfg.path.join("10-node.toml")).unwrap();
+    within(Duration::from_secs(1), "configmap first version", || {
+        mtu(&ns, "pn-shim0") == Some(6000)
+    });
+    let v2 = cfg.path.join("..2026_11_24_v2");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("10-node.toml"), NODE.replace("9000", "5000")).unwrap();
+    std::os::unix::fs::symlink("..2026_11_24_v2", cfg.path.join("..data_tmp")).unwrap();
+    std::fs::rename(cfg.path.join("..data_tmp"), cfg.path.join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+    let t = within(Duration::from_secs(1), "configmap ..data swap", || {
+        mtu(&ns, "pn-shim0") == Some(5000)
+    });
+    eprintln!("ConfigMap swap applied in {t:?}");
+    assert_eq!(mtu(&ns, "ens192"), Some(5000));
+}
+
+#[test]
+fn an_invalid_edit_keeps_the_last_good_state() {
+    if !root_or_skip("an_invalid_edit_keeps_the_last_good_state") {
+        return;
+    }
+    let (ns, cfg, state) = setup("invalid");
+    let d = Daemon::start(&ns, &cfg.path, &state);
+    within(Duration::from_secs(5), "first convergence", || {
+        converged(&ns)
+    });
+    let before = ns.snapshot();
+    // Valid TOML with one valid change and one invalid key: rejected whole.
+    cfg.write(&[(
+        "10-node.toml",
+        &NODE.replace("mtu = 9000", "mtu = 8000\nmtuu = 1"),
+    )]);
+    within(Duration::from_secs(2), "rejection logged", || {
+        d.log().contains("node files rejected")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        d.log()
+            .contains("10-node.toml:5:1: masters.ens192.mtuu: unknown key"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(ns.snapshot(), before, "an invalid edit changed the host");
+    // Drift is still repaired, to the last good state.
+    ns.ip("addr del 172.51.0.230/32 dev pn-shim0");
+    within(
+        Duration::from_secs(1),
+        "repair under a rejected edit",
+        || has_address(&ns, "pn-shim0", "172.51.0.230"),
+    );
+    assert_eq!(mtu(&ns, "pn-shim0"), Some(9000));
+}
+
+#[test]
+fn drift_on_owned_objects_is_repaired_within_a_second_and_foreign_links_are_untouched() {
+    if !root_or_skip(
+        "drift_on_owned_objects_is_repaired_within_a_second_and_foreign_links_are_untouched",
+    ) {
+        return;
+    }
+    let (ns, cfg, state) = setup("drift");
+    ns.ip("link add cni-mv0 link ens192 type macvlan mode bridge");
+    ns.ip("addr add 10.77.0.1/24 dev cni-mv0");
+    let foreign = || {
+        let mut l = ns.link("cni-mv0").expect("foreign link gone");
+        common::settable_only(&mut l);
+        l.as_object_mut().unwrap().remove("mtu");
+        (l, has_address(&ns, "cni-mv0", "10.77.0.1"))
+    };
+    let d = Daemon::start(&ns, &cfg.path, &state);
+    within(Duration::from_secs(5), "first convergence", || {
+        converged(&ns)
+    });
+    let foreign_before = foreign();
+
+    ns.ip("addr del 172.51.0.230/32 dev pn-shim0");
+    let t = within(Duration::from_secs(1), "address repaired", || {
+        has_address(&ns, "pn-shim0", "172.51.0.230")
+    });
+    eprintln!("address repaired in {t:?}");
+
+    ns.ip("route del 172.51.0.0/24 dev pn-shim0");
+    within(Duration::from_secs(1), "route repaired", || {
+        !ns.ip_json("route show 172.51.0.0/24")
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+
+    ns.ip("link del pn-shim0");
+    let t = within(Duration::from_secs(1), "shim re-created", || converged(&ns));
+    eprintln!("shim re-created in {t:?}");
+    assert_eq!(
+        ns.link("pn-shim0").unwrap()["ifalias"],
+        "podnet:shim master=ens192"
+    );
+
+    ns.ip("link set ens192 mtu 1500");
+    within(Duration::from_secs(1), "master MTU repaired", || {
+        mtu(&ns, "ens192") == Some(9000)
+    });
+
+    // Foreign objects changed by hand are not podnet's business.
+    ns.ip("addr del 10.77.0.1/24 dev cni-mv0");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !has_address(&ns, "cni-mv0", "10.77.0.1"),
+        "podnet restored a foreign address"
+    );
+    ns.ip("addr add 10.77.0.1/24 dev cni-mv0");
+    assert_eq!(foreign(), foreign_before);
+    assert!(d.log().contains("trigger=\"kernel\""), "{}", d.log());
+}
+
+#[test]
+fn a_hundred_reapplies_change_nothing_in_the_kernel() {
+    if !root_or_skip("a_hundred_reapplies_change_nothing_in_the_kernel") {
+        return;
+    }
+    let (ns, cfg, state) = setup("quiet");
+    let d = Daemon::start(&ns, &cfg.path, &state);
+    within(Duration::from_secs(5), "first convergence", || {
+        converged(&ns)
+    });
+    // Let the kernel finish reporting the carrier changes of the first apply.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut monitor = Command::new("ip")
+        .args(["-n", &ns.name, "monitor", "link", "address", "route"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let passes_before =
+        d.log().matches("loaded node files").count() + d.log().matches("trigger=").count();
+    for _ in 0..100 {
+        cfg.write(&[("10-node.toml", NODE)]);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    monitor.kill().unwrap();
+    let events = String::from_utf8_lossy(&monitor.wait_with_output().unwrap().stdout).into_owned();
+    assert_eq!(events, "", "re-applying the same files changed the kernel");
+    let log = d.log();
+    assert!(
+        log.matches("config directory event").count() >= 100,
+        "the edits did not reach the daemon"
+    );
+    assert_eq!(
+        log.matches("loaded node files").count() + log.matches("trigger=").count(),
+        passes_before,
+        "the same files led to a new generation or a step:\n{log}"
+    );
+}
+
+/// A TCP flow from the node through the shim to a pod, counting bytes.
+struct Flow {
+    stop: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
+}
+
+fn in_netns(name: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+}
+
+impl Flow {
+    fn start(node_ns: &str, pod_ns: &str) -> Flow {
+        let (pod_ns, node_ns) = (pod_ns.to_string(), node_ns.to_string());
+        let listener = std::thread::spawn(move || {
+            in_netns(&pod_ns);
+            TcpListener::bind("172.51.0.10:5201").unwrap()
+        })
+        .join()
+        .unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicBool::new(false));
+        let (s2, b2, f2) = (stop.clone(), bytes.clone(), failed.clone());
+        std::thread::spawn(move || {
+            in_netns(&node_ns);
+            let mut conn = TcpStream::connect_timeout(
+                &"172.51.0.10:5201".parse().unwrap(),
+                Duration::from_secs(3),
+            )
+            .unwrap();
+            conn.set_write_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let chunk = [7u8; 16384];
+            while !s2.load(Ordering::Relaxed) {
+                match conn.write_all(&chunk) {
+                    Ok(()) => {
+                        b2.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        f2.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Flow {
+            stop,
+            bytes,
+            failed,
+        }
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn kill_9_mid_reconcile_then_restart_adopts_without_flapping() {
+    if !root_or_skip("kill_9_mid_reconcile_then_restart_adopts_without_flapping") {
+        return;
+    }
+    let (ns, cfg, state) = setup("kill9");
+    // A pod on the same master, as the macvlan CNI plugin makes one.
+    let pod = Netns::new("kill9pod");
+    ns.ip(&format!(
+        "link add pod0 link ens192 type macvlan mode bridge"
+    ));
+    ns.ip(&format!("link set pod0 netns {}", pod.name));
+    pod.ip("addr add 172.51.0.10/32 dev pod0");
+    pod.ip("link set pod0 up");
+    pod.ip("route add default dev pod0");
+
+    let mut d = Daemon::start(&ns, &cfg.path, &state);
+    within(Duration::from_secs(5), "first convergence", || {
+        converged(&ns)
+    });
+    ns.ip("link set ens192 up");
+    let shim_index = ns.link("pn-shim0").unwrap()["ifindex"].clone();
+    let flow = Flow::start(&ns.name, &pod.name);
+    within(Duration::from_secs(3), "flow started", || {
+        flow.bytes.load(Ordering::Relaxed) > 100_000
+    });
+
+    // Kill it in the middle of a pass: an edit that adds many routes.
+    let routes: Vec<String> = (0..200)
+        .map(|i| format!("\"10.{}.{}.0/24\"", 200 + i / 250, i % 250))
+        .collect();
+    let many = NODE.replace(
+        "routes = [\"172.51.0.0/24\"]",
+        &format!("routes = [\"172.51.0.0/24\", {}]", routes.join(", ")),
+    );
+    cfg.write(&[("10-node.toml", &many)]);
+    std::thread::sleep(Duration::from_millis(25));
+    d.kill9();
+    let log_before = d.log();
+
+    let d2 = Daemon::start(&ns, &cfg.path, &d.state);
+    within(Duration::from_secs(5), "convergence after restart", || {
+        ns.ip_json("route show proto 157").as_array().unwrap().len() == 201
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        ns.link("pn-shim0").unwrap()["ifindex"],
+        shim_index,
+        "the shim was re-created"
+    );
+    let restarted = d2.log();
+    assert!(
+        !restarted.contains("create macvlan"),
+        "restart re-created a link:\n{restarted}"
+    );
+    assert!(
+        !restarted.contains("set down"),
+        "restart flapped a link:\n{restarted}"
+    );
+    let moved = flow.bytes.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !flow.failed.load(Ordering::Relaxed),
+        "the TCP flow through the shim broke"
+    );
+    assert!(
+        flow.bytes.load(Ordering::Relaxed) > moved,
+        "the TCP flow through the shim stalled"
+    );
+    eprintln!(
+        "first daemon log tail: {}",
+        log_before
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+}
