@@ -381,9 +381,7 @@ fn kill_9_mid_reconcile_then_restart_adopts_without_flapping() {
     let (ns, cfg, state) = setup("kill9");
     // A pod on the same master, as the macvlan CNI plugin makes one.
     let pod = Netns::new("kill9pod");
-    ns.ip(&format!(
-        "link add pod0 link ens192 type macvlan mode bridge"
-    ));
+    ns.ip("link add pod0 link ens192 type macvlan mode bridge");
     ns.ip(&format!("link set pod0 netns {}", pod.name));
     pod.ip("addr add 172.51.0.10/32 dev pod0");
     pod.ip("link set pod0 up");

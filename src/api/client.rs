@@ -171,9 +171,18 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), Error> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| self.connect_error(e))?;
+        let stream = loop {
+            match UnixStream::connect(&self.socket).await {
+                Ok(s) => break s,
+                // The daemon's listen backlog is full (it serves a bounded
+                // number of clients at once): wait for room, within the
+                // call's timeout.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                Err(e) => return Err(self.connect_error(e)),
+            }
+        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.hyper_error(e))?;

@@ -20,22 +20,18 @@ const COMPONENTS: &str = "/components/schemas";
 /// The document as committed.
 pub fn openapi_json() -> Json {
     let mut schemas = Map::new();
-    let answers = SchemaSettings::draft2020_12()
+    let settings = |s: &mut SchemaSettings| {
+        s.definitions_path = COMPONENTS.into();
+        s.meta_schema = None;
+    };
+    let mut answers = SchemaSettings::draft2020_12()
         .for_serialize()
-        .with(|s| {
-            s.definitions_path = COMPONENTS.into();
-            s.meta_schema = None;
-        })
+        .with(settings)
         .into_generator();
-    let requests = SchemaSettings::draft2020_12()
+    let mut requests = SchemaSettings::draft2020_12()
         .for_deserialize()
-        .with(|s| {
-            s.definitions_path = COMPONENTS.into();
-            s.meta_schema = None;
-        })
+        .with(settings)
         .into_generator();
-    let mut answers = answers;
-    let mut requests = requests;
     let status = component::<Status>(&mut answers);
     let node = component::<Node>(&mut answers);
     let record = component::<EndpointRecord>(&mut answers);

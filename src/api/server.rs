@@ -21,7 +21,6 @@
 //! so a user who may not use the API cannot crowd out one who may.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::future::Future;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -41,7 +40,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
@@ -177,11 +176,13 @@ impl<B: Backend> Server<B> {
                 r = self.listener.accept() => match r {
                     Ok((stream, _)) => stream,
                     Err(e) => {
-                        // Out of descriptors: accept would fail again at
-                        // once, so give the open connections time to end.
-                        if e.raw_os_error().is_some_and(is_fd_exhaustion) {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
+                        // Out of descriptors, accept would fail again at
+                        // once: give the open connections time to end. Any
+                        // other error (a peer gone before accept) is the
+                        // peer's alone; the short pause only keeps a broken
+                        // listener from spinning.
+                        let pause = if e.raw_os_error().is_some_and(is_fd_exhaustion) { 100 } else { 5 };
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
                         continue;
                     }
                 },
@@ -638,32 +639,22 @@ impl From<Refusal> for Failure {
     }
 }
 
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.status, self.message)
-    }
-}
-
 fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
-    match serde_json::to_vec(value) {
-        Ok(body) => {
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            *r.status_mut() = status;
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
-        }
-        Err(e) => {
-            let mut r = Response::new(Full::new(Bytes::from(format!(
-                r#"{{"error":"cannot encode the answer: {}"}}"#,
-                e.to_string().replace(['"', '\\'], "'")
-            ))));
-            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
-        }
-    }
+    let (status, body) = match serde_json::to_vec(value) {
+        Ok(body) => (status, body),
+        // Not expected for these types; still an answer in the API's shape.
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({ "error": format!("cannot encode the answer: {e}") })
+                .to_string()
+                .into_bytes(),
+        ),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 async fn respond<B: Backend>(
@@ -683,43 +674,51 @@ async fn handle<B: Backend>(
     policy: &Policy,
 ) -> Result<Response<Full<Bytes>>, Failure> {
     let route = Route::parse(req.uri().path())?;
+    let method = req.method().clone();
     let ok = StatusCode::OK;
-    match (&route, req.method()) {
-        (Route::Status, &Method::GET) => Ok(json(ok, &backend.status())),
-        (Route::Node, &Method::GET) => Ok(json(ok, &backend.node())),
-        (Route::Endpoints, &Method::GET) => Ok(json(ok, &backend.endpoints())),
-        (Route::Reconcile, &Method::POST) => Ok(json(ok, &backend.reconcile().await?)),
+    match (route, method) {
+        (Route::Status, Method::GET) => Ok(json(ok, &backend.status())),
+        (Route::Node, Method::GET) => Ok(json(ok, &backend.node())),
+        (Route::Endpoints, Method::GET) => Ok(json(ok, &backend.endpoints())),
+        (Route::Reconcile, Method::POST) => Ok(json(ok, &backend.reconcile().await?)),
         (
             Route::Endpoint {
                 container_id,
                 ifname,
             },
-            m,
-        ) if m == Method::GET || m == Method::PUT || m == Method::DELETE => {
-            let (cid, ifname) = (container_id.clone(), ifname.clone());
-            match *m {
-                Method::GET => match backend.endpoint(&cid, &ifname) {
-                    Some(record) => Ok(json(ok, &record)),
-                    None => Err(failure(
-                        StatusCode::NOT_FOUND,
-                        format!("no endpoint {cid}/{ifname}"),
-                    )),
-                },
-                Method::PUT => {
-                    let endpoint = read_endpoint(req, policy).await?;
-                    // Registering persists to disk before it returns: keep
-                    // that off the runtime's threads.
-                    let record =
-                        blocking(move || backend.put_endpoint(&cid, &ifname, endpoint)).await?;
-                    Ok(json(ok, &record))
-                }
-                _ => {
-                    blocking(move || backend.delete_endpoint(&cid, &ifname)).await?;
-                    let mut r = Response::new(Full::new(Bytes::new()));
-                    *r.status_mut() = StatusCode::NO_CONTENT;
-                    Ok(r)
-                }
-            }
+            Method::GET,
+        ) => match backend.endpoint(&container_id, &ifname) {
+            Some(record) => Ok(json(ok, &record)),
+            None => Err(failure(
+                StatusCode::NOT_FOUND,
+                format!("no endpoint {container_id}/{ifname}"),
+            )),
+        },
+        (
+            Route::Endpoint {
+                container_id,
+                ifname,
+            },
+            Method::PUT,
+        ) => {
+            let endpoint = read_endpoint(req, policy).await?;
+            // Registering persists to disk before it returns: keep that off
+            // the runtime's thread, which serves every other client.
+            let record =
+                blocking(move || backend.put_endpoint(&container_id, &ifname, endpoint)).await?;
+            Ok(json(ok, &record))
+        }
+        (
+            Route::Endpoint {
+                container_id,
+                ifname,
+            },
+            Method::DELETE,
+        ) => {
+            blocking(move || backend.delete_endpoint(&container_id, &ifname)).await?;
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            Ok(r)
         }
         (route, m) => Err(Failure {
             allow: Some(route.allow()),
@@ -796,18 +795,25 @@ async fn read_endpoint(req: Request<Incoming>, policy: &Policy) -> Result<Endpoi
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    serde_json::from_slice::<Endpoint>(&bytes).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => failure(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("not a valid endpoint: {e}"),
-            ),
-            _ => failure(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not JSON: {e}"),
-            ),
-        }
+    // Syntax first, then shape: a body that is not JSON at all is a 400,
+    // JSON that is not an endpoint (serde would even take `[]`) a 422.
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        failure(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(failure(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a valid endpoint: the body must be a JSON object",
+        ));
+    }
+    Endpoint::deserialize(value).map_err(|e| {
+        failure(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("not a valid endpoint: {e}"),
+        )
     })
 }
 
@@ -831,9 +837,9 @@ pub fn bind(path: &Path, group: Option<u32>) -> io::Result<UnixListener> {
                     return Err(io::Error::new(
                         io::ErrorKind::AddrInUse,
                         format!(
-                            "{} is in use: another podnetd is listening on it",
-                            path.display()
-                        ),
+                        "{} is in use: another podnetd (or some other program) is listening on it",
+                        path.display()
+                    ),
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
