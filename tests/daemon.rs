@@ -49,6 +49,8 @@ impl Daemon {
             ])
             .arg("--state-dir")
             .arg(state)
+            .arg("--socket")
+            .arg(state.join("podnet.sock"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -52,6 +52,12 @@ pub struct Args {
     /// Directory of the daemon's state (the endpoint registry).
     #[arg(long, value_name = "DIR", default_value = registry::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// The API socket.
+    #[arg(long, value_name = "PATH", default_value = crate::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Group whose members may use the socket (besides root).
+    #[arg(long, value_name = "GROUP", default_value = "podnet")]
+    pub socket_group: String,
     /// Log level: error, warn, info, debug, trace (or a tracing filter).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
@@ -144,10 +150,33 @@ async fn run(args: Args) -> ExitCode {
             None
         }
     };
-    let _backend = DaemonBackend {
+    let backend = Arc::new(DaemonBackend {
         shared: shared.clone(),
         triggers: tx.clone(),
+    });
+    let group = match nix::unistd::Group::from_name(&args.socket_group) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        _ => {
+            info!("group {} does not exist: the socket is for root only", args.socket_group);
+            None
+        }
     };
+    let listener = match crate::api::server::bind(&args.socket, group) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("socket {}: {e}", args.socket.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let policy = crate::api::server::Policy {
+        group,
+        ..Default::default()
+    };
+    let server = tokio::spawn(crate::api::server::serve(listener, backend, policy, async {
+        let _ = server_stopped.await;
+    }));
+    info!("API on {}", args.socket.display());
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -223,6 +252,9 @@ async fn run(args: Args) -> ExitCode {
             next_timer = Instant::now() + interval;
         }
     }
+    let _ = stop_server.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_file(&args.socket);
     ExitCode::SUCCESS
 }
 
