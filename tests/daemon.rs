@@ -66,6 +66,19 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    fn socket(&self) -> PathBuf {
+        self.state.join("podnet.sock")
+    }
+
+    /// A client of this daemon's socket, once it answers.
+    fn client(&self) -> podnet::api::client::BlockingClient {
+        let c = podnet::api::client::BlockingClient::new(self.socket()).unwrap();
+        within(Duration::from_secs(5), "socket answers", || {
+            c.status().is_ok()
+        });
+        c
+    }
+
     fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -393,6 +406,18 @@ fn kill_9_mid_reconcile_then_restart_adopts_without_flapping() {
     within(Duration::from_secs(5), "first convergence", || {
         converged(&ns)
     });
+    let client = d.client();
+    for i in 0..3 {
+        let ep: podnet::api::types::Endpoint = serde_json::from_value(serde_json::json!({
+            "ips": [format!("172.51.0.{}/32", 10 + i)], "master": "ens192", "egress": 100_000_000
+        }))
+        .unwrap();
+        client
+            .put_endpoint(&format!("pod{i}"), "eth0", &ep)
+            .unwrap();
+    }
+    let registered = client.endpoints().unwrap();
+    drop(client);
     ns.ip("link set ens192 up");
     let shim_index = ns.link("pn-shim0").unwrap()["ifindex"].clone();
     let flow = Flow::start(&ns.name, &pod.name);
@@ -432,6 +457,11 @@ fn kill_9_mid_reconcile_then_restart_adopts_without_flapping() {
         !restarted.contains("set down"),
         "restart flapped a link:\n{restarted}"
     );
+    assert_eq!(
+        d2.client().endpoints().unwrap(),
+        registered,
+        "endpoints lost in the restart"
+    );
     let moved = flow.bytes.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -451,4 +481,173 @@ fn kill_9_mid_reconcile_then_restart_adopts_without_flapping() {
             .collect::<Vec<_>>()
             .join(" | ")
     );
+}
+
+fn podnetctl(d: &Daemon, cfg: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
+        .arg("-c")
+        .arg(cfg)
+        .arg("--socket")
+        .arg(d.socket())
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn podnetctl_goes_through_the_daemon_and_status_shows_a_rejected_edit() {
+    if !root_or_skip("podnetctl_goes_through_the_daemon_and_status_shows_a_rejected_edit") {
+        return;
+    }
+    let (ns, cfg, state) = setup("ctl");
+    let d = Daemon::start(&ns, &cfg.path, &state);
+    within(Duration::from_secs(5), "first convergence", || {
+        converged(&ns)
+    });
+    d.client();
+    let (code, out) = podnetctl(&d, &cfg.path, &["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("podnetd: generation 1")
+            && out.contains("shim pn-shim0")
+            && out.contains("converged"),
+        "{out}"
+    );
+    let (code, out) = podnetctl(&d, &cfg.path, &["apply"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("podnetd (generation 1): converged, 0 step(s)"),
+        "{out}"
+    );
+
+    let (code, out) = podnetctl(&d, &cfg.path, &["endpoints"]);
+    assert_eq!((code, out.contains("0 endpoint(s)")), (0, true), "{out}");
+    let ep = serde_json::from_value(
+        serde_json::json!({"ips": ["172.51.0.10/32"], "master": "ens192", "ingress": 100_000_000}),
+    )
+    .unwrap();
+    d.client().put_endpoint("c0ffee", "eth0", &ep).unwrap();
+    let (_, out) = podnetctl(&d, &cfg.path, &["endpoints"]);
+    assert!(
+        out.contains("c0ffee") && out.contains("172.51.0.10/32") && out.contains("100Mbit"),
+        "{out}"
+    );
+
+    // An invalid edit: podnetctl refuses it itself; the daemon keeps the last
+    // good generation and says so.
+    cfg.write(&[("20-bad.toml", "[masters.ens192]\nmtu = \"big\"\n")]);
+    within(Duration::from_secs(2), "rejection in status", || {
+        d.client().status().unwrap().rejected.is_some()
+    });
+    let status = d.client().status().unwrap();
+    assert_eq!(status.generation, 1);
+    assert!(status.rejected.unwrap().errors[0]
+        .contains("20-bad.toml:2:1: masters.ens192.mtu: expected integer"));
+    let (code, out) = podnetctl(&d, &cfg.path, &["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rejected edit (1 error(s))"), "{out}");
+    let (code, _) = podnetctl(&d, &cfg.path, &["apply"]);
+    assert_eq!(code, 2);
+    std::fs::remove_file(cfg.path.join("20-bad.toml")).unwrap();
+    within(Duration::from_secs(2), "rejection cleared", || {
+        d.client().status().unwrap().rejected.is_none()
+    });
+}
+
+#[test]
+fn a_thousand_kernel_events_make_a_handful_of_reconciles() {
+    if !root_or_skip("a_thousand_kernel_events_make_a_handful_of_reconciles") {
+        return;
+    }
+    let (ns, cfg, state) = setup("burst");
+    let d = Daemon::start(&ns, &cfg.path, &state);
+    within(Duration::from_secs(5), "first convergence", || {
+        converged(&ns)
+    });
+    let client = d.client();
+    std::thread::sleep(Duration::from_secs(3));
+    let before = client.status().unwrap().passes;
+    // 1,000 link events on the master, none of which podnet manages.
+    let batch: String = (0..1000)
+        .map(|i| format!("link set ens192 txqueuelen {}\n", 1000 + i))
+        .collect();
+    let path = state.join("burst.batch");
+    std::fs::write(&path, batch).unwrap();
+    Command::new("ip")
+        .args(["-n", &ns.name, "-batch"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let passes = client.status().unwrap().passes - before;
+    eprintln!("1,000 kernel events -> {passes} reconcile(s)");
+    assert!(passes >= 1, "the events did not wake the daemon");
+    assert!(passes <= 10, "{passes} reconciles for one burst");
+    assert!(client.status().unwrap().converged);
+}
+
+#[test]
+fn a_fight_with_another_agent_backs_off_and_shows_in_status() {
+    if !root_or_skip("a_fight_with_another_agent_backs_off_and_shows_in_status") {
+        return;
+    }
+    let (ns, cfg, state) = setup("fight");
+    let d = Daemon::start(&ns, &cfg.path, &state);
+    within(Duration::from_secs(5), "first convergence", || {
+        converged(&ns)
+    });
+    let client = d.client();
+    // Another agent removes the shim's address again and again.
+    let start = Instant::now();
+    let mut fight = None;
+    while start.elapsed() < Duration::from_secs(5) && fight.is_none() {
+        let _ = Command::new("ip")
+            .args([
+                "-n",
+                &ns.name,
+                "addr",
+                "del",
+                "172.51.0.230/32",
+                "dev",
+                "pn-shim0",
+            ])
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(Duration::from_millis(150));
+        fight = client.status().unwrap().fights.into_iter().next();
+    }
+    let fight = fight.expect("no fight reported");
+    assert_eq!(fight.object, "shim pn-shim0");
+    assert!(fight.repairs >= 3);
+    assert!(d.log().contains("leaving it alone for 5s"), "{}", d.log());
+    // During the backoff podnet does not repair it...
+    let _ = Command::new("ip")
+        .args([
+            "-n",
+            &ns.name,
+            "addr",
+            "del",
+            "172.51.0.230/32",
+            "dev",
+            "pn-shim0",
+        ])
+        .stderr(Stdio::null())
+        .status();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !has_address(&ns, "pn-shim0", "172.51.0.230"),
+        "repaired during the backoff"
+    );
+    let status = client.status().unwrap();
+    assert!(!status.converged);
+    // ...and repairs it once the backoff ends.
+    within(Duration::from_secs(7), "repair after the backoff", || {
+        has_address(&ns, "pn-shim0", "172.51.0.230")
+    });
 }

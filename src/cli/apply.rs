@@ -29,6 +29,13 @@ pub struct Args {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     let loaded = super::load(cli)?;
     let desired = &loaded.config;
+    // A running daemon applies (one applier at a time); a dry run only
+    // reads, and --force is not something the daemon does on its own.
+    if !args.dry_run && !args.force && args.max_disruption.is_none() {
+        if let Some(client) = super::daemon(cli)? {
+            return through_daemon(&client, args);
+        }
+    }
     super::with_kernel(cli, async |kernel| {
         let observed = observe(kernel).await?;
         let mut plan = plan(desired, &observed);
@@ -97,4 +104,32 @@ pub(crate) fn plan_json(plan: &Plan) -> serde_json::Value {
         "unsupported": plan.unsupported,
         "max_disruption": plan.max_disruption(),
     })
+}
+
+fn through_daemon(client: &crate::api::client::BlockingClient, args: &Args) -> Result<ExitCode> {
+    let answer = client.reconcile().map_err(super::api_error)?;
+    let r = &answer.reconcile;
+    match args.output {
+        Format::Json => println!("{}", serde_json::to_string(&answer).unwrap_or_default()),
+        Format::Text => {
+            println!(
+                "podnetd (generation {}): {}, {} step(s) in {:.1} ms",
+                answer.generation, r.outcome, r.steps, r.took_ms
+            );
+            let status = client.status().map_err(super::api_error)?;
+            if let Some(rej) = &status.rejected {
+                println!(
+                    "note: podnetd still rejects the files it read ({} error(s))",
+                    rej.errors.len()
+                );
+            }
+        }
+    }
+    match r.outcome.as_str() {
+        "converged" | "applied" => Ok(ExitCode::SUCCESS),
+        _ => Err(Error::new(
+            ErrorKind::Host,
+            format!("podnetd: {}", r.error.as_deref().unwrap_or(&r.outcome)),
+        )),
+    }
 }

@@ -2,6 +2,7 @@
 //! the steps every verb shares (load, enter the namespace, connect).
 
 mod apply;
+mod endpoints;
 mod show;
 mod status;
 mod validate;
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::api::client::BlockingClient;
 use crate::config::{self, Diagnostics, Loaded};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::Kernel;
@@ -30,6 +32,13 @@ pub struct Cli {
     /// Run inside the named network namespace (as made by `ip netns add NAME`).
     #[arg(long, global = true, value_name = "NAME")]
     pub netns: Option<String>,
+    /// podnetd's socket: when a daemon answers there, status, apply and
+    /// endpoints go through it, so two appliers never race.
+    #[arg(long, global = true, value_name = "PATH", env = "PODNET_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Work on the host directly even when podnetd runs.
+    #[arg(long, global = true)]
+    pub direct: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,6 +53,8 @@ pub enum Command {
     Show(show::Args),
     /// Compare the node files with the host, object by object.
     Status(status::Args),
+    /// List the pod endpoints registered with podnetd.
+    Endpoints(endpoints::Args),
 }
 
 /// Output formats shared by the verbs that print a report.
@@ -61,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Apply(ref a) => apply::run(&cli, a),
         Command::Show(ref a) => show::run(&cli, a),
         Command::Status(ref a) => status::run(&cli, a),
+        Command::Endpoints(ref a) => endpoints::run(&cli, a),
     };
     match outcome {
         Ok(code) => code,
@@ -96,6 +108,24 @@ pub(crate) fn with_kernel<T>(cli: &Cli, f: impl AsyncFnOnce(&Kernel) -> Result<T
         let kernel = Kernel::connect()?;
         f(&kernel).await
     })
+}
+
+/// A client for podnetd when one answers on `--socket` (and `--direct` is
+/// not given); None means: work on the host directly.
+pub(crate) fn daemon(cli: &Cli) -> Result<Option<BlockingClient>> {
+    if cli.direct || !cli.socket.exists() {
+        return Ok(None);
+    }
+    let client = BlockingClient::new(&cli.socket).map_err(api_error)?;
+    match client.status() {
+        Ok(_) => Ok(Some(client)),
+        Err(e) if e.is_not_running() => Ok(None),
+        Err(e) => Err(api_error(e)),
+    }
+}
+
+pub(crate) fn api_error(e: crate::api::client::Error) -> Error {
+    Error::new(ErrorKind::Host, e.to_string())
 }
 
 impl std::str::FromStr for Disruption {

@@ -16,6 +16,15 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
+    if let Some(client) = super::daemon(cli)? {
+        let status = client.status().map_err(super::api_error)?;
+        print_daemon_status(&status, args.output);
+        return Ok(if status.converged {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let loaded = super::load(cli)?;
     let desired = &loaded.config;
     let observed = super::with_kernel(cli, async |k| observe(k).await)?;
@@ -77,4 +86,66 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The daemon's view: generation, last pass, rejected edit, fights.
+fn print_daemon_status(s: &crate::api::types::Status, format: Format) {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        return;
+    }
+    println!(
+        "podnetd: generation {}, converged generation {}",
+        s.generation,
+        s.converged_generation
+            .map_or("none".into(), |g| g.to_string())
+    );
+    if let Some(r) = &s.last_reconcile {
+        println!(
+            "last reconcile: {} ({} trigger, {} step(s), {:.1} ms){}",
+            r.outcome,
+            r.trigger,
+            r.steps,
+            r.took_ms,
+            r.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    for o in &s.objects {
+        println!("{:<28} {}", o.object, o.state);
+        for p in &o.pending {
+            println!("    {p}");
+        }
+    }
+    for p in &s.problems {
+        println!("problem: {p}");
+    }
+    for f in &s.fights {
+        println!(
+            "fight: {} changed back {} times by something else; podnet leaves it alone for now",
+            f.object, f.repairs
+        );
+    }
+    if let Some(r) = &s.rejected {
+        println!(
+            "rejected edit ({} error(s)); the previous generation stays in force:",
+            r.errors.len()
+        );
+        for e in &r.errors {
+            println!("    {e}");
+        }
+    }
+    for u in &s.unsupported {
+        println!("not applied by this version: {u}");
+    }
+    println!(
+        "{}",
+        if s.converged {
+            "converged"
+        } else {
+            "not converged"
+        }
+    );
 }

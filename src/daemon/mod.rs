@@ -157,7 +157,10 @@ async fn run(args: Args) -> ExitCode {
     let group = match nix::unistd::Group::from_name(&args.socket_group) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
         _ => {
-            info!("group {} does not exist: the socket is for root only", args.socket_group);
+            info!(
+                "group {} does not exist: the socket is for root only",
+                args.socket_group
+            );
             None
         }
     };
@@ -173,9 +176,14 @@ async fn run(args: Args) -> ExitCode {
         group,
         ..Default::default()
     };
-    let server = tokio::spawn(crate::api::server::serve(listener, backend, policy, async {
-        let _ = server_stopped.await;
-    }));
+    let server = tokio::spawn(crate::api::server::serve(
+        listener,
+        backend,
+        policy,
+        async {
+            let _ = server_stopped.await;
+        },
+    ));
     info!("API on {}", args.socket.display());
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
