@@ -33,6 +33,7 @@ use tokio::net::UnixStream;
 struct Memory {
     endpoints: Mutex<BTreeMap<(String, String), EndpointRecord>>,
     reconciles: AtomicU64,
+    trial: Mutex<Option<Trial>>,
 }
 
 fn reconcile_record(trigger: &str) -> Reconcile {
@@ -70,6 +71,12 @@ impl Backend for Memory {
                 backoff_until: 1_700_000_060_000,
             }],
             unsupported: vec!["sriov".into()],
+            trial: self.trial.lock().unwrap().clone(),
+            reverted: Some(Reverted {
+                generation: 2,
+                to_generation: 1,
+                at: 1_700_000_000_002,
+            }),
         }
     }
 
@@ -153,6 +160,38 @@ impl Backend for Memory {
                 reconcile: reconcile_record("request"),
             })
         }
+    }
+
+    fn try_files(
+        &self,
+        timeout_seconds: u64,
+    ) -> impl Future<Output = Result<TryAnswer, Refusal>> + Send {
+        let mut trial = self.trial.lock().unwrap();
+        let answer = if trial.is_some() {
+            Err(Refusal::new(409, "a trial is already pending"))
+        } else {
+            let t = Trial {
+                generation: 4,
+                previous_generation: 3,
+                deadline: 1_800_000_000_000 + timeout_seconds * 1000,
+            };
+            *trial = Some(t.clone());
+            Ok(TryAnswer {
+                trial: t,
+                reconcile: reconcile_record("request"),
+            })
+        };
+        async move { answer }
+    }
+
+    fn confirm(&self) -> impl Future<Output = Result<Trial, Refusal>> + Send {
+        let answer = self
+            .trial
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| Refusal::new(409, "no trial is pending"));
+        async move { answer }
     }
 }
 
@@ -429,7 +468,7 @@ fn the_document_covers_exactly_the_contract() {
     let mut documented = documented_routes(&doc);
     contract.sort();
     documented.sort();
-    assert_eq!(contract.len(), 7, "{contract:?}");
+    assert_eq!(contract.len(), 9, "{contract:?}");
     assert_eq!(contract, documented);
 
     // Every `$ref` points at something in the document.
@@ -611,6 +650,29 @@ async fn every_route_answers_as_documented() {
     assert_eq!(a.status, 404);
     conforms(&doc, "GET", ep, &a);
     assert!(d.backend.endpoints().is_empty());
+
+    // try, then confirm; a second confirm has nothing to confirm.
+    let a = call(&d, "POST", "/v1/confirm", None).await;
+    assert_eq!(a.status, 409);
+    conforms(&doc, "POST", "/v1/confirm", &a);
+    let a = call(&d, "POST", "/v1/try?timeout=30", None).await;
+    assert_eq!(a.status, 200);
+    conforms(&doc, "POST", "/v1/try", &a);
+    assert_eq!(a.json()["trial"]["deadline"], 1_800_000_030_000u64);
+    let a = call(&d, "POST", "/v1/try", None).await;
+    assert_eq!(a.status, 409);
+    conforms(&doc, "POST", "/v1/try", &a);
+    let a = call(&d, "GET", "/v1/status", None).await;
+    conforms(&doc, "GET", "/v1/status", &a);
+    assert_eq!(a.json()["trial"]["generation"], 4);
+    let a = call(&d, "POST", "/v1/confirm", None).await;
+    assert_eq!(a.status, 200);
+    conforms(&doc, "POST", "/v1/confirm", &a);
+    for bad in ["timeout=0", "timeout=3601", "timeout=x", "wait=3"] {
+        let a = call(&d, "POST", &format!("/v1/try?{bad}"), None).await;
+        assert_eq!(a.status, 400, "{bad}");
+        conforms(&doc, "POST", "/v1/try", &a);
+    }
 }
 
 #[tokio::test]

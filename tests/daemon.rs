@@ -651,3 +651,70 @@ fn a_fight_with_another_agent_backs_off_and_shows_in_status() {
         has_address(&ns, "pn-shim0", "172.51.0.230")
     });
 }
+
+#[test]
+fn try_rolls_back_by_itself_unless_confirmed() {
+    if !root_or_skip("try_rolls_back_by_itself_unless_confirmed") {
+        return;
+    }
+    let (ns, cfg, state) = setup("try");
+    let d = Daemon::start(&ns, &cfg.path, &state);
+    within(Duration::from_secs(5), "first convergence", || {
+        converged(&ns)
+    });
+    let client = d.client();
+    let (code, out) = podnetctl(&d, &cfg.path, &["try", "--timeout", "2s"]);
+    assert_ne!(code, 0, "nothing to go back to, yet: {out}");
+    assert!(out.contains("no earlier generation"), "{out}");
+
+    // Generation 2 changes the MTU; on trial for 2 s and not confirmed.
+    cfg.write(&[("10-node.toml", &NODE.replace("9000", "8000"))]);
+    within(Duration::from_secs(1), "generation 2 applied", || {
+        mtu(&ns, "pn-shim0") == Some(8000)
+    });
+    let (code, out) = podnetctl(&d, &cfg.path, &["try", "--timeout", "2s"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("generation 2 is in force on trial")
+            && out.contains("generation 1 comes back in 2s"),
+        "{out}"
+    );
+    assert_eq!(client.status().unwrap().trial.unwrap().generation, 2);
+    within(Duration::from_secs(4), "rollback to generation 1", || {
+        mtu(&ns, "pn-shim0") == Some(9000)
+    });
+    let status = client.status().unwrap();
+    assert_eq!(status.generation, 1);
+    assert!(status.trial.is_none());
+    assert_eq!(
+        status
+            .reverted
+            .as_ref()
+            .map(|r| (r.generation, r.to_generation)),
+        Some((2, 1))
+    );
+    assert!(
+        d.log().contains("trial not confirmed in time"),
+        "{}",
+        d.log()
+    );
+    // The rolled-back files stay out of force; the timer does not re-apply them.
+    let _ = client.reconcile().unwrap();
+    assert_eq!(mtu(&ns, "pn-shim0"), Some(9000));
+
+    // Generation 3, tried and confirmed: it stays.
+    cfg.write(&[("10-node.toml", &NODE.replace("9000", "7000"))]);
+    within(Duration::from_secs(1), "generation 3 applied", || {
+        mtu(&ns, "pn-shim0") == Some(7000)
+    });
+    let (code, out) = podnetctl(&d, &cfg.path, &["try", "--timeout", "2s"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = podnetctl(&d, &cfg.path, &["confirm"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("generation 3 confirmed"), "{out}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(mtu(&ns, "pn-shim0"), Some(7000));
+    assert_eq!(client.status().unwrap().generation, 3);
+    let (code, _) = podnetctl(&d, &cfg.path, &["confirm"]);
+    assert_ne!(code, 0, "confirm with no trial pending");
+}

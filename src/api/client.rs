@@ -18,7 +18,9 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::server::percent_encode;
-use super::types::{ApiError, Endpoint, EndpointRecord, Node, ReconcileAnswer, Status};
+use super::types::{
+    ApiError, Endpoint, EndpointRecord, Node, ReconcileAnswer, Status, Trial, TryAnswer,
+};
 
 /// The default time a call may take, connecting included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,6 +145,19 @@ impl Client {
     /// that covers one pass of the pipeline.
     pub async fn reconcile(&self) -> Result<ReconcileAnswer, Error> {
         let (_, answer) = self.call(Method::POST, "/v1/reconcile", None).await?;
+        decode(&answer)
+    }
+
+    /// Puts the files in force on trial for `timeout_seconds`.
+    pub async fn try_files(&self, timeout_seconds: u64) -> Result<TryAnswer, Error> {
+        let path = format!("/v1/try?timeout={timeout_seconds}");
+        let (_, answer) = self.call(Method::POST, &path, None).await?;
+        decode(&answer)
+    }
+
+    /// Keeps the generation on trial.
+    pub async fn confirm(&self) -> Result<Trial, Error> {
+        let (_, answer) = self.call(Method::POST, "/v1/confirm", None).await?;
         decode(&answer)
     }
 
@@ -343,5 +358,14 @@ impl BlockingClient {
 
     pub fn reconcile(&self) -> Result<ReconcileAnswer, Error> {
         self.runtime.block_on(self.client.reconcile())
+    }
+
+    pub fn try_files(&self, timeout_seconds: u64) -> Result<TryAnswer, Error> {
+        self.runtime
+            .block_on(self.client.try_files(timeout_seconds))
+    }
+
+    pub fn confirm(&self) -> Result<Trial, Error> {
+        self.runtime.block_on(self.client.confirm())
     }
 }

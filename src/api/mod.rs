@@ -8,6 +8,8 @@
 //! - `PUT    /v1/endpoints/{container_id}/{ifname}` ← [`types::Endpoint`] → [`types::EndpointRecord`]
 //! - `DELETE /v1/endpoints/{container_id}/{ifname}` → 204 (also when absent)
 //! - `POST   /v1/reconcile`                        → [`types::ReconcileAnswer`]
+//! - `POST   /v1/try`                              → [`types::TryAnswer`] (`?timeout=SECONDS`, 120 by default)
+//! - `POST   /v1/confirm`                          → [`types::Trial`]
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status.
 
@@ -18,7 +20,7 @@ pub mod types;
 
 use std::future::Future;
 
-use types::{Endpoint, EndpointRecord, Node, ReconcileAnswer, Status};
+use types::{Endpoint, EndpointRecord, Node, ReconcileAnswer, Status, Trial, TryAnswer};
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/podnet/podnet.sock";
@@ -58,4 +60,12 @@ pub trait Backend: Send + Sync + 'static {
     fn delete_endpoint(&self, container_id: &str, ifname: &str) -> Result<bool, Refusal>;
     /// Runs a reconcile now (coalesced with any already queued) and reports it.
     fn reconcile(&self) -> impl Future<Output = Result<ReconcileAnswer, Refusal>> + Send;
+    /// Puts the node files in force on trial: unless [`Backend::confirm`]
+    /// comes within `timeout_seconds`, the previous generation comes back.
+    fn try_files(
+        &self,
+        timeout_seconds: u64,
+    ) -> impl Future<Output = Result<TryAnswer, Refusal>> + Send;
+    /// Keeps the generation on trial; 409 when none is.
+    fn confirm(&self) -> impl Future<Output = Result<Trial, Refusal>> + Send;
 }

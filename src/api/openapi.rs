@@ -11,7 +11,9 @@ use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value as Json};
 
-use super::types::{ApiError, Endpoint, EndpointRecord, Node, ReconcileAnswer, Status};
+use super::types::{
+    ApiError, Endpoint, EndpointRecord, Node, ReconcileAnswer, Status, Trial, TryAnswer,
+};
 use super::DEFAULT_SOCKET;
 
 /// Where the component schemas live in the document.
@@ -36,6 +38,8 @@ pub fn openapi_json() -> Json {
     let node = component::<Node>(&mut answers);
     let record = component::<EndpointRecord>(&mut answers);
     let reconcile = component::<ReconcileAnswer>(&mut answers);
+    let try_answer = component::<TryAnswer>(&mut answers);
+    let trial = component::<Trial>(&mut answers);
     let error = component::<ApiError>(&mut answers);
     let endpoint = component::<Endpoint>(&mut requests);
     for (name, schema) in answers
@@ -171,6 +175,29 @@ pub fn openapi_json() -> Json {
                 "responses": common(Map::from_iter([
                     ("200".into(), ok("The reconcile that ran.", &reconcile)),
                     ("503".into(), error_answer("The daemon cannot reconcile now.")),
+                ]))
+            }},
+            "/v1/try": {"post": {
+                "operationId": "tryFiles",
+                "summary": "Puts the node files in force on trial: unless confirmed within the timeout, the previous generation comes back.",
+                "parameters": [{
+                    "name": "timeout", "in": "query", "required": false,
+                    "description": "Seconds before the rollback (default 120).",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 3600}
+                }],
+                "responses": common(Map::from_iter([
+                    ("200".into(), ok("The trial and the reconcile that put it in force.", &try_answer)),
+                    ("400".into(), error_answer("A bad timeout.")),
+                    ("409".into(), error_answer("A trial is already pending, or there is no earlier generation to go back to.")),
+                    ("503".into(), error_answer("The daemon cannot reconcile now.")),
+                ]))
+            }},
+            "/v1/confirm": {"post": {
+                "operationId": "confirm",
+                "summary": "Keeps the generation on trial.",
+                "responses": common(Map::from_iter([
+                    ("200".into(), ok("The trial, now confirmed.", &trial)),
+                    ("409".into(), error_answer("No trial is pending.")),
                 ]))
             }}
         },

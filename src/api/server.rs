@@ -490,6 +490,8 @@ enum Route {
         ifname: String,
     },
     Reconcile,
+    Try,
+    Confirm,
 }
 
 impl Route {
@@ -502,6 +504,8 @@ impl Route {
             (Some("node"), None, _, _) => Route::Node,
             (Some("endpoints"), None, _, _) => Route::Endpoints,
             (Some("reconcile"), None, _, _) => Route::Reconcile,
+            (Some("try"), None, _, _) => Route::Try,
+            (Some("confirm"), None, _, _) => Route::Confirm,
             (Some("endpoints"), Some(cid), Some(ifname), None) => {
                 let container_id = percent_decode(cid)
                     .filter(|c| valid_container_id(c))
@@ -538,7 +542,7 @@ impl Route {
         match self {
             Route::Status | Route::Node | Route::Endpoints => "GET",
             Route::Endpoint { .. } => "GET, PUT, DELETE",
-            Route::Reconcile => "POST",
+            Route::Reconcile | Route::Try | Route::Confirm => "POST",
         }
     }
 }
@@ -639,6 +643,29 @@ impl From<Refusal> for Failure {
     }
 }
 
+/// `timeout=SECONDS` of `POST /v1/try`: 1 s to 1 h, 120 s when absent.
+fn try_timeout(query: Option<&str>) -> Result<u64, Failure> {
+    let bad = || {
+        failure(
+            StatusCode::BAD_REQUEST,
+            "timeout must be a whole number of seconds from 1 to 3600".to_string(),
+        )
+    };
+    let Some(query) = query else { return Ok(120) };
+    let mut timeout = 120;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("timeout", v)) => timeout = v.parse().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        }
+    }
+    if (1..=3600).contains(&timeout) {
+        Ok(timeout)
+    } else {
+        Err(bad())
+    }
+}
+
 fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
     let (status, body) = match serde_json::to_vec(value) {
         Ok(body) => (status, body),
@@ -681,6 +708,11 @@ async fn handle<B: Backend>(
         (Route::Node, Method::GET) => Ok(json(ok, &backend.node())),
         (Route::Endpoints, Method::GET) => Ok(json(ok, &backend.endpoints())),
         (Route::Reconcile, Method::POST) => Ok(json(ok, &backend.reconcile().await?)),
+        (Route::Try, Method::POST) => {
+            let timeout = try_timeout(req.uri().query())?;
+            Ok(json(ok, &backend.try_files(timeout).await?))
+        }
+        (Route::Confirm, Method::POST) => Ok(json(ok, &backend.confirm().await?)),
         (
             Route::Endpoint {
                 container_id,

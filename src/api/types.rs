@@ -32,6 +32,35 @@ pub struct Status {
     pub fights: Vec<Fight>,
     /// Declared sections this version validates but does not apply.
     pub unsupported: Vec<String>,
+    /// A `podnetctl try` waiting for confirmation.
+    pub trial: Option<Trial>,
+    /// The last trial that was not confirmed in time and was rolled back.
+    pub reverted: Option<Reverted>,
+}
+
+/// A generation on trial: rolled back to `previous_generation` at
+/// `deadline` unless confirmed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Trial {
+    pub generation: u64,
+    pub previous_generation: u64,
+    pub deadline: UnixMillis,
+}
+
+/// A trial that timed out: its generation is not in force until the files
+/// change again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Reverted {
+    pub generation: u64,
+    pub to_generation: u64,
+    pub at: UnixMillis,
+}
+
+/// `POST /v1/try`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TryAnswer {
+    pub trial: Trial,
+    pub reconcile: Reconcile,
 }
 
 /// One reconcile: what started it, how it went.

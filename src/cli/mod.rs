@@ -5,6 +5,7 @@ mod apply;
 mod endpoints;
 mod show;
 mod status;
+mod try_;
 mod validate;
 
 use std::path::PathBuf;
@@ -55,6 +56,10 @@ pub enum Command {
     Status(status::Args),
     /// List the pod endpoints registered with podnetd.
     Endpoints(endpoints::Args),
+    /// Put the node files in force on trial; podnetd rolls back unless confirmed.
+    Try(try_::Args),
+    /// Keep the generation on trial.
+    Confirm,
 }
 
 /// Output formats shared by the verbs that print a report.
@@ -73,6 +78,8 @@ pub fn main() -> ExitCode {
         Command::Show(ref a) => show::run(&cli, a),
         Command::Status(ref a) => status::run(&cli, a),
         Command::Endpoints(ref a) => endpoints::run(&cli, a),
+        Command::Try(ref a) => try_::run(&cli, a),
+        Command::Confirm => try_::confirm(&cli),
     };
     match outcome {
         Ok(code) => code,

@@ -6,7 +6,9 @@ use tokio::sync::oneshot;
 
 use super::engine::{unix_millis, Shared};
 use super::events::{Trigger, Triggers};
-use crate::api::types::{Endpoint, EndpointRecord, Node, ReconcileAnswer, Status};
+use crate::api::types::{
+    Endpoint, EndpointRecord, Node, ReconcileAnswer, Status, Trial, TryAnswer,
+};
 use crate::api::{Backend, Refusal};
 
 /// A cheap, cloneable handle on the daemon's shared state and its loop.
@@ -89,5 +91,26 @@ impl Backend for DaemonBackend {
             generation,
             reconcile,
         })
+    }
+
+    async fn try_files(&self, timeout_seconds: u64) -> Result<TryAnswer, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        let timeout = std::time::Duration::from_secs(timeout_seconds);
+        self.triggers
+            .send(Trigger::Try { timeout, reply })
+            .map_err(|_| Refusal::new(503, "the daemon is shutting down"))?;
+        answer
+            .await
+            .map_err(|_| Refusal::new(503, "the daemon is shutting down"))?
+    }
+
+    async fn confirm(&self) -> Result<Trial, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        self.triggers
+            .send(Trigger::Confirm { reply })
+            .map_err(|_| Refusal::new(503, "the daemon is shutting down"))?;
+        answer
+            .await
+            .map_err(|_| Refusal::new(503, "the daemon is shutting down"))?
     }
 }

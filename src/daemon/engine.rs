@@ -13,7 +13,8 @@ use tracing::{error, info, warn};
 
 use super::events::Watch;
 use super::registry::Registry;
-use crate::api::types::{Fight, Node, Reconcile, Rejection, Status};
+use crate::api::types::{Fight, Node, Reconcile, Rejection, Reverted, Status, Trial};
+use crate::api::Refusal;
 use crate::config::{load_dir, Loaded};
 use crate::kernel::Kernel;
 use crate::observe::observe;
@@ -53,6 +54,13 @@ pub struct Engine {
     rejected: Option<Rejection>,
     fights: BTreeMap<String, FightState>,
     passes: u64,
+    /// The files in force before the current generation, for `try`.
+    previous: Option<(Loaded, u64)>,
+    /// A generation put back in force by a trial that timed out; it holds
+    /// until the files change again.
+    pinned: Option<(Loaded, u64)>,
+    trial: Option<(Trial, Instant)>,
+    reverted: Option<Reverted>,
 }
 
 pub fn unix_millis() -> u64 {
@@ -80,12 +88,100 @@ impl Engine {
             rejected: None,
             fights: BTreeMap::new(),
             passes: 0,
+            previous: None,
+            pinned: None,
+            trial: None,
+            reverted: None,
         }
     }
 
-    /// When the earliest backoff ends, so the loop can wake for it.
-    pub fn next_backoff_end(&self) -> Option<Instant> {
-        self.fights.values().filter_map(|f| f.until).min()
+    /// When the loop must wake on its own: the earliest end of a backoff
+    /// or the deadline of a trial.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let backoff = self.fights.values().filter_map(|f| f.until).min();
+        let trial = self.trial.as_ref().map(|(_, d)| *d);
+        backoff.into_iter().chain(trial).min()
+    }
+
+    /// The files in force and their generation.
+    fn in_force(&self) -> Option<(Loaded, u64)> {
+        self.pinned
+            .clone()
+            .or_else(|| self.loaded.clone().map(|l| (l, self.generation)))
+    }
+
+    /// Puts the current files on trial: the previous generation comes back
+    /// at the deadline unless [`Engine::confirm`] comes first.
+    pub fn arm_trial(&mut self, timeout: Duration) -> Result<Trial, Refusal> {
+        if let Some((t, _)) = &self.trial {
+            return Err(Refusal::new(
+                409,
+                format!("generation {} is already on trial", t.generation),
+            ));
+        }
+        self.reload();
+        if let Some(r) = &self.rejected {
+            return Err(Refusal::new(
+                422,
+                format!("the node files are invalid: {}", r.errors.join("; ")),
+            ));
+        }
+        if let Some((_, g)) = &self.pinned {
+            return Err(Refusal::new(
+                409,
+                format!("these files were tried and rolled back to generation {g}; edit them to try again"),
+            ));
+        }
+        let Some((_, previous)) = &self.previous else {
+            return Err(Refusal::new(409, "no earlier generation to go back to"));
+        };
+        let trial = Trial {
+            generation: self.generation,
+            previous_generation: *previous,
+            deadline: unix_millis() + timeout.as_millis() as u64,
+        };
+        info!(
+            generation = trial.generation,
+            "on trial for {}s: confirm, or generation {previous} comes back",
+            timeout.as_secs()
+        );
+        self.trial = Some((trial.clone(), Instant::now() + timeout));
+        Ok(trial)
+    }
+
+    /// Keeps the generation on trial.
+    pub fn confirm(&mut self) -> Result<Trial, Refusal> {
+        let (trial, _) = self
+            .trial
+            .take()
+            .ok_or_else(|| Refusal::new(409, "no trial is pending"))?;
+        info!(generation = trial.generation, "trial confirmed");
+        Ok(trial)
+    }
+
+    /// Rolls a trial back once its deadline passed; true when it did.
+    pub fn revert_if_due(&mut self) -> bool {
+        let due = self
+            .trial
+            .as_ref()
+            .is_some_and(|(_, d)| *d <= Instant::now());
+        if !due {
+            return false;
+        }
+        let Some((trial, _)) = self.trial.take() else {
+            return false;
+        };
+        warn!(
+            generation = trial.generation,
+            "trial not confirmed in time: rolling back to generation {}", trial.previous_generation
+        );
+        self.pinned = self.previous.clone();
+        self.reverted = Some(Reverted {
+            generation: trial.generation,
+            to_generation: trial.previous_generation,
+            at: unix_millis(),
+        });
+        true
     }
 
     /// Reads the node files. A valid set with new content is a new
@@ -104,8 +200,13 @@ impl Engine {
                     info!("node files valid again");
                 }
                 if self.digest != Some(digest) {
+                    if let Some(current) = self.loaded.take() {
+                        self.previous = Some((current, self.generation));
+                    }
                     self.generation += 1;
                     self.digest = Some(digest);
+                    // New files supersede a rolled-back trial.
+                    self.pinned = None;
                     info!(
                         generation = self.generation,
                         "loaded node files from {}",
@@ -149,7 +250,7 @@ impl Engine {
             steps: 0,
             error: None,
         };
-        let Some(loaded) = self.loaded.clone() else {
+        let Some((loaded, in_force)) = self.in_force() else {
             report.outcome = "failed".into();
             report.error = Some("no valid node files yet".into());
             self.publish(&report, None, None, &[]);
@@ -222,7 +323,7 @@ impl Engine {
         self.forget_quiet_fights(&remaining);
         let converged = remaining.actions.is_empty() && remaining.problems.is_empty();
         if converged {
-            self.converged_generation = Some(self.generation);
+            self.converged_generation = Some(in_force);
         }
         report.took_ms = start.elapsed().as_secs_f64() * 1e3;
         self.update_watch(desired, &observed);
@@ -306,8 +407,9 @@ impl Engine {
     ) {
         let now = Instant::now();
         let wall = unix_millis();
+        let in_force = self.pinned.as_ref().map_or(self.generation, |(_, g)| *g);
         let mut status = Status {
-            generation: self.generation,
+            generation: in_force,
             converged_generation: self.converged_generation,
             converged: false,
             passes: self.passes,
@@ -328,6 +430,8 @@ impl Engine {
                 })
                 .collect(),
             unsupported: Vec::new(),
+            trial: self.trial.as_ref().map(|(t, _)| t.clone()),
+            reverted: self.reverted.clone(),
         };
         if let (Some(desired), Some((observed, remaining))) = (desired, state) {
             status.objects = object_states(desired, observed, remaining);
@@ -340,7 +444,7 @@ impl Engine {
             status.converged =
                 remaining.actions.is_empty() && remaining.problems.is_empty() && held.is_empty();
         }
-        let node = desired.map(|d| node_info(d, self.generation, self.converged_generation));
+        let node = desired.map(|d| node_info(d, in_force, self.converged_generation));
         if let Ok(mut s) = self.shared.lock() {
             s.status = status;
             if let Some(n) = node {

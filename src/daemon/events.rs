@@ -15,7 +15,8 @@ use rtnetlink::MulticastGroup;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::api::types::Reconcile;
+use crate::api::types::{Reconcile, Trial, TryAnswer};
+use crate::api::Refusal;
 use crate::state::{OWNER_ALIAS_PREFIX, RTPROT_PODNET};
 
 /// A reason to reconcile.
@@ -28,6 +29,13 @@ pub enum Trigger {
     Request {
         force: bool,
         reply: oneshot::Sender<Reconcile>,
+    },
+    Try {
+        timeout: std::time::Duration,
+        reply: oneshot::Sender<Result<TryAnswer, Refusal>>,
+    },
+    Confirm {
+        reply: oneshot::Sender<Result<Trial, Refusal>>,
     },
 }
 

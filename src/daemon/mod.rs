@@ -203,7 +203,7 @@ async fn run(args: Args) -> ExitCode {
     let interval = Duration::from_secs(args.interval.max(1));
     let mut next_timer = Instant::now() + interval;
     loop {
-        let deadline = match engine.next_backoff_end() {
+        let deadline = match engine.next_deadline() {
             Some(b) => next_timer.min(Instant::from_std(b)),
             None => next_timer,
         };
@@ -214,7 +214,9 @@ async fn run(args: Args) -> ExitCode {
             _ = tokio::signal::ctrl_c() => { info!("interrupted: exiting"); break; }
         };
         let mut batch: Vec<Trigger> = first.into_iter().collect();
-        let timer = batch.is_empty();
+        let woke = batch.is_empty();
+        let reverting = woke && engine.revert_if_due();
+        let timer = woke && !reverting && Instant::now() >= next_timer;
         // Gather what arrives together: a burst of kernel events or an
         // editor's several writes make one pass.
         let started = Instant::now();
@@ -235,14 +237,35 @@ async fn run(args: Args) -> ExitCode {
         if !seen.is_empty() {
             tracing::debug!(events = seen.len(), "kernel events: {}", seen.join(", "));
         }
+        // Trials first: arming one reloads the files, confirming needs no pass.
+        let mut trials = Vec::new();
+        for t in std::mem::take(&mut batch) {
+            match t {
+                Trigger::Confirm { reply } => {
+                    let _ = reply.send(engine.confirm());
+                }
+                Trigger::Try { timeout, reply } => match engine.arm_trial(timeout) {
+                    Ok(trial) => trials.push((trial, reply)),
+                    Err(refusal) => {
+                        let _ = reply.send(Err(refusal));
+                    }
+                },
+                other => batch.push(other),
+            }
+        }
+        if batch.is_empty() && trials.is_empty() && !woke {
+            continue;
+        }
         let files = batch.iter().any(|t| matches!(t, Trigger::Files));
         let request = batch.iter().any(|t| matches!(t, Trigger::Request { .. }));
         let force = batch
             .iter()
             .any(|t| matches!(t, Trigger::Request { force: true, .. }));
-        let trigger = if files {
+        let trigger = if reverting {
+            "try-timeout"
+        } else if files {
             "files"
-        } else if request {
+        } else if request || !trials.is_empty() {
             "request"
         } else if timer {
             "timer"
@@ -255,6 +278,12 @@ async fn run(args: Args) -> ExitCode {
             if let Trigger::Request { reply, .. } = t {
                 let _ = reply.send(report.clone());
             }
+        }
+        for (trial, reply) in trials {
+            let _ = reply.send(Ok(crate::api::types::TryAnswer {
+                trial,
+                reconcile: report.clone(),
+            }));
         }
         if timer {
             next_timer = Instant::now() + interval;
