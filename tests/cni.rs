@@ -17,12 +17,12 @@ fn cni(command: &str, stdin: &Value) -> (i32, Value) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child
+    // VERSION reads no config: the plugin may exit before the write lands.
+    let _ = child
         .stdin
         .take()
         .unwrap()
-        .write_all(stdin.to_string().as_bytes())
-        .unwrap();
+        .write_all(stdin.to_string().as_bytes());
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let v = if text.trim().is_empty() {
