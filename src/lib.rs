@@ -15,5 +15,6 @@ pub mod kernel;
 pub mod netns;
 pub mod observe;
 pub mod plan;
+pub mod policy;
 pub mod state;
 pub mod status;

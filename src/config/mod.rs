@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, Diagnostics, Location, Sources};
 pub use load::{load_bytes, load_dir, load_files, Loaded, DEFAULT_CONFIG_DIR};
-pub use units::Rate;
+pub use units::{Bits, Horizon, Rate};
 
 /// The only file format version this podnet reads.
 pub const VERSION: u32 = 1;
@@ -335,6 +335,10 @@ pub struct Tier {
     /// Ingress (network → pod) rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Rate>,
+    /// Bits a pod may send at once above its rate (as the CNI bandwidth
+    /// plugin's burst). Unset: the shaper's smallest burst (one packet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<Bits>,
 }
 
 /// Node-wide shaping policy.
@@ -347,12 +351,25 @@ pub struct Tier {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Shaping {
-    /// Tier of a pod that asks for none.
+    /// Tier of a pod that asks for none. Unset: such pods are not shaped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_tier: Option<String>,
-    /// edt (eBPF + fq), tbf, or auto.
+    /// edt (eBPF + fq), htb, or auto (edt where the kernel has fq and tc-bpf).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<ShapingBackend>,
+    /// What to do with explicit rates a pod asks for
+    /// (`kubernetes.io/egress-bandwidth` and `ingress-bandwidth`):
+    /// `cap` honours them up to `max_rate` (the default), `tier` gives the
+    /// pod the slowest tier at least as fast, `ignore` uses its tier only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<AnnotationPolicy>,
+    /// The fastest explicit rate a pod may ask for on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<Rate>,
+    /// Packets that would wait longer than this are dropped (EDT's drop
+    /// horizon): `"2s"`, `"500ms"`. Default 2s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<Horizon>,
 }
 
 /// Shaping backend.
@@ -361,5 +378,15 @@ pub struct Shaping {
 pub enum ShapingBackend {
     Auto,
     Edt,
-    Tbf,
+    Htb,
+}
+
+/// How explicit per-pod rates are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnotationPolicy {
+    #[default]
+    Cap,
+    Tier,
+    Ignore,
 }

@@ -164,6 +164,95 @@ impl JsonSchema for Rate {
     }
 }
 
+/// A number of bits (a burst), written like a rate: `"1Mbit"`, `"500k"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bits(pub u64);
+
+impl Serialize for Bits {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Rate(self.0).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bits {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Bits, D::Error> {
+        Rate::deserialize(d).map(|r| Bits(r.0))
+    }
+}
+
+impl JsonSchema for Bits {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Bits".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A number of bits, written like a rate: \"1Mbit\", \"500k\", \"64Ki\", or an integer.",
+            "type": ["string", "integer"],
+            "minimum": 1,
+            "format": "rate",
+            "examples": ["1Mbit", "512k"]
+        })
+    }
+}
+
+/// A drop horizon: how long a packet may wait; `"2s"`, `"500ms"`, `"1m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Horizon(pub std::time::Duration);
+
+impl Horizon {
+    pub fn parse(input: &str) -> Result<Horizon, String> {
+        let s = input.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (n, unit) = s.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("invalid duration `{input}`: write e.g. \"2s\" or \"500ms\""))?;
+        let d = match unit {
+            "ms" => std::time::Duration::from_millis(n),
+            "s" => std::time::Duration::from_secs(n),
+            "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+            _ => {
+                return Err(format!(
+                    "invalid duration `{input}`: the unit is ms, s or m"
+                ))
+            }
+        };
+        if d.is_zero() || d > std::time::Duration::from_secs(60) {
+            return Err(format!("invalid duration `{input}`: between 1ms and 60s"));
+        }
+        Ok(Horizon(d))
+    }
+}
+
+impl Serialize for Horizon {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}ms", self.0.as_millis()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Horizon {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Horizon, D::Error> {
+        let s = String::deserialize(d)?;
+        Horizon::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Horizon {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Horizon".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration from 1ms to 60s: \"2s\", \"500ms\".",
+            "type": "string",
+            "format": "horizon",
+            "examples": ["2s", "500ms"]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +310,16 @@ mod tests {
         assert!(e.reason.contains("bytes"), "{e}");
         let e = Rate::parse("100m").unwrap_err();
         assert!(e.reason.contains("milli"), "{e}");
+    }
+
+    #[test]
+    fn horizons_take_ms_s_and_m_up_to_a_minute() {
+        assert_eq!(Horizon::parse("2s").unwrap().0.as_millis(), 2000);
+        assert_eq!(Horizon::parse("500ms").unwrap().0.as_millis(), 500);
+        assert_eq!(Horizon::parse("1m").unwrap().0.as_secs(), 60);
+        for bad in ["", "2", "0s", "2h", "61s", "1.5s", "s"] {
+            assert!(Horizon::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

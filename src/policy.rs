@@ -1,0 +1,163 @@
+//! Which rates a pod gets: its tier, the rates it asked for (Kubernetes'
+//! bandwidth annotations, through the CNI `bandwidth` capability), and the
+//! node's policy in `[shaping]`.
+//!
+//! The rules, per direction:
+//! - the pod's tier is the one it names, else `shaping.default_tier`;
+//! - with no explicit rate, the tier's rate applies (none: not limited);
+//! - an explicit rate under `annotations = "cap"` (the default) is honoured,
+//!   but never above `shaping.max_rate`;
+//! - under `annotations = "tier"` it becomes the slowest tier at least as
+//!   fast (the fastest tier when none is), so operators keep a few classes;
+//! - under `annotations = "ignore"` only the tier counts.
+
+use crate::config::{AnnotationPolicy, NodeConfig, Rate};
+
+/// What one endpoint is limited to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// bit/s; None: not limited.
+    pub egress: Option<u64>,
+    pub ingress: Option<u64>,
+    /// Bits above the rate that may leave at once.
+    pub burst: Option<u64>,
+    /// The tier the limits come from, when they come from one.
+    pub tier: Option<String>,
+}
+
+/// The limits for a pod that names `tier` (or none) and asks for explicit
+/// `egress`/`ingress` rates (or none). An undefined tier is an error.
+pub fn limits(
+    config: &NodeConfig,
+    tier: Option<&str>,
+    egress: Option<u64>,
+    ingress: Option<u64>,
+) -> Result<Limits, String> {
+    let shaping = config.shaping.clone().unwrap_or_default();
+    let name = tier.map(str::to_string).or(shaping.default_tier.clone());
+    let base = match &name {
+        Some(n) => Some(
+            config
+                .tiers
+                .get(n)
+                .ok_or_else(|| format!("undefined tier `{n}`"))?,
+        ),
+        None => None,
+    };
+    let policy = shaping.annotations.unwrap_or_default();
+    let cap = shaping.max_rate.map(Rate::bits_per_second);
+    let mut chosen = name.clone();
+    let mut pick = |asked: Option<u64>, of_tier: fn(&crate::config::Tier) -> Option<Rate>| {
+        let from_tier = base.and_then(of_tier).map(Rate::bits_per_second);
+        match (asked, policy) {
+            (None, _) | (Some(_), AnnotationPolicy::Ignore) => from_tier,
+            (Some(r), AnnotationPolicy::Cap) => Some(cap.map_or(r, |c| r.min(c))),
+            (Some(r), AnnotationPolicy::Tier) => {
+                let mut tiers: Vec<(u64, &String)> = config
+                    .tiers
+                    .iter()
+                    .filter_map(|(n, t)| of_tier(t).map(|x| (x.bits_per_second(), n)))
+                    .collect();
+                tiers.sort();
+                let hit = tiers.iter().find(|(x, _)| *x >= r).or(tiers.last());
+                match hit {
+                    Some((x, n)) => {
+                        chosen = Some((*n).clone());
+                        Some(*x)
+                    }
+                    None => from_tier,
+                }
+            }
+        }
+    };
+    let egress = pick(egress, |t| t.egress);
+    let ingress = pick(ingress, |t| t.ingress);
+    let burst = chosen
+        .as_ref()
+        .and_then(|n| config.tiers.get(n))
+        .and_then(|t| t.burst)
+        .map(|b| b.0);
+    Ok(Limits {
+        egress,
+        ingress,
+        burst,
+        tier: chosen,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_files;
+
+    fn node(shaping: &str) -> NodeConfig {
+        let text = format!(
+            "version = 1\n\
+             [tiers.gold]\negress = \"1G\"\ningress = \"1G\"\nburst = \"1Mbit\"\n\
+             [tiers.silver]\negress = \"100M\"\ningress = \"100M\"\n\
+             [tiers.bronze]\negress = \"10M\"\n\
+             [shaping]\n{shaping}\n"
+        );
+        load_files(vec![("n.toml".into(), text)])
+            .map_err(|d| d.render())
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn a_tier_alone_gives_its_rates() {
+        let c = node("default_tier = \"silver\"");
+        let l = limits(&c, None, None, None).unwrap();
+        assert_eq!(
+            (l.egress, l.ingress, l.tier.as_deref()),
+            (Some(100_000_000), Some(100_000_000), Some("silver"))
+        );
+        let l = limits(&c, Some("gold"), None, None).unwrap();
+        assert_eq!((l.egress, l.burst), (Some(1_000_000_000), Some(1_000_000)));
+        let l = limits(&c, Some("bronze"), None, None).unwrap();
+        assert_eq!((l.egress, l.ingress), (Some(10_000_000), None));
+        assert!(limits(&c, Some("platinum"), None, None)
+            .unwrap_err()
+            .contains("undefined tier"));
+    }
+
+    #[test]
+    fn without_a_tier_or_a_rate_nothing_is_limited() {
+        let c = node("");
+        assert_eq!(limits(&c, None, None, None).unwrap().egress, None);
+    }
+
+    #[test]
+    fn explicit_rates_are_honoured_up_to_the_node_cap() {
+        let c = node("default_tier = \"silver\"\nmax_rate = \"500M\"");
+        let l = limits(&c, None, Some(200_000_000), None).unwrap();
+        assert_eq!(
+            (l.egress, l.ingress),
+            (Some(200_000_000), Some(100_000_000))
+        );
+        let l = limits(&c, None, Some(2_000_000_000), Some(7_000_000)).unwrap();
+        assert_eq!((l.egress, l.ingress), (Some(500_000_000), Some(7_000_000)));
+    }
+
+    #[test]
+    fn explicit_rates_can_map_to_the_slowest_tier_that_is_fast_enough() {
+        let c = node("annotations = \"tier\"");
+        let l = limits(&c, None, Some(50_000_000), None).unwrap();
+        assert_eq!(
+            (l.egress, l.tier.as_deref()),
+            (Some(100_000_000), Some("silver"))
+        );
+        let l = limits(&c, None, Some(5_000_000_000), None).unwrap();
+        assert_eq!(
+            (l.egress, l.tier.as_deref()),
+            (Some(1_000_000_000), Some("gold"))
+        );
+    }
+
+    #[test]
+    fn explicit_rates_can_be_ignored() {
+        let c = node("default_tier = \"bronze\"\nannotations = \"ignore\"");
+        let l = limits(&c, None, Some(1), Some(1)).unwrap();
+        assert_eq!((l.egress, l.ingress), (Some(10_000_000), None));
+    }
+}
