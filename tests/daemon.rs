@@ -592,6 +592,22 @@ fn a_thousand_kernel_events_make_a_handful_of_reconciles() {
     assert!(client.status().unwrap().converged);
 }
 
+/// What another agent fighting podnet does: remove the shim's address.
+fn take_address(ns: &Netns) {
+    let _ = Command::new("ip")
+        .args([
+            "-n",
+            &ns.name,
+            "addr",
+            "del",
+            "172.51.0.230/32",
+            "dev",
+            "pn-shim0",
+        ])
+        .stderr(Stdio::null())
+        .status();
+}
+
 #[test]
 fn a_fight_with_another_agent_backs_off_and_shows_in_status() {
     if !root_or_skip("a_fight_with_another_agent_backs_off_and_shows_in_status") {
@@ -607,18 +623,7 @@ fn a_fight_with_another_agent_backs_off_and_shows_in_status() {
     let start = Instant::now();
     let mut fight = None;
     while start.elapsed() < Duration::from_secs(5) && fight.is_none() {
-        let _ = Command::new("ip")
-            .args([
-                "-n",
-                &ns.name,
-                "addr",
-                "del",
-                "172.51.0.230/32",
-                "dev",
-                "pn-shim0",
-            ])
-            .stderr(Stdio::null())
-            .status();
+        take_address(&ns);
         std::thread::sleep(Duration::from_millis(150));
         fight = client.status().unwrap().fights.into_iter().next();
     }
@@ -627,18 +632,7 @@ fn a_fight_with_another_agent_backs_off_and_shows_in_status() {
     assert!(fight.repairs >= 3);
     assert!(d.log().contains("leaving it alone for 5s"), "{}", d.log());
     // During the backoff podnet does not repair it...
-    let _ = Command::new("ip")
-        .args([
-            "-n",
-            &ns.name,
-            "addr",
-            "del",
-            "172.51.0.230/32",
-            "dev",
-            "pn-shim0",
-        ])
-        .stderr(Stdio::null())
-        .status();
+    take_address(&ns);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         !has_address(&ns, "pn-shim0", "172.51.0.230"),
