@@ -141,6 +141,12 @@ impl Backend for Memory {
             ifname: ifname.into(),
             endpoint,
             registered_at: 1_700_000_000_002,
+            limits: Some(Limits {
+                egress: Some(100_000_000),
+                ingress: None,
+                burst: None,
+                tier: Some("gold".into()),
+            }),
         };
         let key = (container_id.to_string(), ifname.to_string());
         self.endpoints.lock().unwrap().insert(key, record.clone());

@@ -712,3 +712,84 @@ fn try_rolls_back_by_itself_unless_confirmed() {
     let (code, _) = podnetctl(&d, &cfg.path, &["confirm"]);
     assert_ne!(code, 0, "confirm with no trial pending");
 }
+
+#[test]
+fn endpoints_get_their_limits_and_stale_ones_are_removed() {
+    if !root_or_skip("endpoints_get_their_limits_and_stale_ones_are_removed") {
+        return;
+    }
+    let (ns, cfg, state) = setup("limits");
+    cfg.write(&[(
+        "50-tiers.toml",
+        "[tiers.gold]\negress = \"1G\"\ningress = \"1G\"\n[tiers.silver]\negress = \"100M\"\n\
+         [shaping]\ndefault_tier = \"silver\"\nmax_rate = \"500M\"\n",
+    )]);
+    let d = Daemon::start(&ns, &cfg.path, &state);
+    within(Duration::from_secs(5), "first convergence", || {
+        converged(&ns)
+    });
+    let client = d.client();
+    // A pod whose network namespace is a file the test controls.
+    let pod_netns = state.join("pod-netns");
+    std::fs::write(&pod_netns, b"").unwrap();
+    let put = |cid: &str, body: serde_json::Value| {
+        client.put_endpoint(cid, "eth0", &serde_json::from_value(body).unwrap())
+    };
+    let silver = put(
+        "p1",
+        serde_json::json!({"ips": ["172.51.0.11/32"], "netns": pod_netns}),
+    )
+    .unwrap();
+    let l = silver.limits.unwrap();
+    assert_eq!(
+        (l.tier.as_deref(), l.egress, l.ingress),
+        (Some("silver"), Some(100_000_000), None)
+    );
+    let capped = put(
+        "p2",
+        serde_json::json!({"ips": ["172.51.0.12/32"], "tier": "gold", "egress": 2_000_000_000u64}),
+    )
+    .unwrap();
+    assert_eq!(
+        capped.limits.unwrap().egress,
+        Some(500_000_000),
+        "the node cap did not apply"
+    );
+    let refused = put("p3", serde_json::json!({"tier": "platinum"})).unwrap_err();
+    assert_eq!(refused.status(), Some(422), "{refused}");
+
+    let (code, out) = podnetctl(&d, &cfg.path, &["bandwidth", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("p1/eth0") && out.contains("silver") && out.contains("100Mbit"),
+        "{out}"
+    );
+    assert!(out.contains("p2/eth0") && out.contains("500Mbit"), "{out}");
+
+    // New node files: the limits follow.
+    cfg.write(&[(
+        "50-tiers.toml",
+        "[tiers.gold]\negress = \"1G\"\n[tiers.silver]\negress = \"200M\"\n[shaping]\ndefault_tier = \"silver\"\n",
+    )]);
+    within(Duration::from_secs(2), "limits follow the files", || {
+        let record = client.endpoint("p1", "eth0").unwrap().unwrap();
+        record.limits.unwrap().egress == Some(200_000_000)
+    });
+
+    // The pod's network namespace goes away: its endpoint goes too.
+    std::fs::remove_file(&pod_netns).unwrap();
+    client.reconcile().unwrap();
+    let left: Vec<String> = client
+        .endpoints()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.container_id)
+        .collect();
+    assert_eq!(left, vec!["p2".to_string()]);
+    assert!(
+        d.log()
+            .contains("endpoint p1/eth0 removed: its network namespace is gone"),
+        "{}",
+        d.log()
+    );
+}

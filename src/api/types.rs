@@ -169,6 +169,21 @@ pub struct EndpointRecord {
     #[serde(flatten)]
     pub endpoint: Endpoint,
     pub registered_at: UnixMillis,
+    /// What the node's policy makes of the endpoint's tier and rates
+    /// (recomputed when the node files change).
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+/// The rates an endpoint is held to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Limits {
+    /// bit/s; null: not limited.
+    pub egress: Option<u64>,
+    pub ingress: Option<u64>,
+    /// bits.
+    pub burst: Option<u64>,
+    pub tier: Option<String>,
 }
 
 /// The body of every error response.

@@ -2,6 +2,7 @@
 //! the steps every verb shares (load, enter the namespace, connect).
 
 mod apply;
+mod bandwidth;
 mod endpoints;
 mod show;
 mod status;
@@ -60,6 +61,8 @@ pub enum Command {
     Try(try_::Args),
     /// Keep the generation on trial.
     Confirm,
+    /// Pod bandwidth: `bandwidth list`.
+    Bandwidth(bandwidth::Args),
 }
 
 /// Output formats shared by the verbs that print a report.
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Endpoints(ref a) => endpoints::run(&cli, a),
         Command::Try(ref a) => try_::run(&cli, a),
         Command::Confirm => try_::confirm(&cli),
+        Command::Bandwidth(ref a) => bandwidth::run(&cli, a),
     };
     match outcome {
         Ok(code) => code,

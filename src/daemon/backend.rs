@@ -7,9 +7,21 @@ use tokio::sync::oneshot;
 use super::engine::{unix_millis, Shared};
 use super::events::{Trigger, Triggers};
 use crate::api::types::{
-    Endpoint, EndpointRecord, Node, ReconcileAnswer, Status, Trial, TryAnswer,
+    Endpoint, EndpointRecord, Limits, Node, ReconcileAnswer, Status, Trial, TryAnswer,
 };
 use crate::api::{Backend, Refusal};
+use crate::config::NodeConfig;
+
+/// The limits the node's policy gives an endpoint.
+pub(super) fn endpoint_limits(config: &NodeConfig, e: &Endpoint) -> Result<Limits, String> {
+    let l = crate::policy::limits(config, e.tier.as_deref(), e.egress, e.ingress)?;
+    Ok(Limits {
+        egress: l.egress,
+        ingress: l.ingress,
+        burst: l.burst,
+        tier: l.tier,
+    })
+}
 
 /// A cheap, cloneable handle on the daemon's shared state and its loop.
 #[derive(Clone)]
@@ -49,11 +61,6 @@ impl Backend for DaemonBackend {
         endpoint: Endpoint,
     ) -> Result<EndpointRecord, Refusal> {
         let mut shared = self.shared();
-        if let Some(tier) = &endpoint.tier {
-            if !shared.node.tiers.iter().any(|t| &t.name == tier) {
-                return Err(Refusal::new(422, format!("undefined tier `{tier}`")));
-            }
-        }
         if let Some(master) = &endpoint.master {
             if !shared.node.masters.iter().any(|m| &m.name == master) {
                 return Err(Refusal::new(
@@ -62,9 +69,15 @@ impl Backend for DaemonBackend {
                 ));
             }
         }
+        let limits = match &shared.config {
+            Some(config) => {
+                Some(endpoint_limits(config, &endpoint).map_err(|e| Refusal::new(422, e))?)
+            }
+            None => None,
+        };
         shared
             .registry
-            .put(container_id, ifname, endpoint, unix_millis())
+            .put(container_id, ifname, endpoint, limits, unix_millis())
             .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))
     }
 

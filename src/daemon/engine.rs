@@ -32,6 +32,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 pub struct Shared {
     pub status: Status,
     pub node: Node,
+    /// The node files in force (for the endpoints' limits).
+    pub config: Option<crate::config::NodeConfig>,
     pub registry: Registry,
 }
 
@@ -449,6 +451,36 @@ impl Engine {
             s.status = status;
             if let Some(n) = node {
                 s.node = n;
+            }
+            if let Some(d) = desired {
+                if s.config.as_ref() != Some(d) {
+                    s.config = Some(d.clone());
+                    let relimited = s
+                        .registry
+                        .relimit(|e| super::backend::endpoint_limits(d, e).ok());
+                    match relimited {
+                        Ok(0) => {}
+                        Ok(n) => info!("limits of {n} endpoint(s) follow the new node files"),
+                        Err(e) => error!("endpoint registry: {e}"),
+                    }
+                }
+            }
+            // Endpoints whose pod network namespace is gone are stale.
+            match s.registry.prune(|e| {
+                e.endpoint
+                    .netns
+                    .as_deref()
+                    .is_some_and(|p| !std::path::Path::new(p).exists())
+            }) {
+                Ok(gone) => {
+                    for e in gone {
+                        info!(
+                            "endpoint {}/{} removed: its network namespace is gone",
+                            e.container_id, e.ifname
+                        );
+                    }
+                }
+                Err(e) => error!("endpoint registry: {e}"),
             }
         }
     }

@@ -115,6 +115,7 @@ async fn run(args: Args) -> ExitCode {
     let shared = Arc::new(Mutex::new(Shared {
         status: Default::default(),
         node: Default::default(),
+        config: None,
         registry,
     }));
     let watch = Arc::new(RwLock::new(events::Watch::default()));

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::types::{Endpoint, EndpointRecord};
+use crate::api::types::{Endpoint, EndpointRecord, Limits};
 
 /// Where podnetd keeps its state unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/podnet";
@@ -89,6 +89,7 @@ impl Registry {
         container_id: &str,
         ifname: &str,
         endpoint: Endpoint,
+        limits: Option<Limits>,
         now: u64,
     ) -> io::Result<EndpointRecord> {
         let key = (container_id.to_string(), ifname.to_string());
@@ -97,6 +98,7 @@ impl Registry {
             ifname: key.1.clone(),
             endpoint,
             registered_at: now,
+            limits,
         };
         let previous = self.entries.insert(key.clone(), record.clone());
         if let Err(e) = self.persist() {
@@ -121,6 +123,49 @@ impl Registry {
             return Err(e);
         }
         Ok(true)
+    }
+
+    /// Removes every endpoint `gone` says is gone; returns them.
+    pub fn prune(
+        &mut self,
+        gone: impl Fn(&EndpointRecord) -> bool,
+    ) -> io::Result<Vec<EndpointRecord>> {
+        let keys: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| gone(e))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let removed: Vec<EndpointRecord> =
+            keys.iter().filter_map(|k| self.entries.remove(k)).collect();
+        if let Err(e) = self.persist() {
+            for r in removed {
+                self.entries
+                    .insert((r.container_id.clone(), r.ifname.clone()), r);
+            }
+            return Err(e);
+        }
+        Ok(removed)
+    }
+
+    /// Recomputes every endpoint's limits (the node files changed); writes
+    /// only when something changed.
+    pub fn relimit(&mut self, limits: impl Fn(&Endpoint) -> Option<Limits>) -> io::Result<usize> {
+        let mut changed = 0;
+        for e in self.entries.values_mut() {
+            let new = limits(&e.endpoint);
+            if new != e.limits {
+                e.limits = new;
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            self.persist()?;
+        }
+        Ok(changed)
     }
 
     fn persist(&self) -> io::Result<()> {
@@ -171,9 +216,9 @@ mod tests {
         let path = d.join("endpoints.json");
         let (mut r, w) = Registry::open(&path).unwrap();
         assert!(w.is_none() && r.is_empty());
-        r.put("c1", "eth0", ep("10.0.0.1/32"), 1).unwrap();
-        r.put("c2", "eth0", ep("10.0.0.2/32"), 2).unwrap();
-        r.put("c1", "eth0", ep("10.0.0.9/32"), 3).unwrap();
+        r.put("c1", "eth0", ep("10.0.0.1/32"), None, 1).unwrap();
+        r.put("c2", "eth0", ep("10.0.0.2/32"), None, 2).unwrap();
+        r.put("c1", "eth0", ep("10.0.0.9/32"), None, 3).unwrap();
         assert!(r.delete("c2", "eth0").unwrap());
         assert!(!r.delete("c2", "eth0").unwrap());
         let (again, _) = Registry::open(&path).unwrap();
