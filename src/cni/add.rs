@@ -1,0 +1,145 @@
+//! ADD: register the pod's interface with podnetd, then hand `prevResult`
+//! on unchanged.
+
+use crate::api::types::Endpoint;
+
+use super::types::{pass_through, CniError, NetConf, PrevResult};
+use super::{daemon_error, Attachment, Outcome, Podnetd};
+
+/// Registers the attachment and answers `prevResult` (in the config's
+/// `cniVersion`). Everything is checked before podnetd is asked, and nothing
+/// is registered when a check fails.
+pub fn add(conf: &NetConf, at: &Attachment) -> Outcome {
+    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::config(
+            "podnet-cni is a chained plugin: no prevResult",
+            "put it after the plugin that makes the pod's interface (ipvlan or macvlan) in the conflist's `plugins`",
+        )
+    })?;
+    let endpoint = endpoint(conf, at, prev)?;
+    let podnetd = Podnetd::new(&conf.socket)?;
+    podnetd
+        .call(|c| async move {
+            c.put_endpoint(&at.container_id, &at.ifname, &endpoint)
+                .await
+        })
+        .map_err(|e| daemon_error(e, &format!("register {}/{}", at.container_id, at.ifname)))?;
+    Ok(Some(pass_through(prev, conf.version)))
+}
+
+/// The endpoint ADD registers for this attachment, and CHECK expects.
+///
+/// The tier is the attachment's own when it names one (`args.cni.tier`,
+/// which the CNI conventions prefer over the deprecated `CNI_ARGS`, then
+/// `PODNET_TIER` in `CNI_ARGS`), else the network's (`tier` in the conflist
+/// entry). The explicit rates are the bandwidth capability's; how rates and
+/// tiers combine is the node's policy, applied by podnetd.
+pub fn endpoint(
+    conf: &NetConf,
+    at: &Attachment,
+    prev: &serde_json::Value,
+) -> Result<Endpoint, CniError> {
+    let prev = PrevResult::parse(prev, conf.version)?;
+    let ips = prev.pod_ips(&at.ifname);
+    if ips.is_empty() {
+        return Err(CniError::config(
+            format!("prevResult has no address on {}", at.ifname),
+            format!(
+                "podnet shapes a pod by its addresses: the plugin before podnet-cni must assign {} one (an `ipam` section); prevResult lists {} address(es) on other interfaces",
+                at.ifname,
+                prev.ips.len()
+            ),
+        ));
+    }
+    let tier = conf
+        .args_tier
+        .clone()
+        .or_else(|| at.args_tier.clone())
+        .or_else(|| conf.tier.clone());
+    Ok(Endpoint {
+        netns: at.netns.clone(),
+        ips,
+        master: conf.master.clone(),
+        tier,
+        egress: conf.bandwidth.egress(),
+        ingress: conf.bandwidth.ingress(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(args_tier: Option<&str>) -> Attachment {
+        Attachment {
+            container_id: "c0ffee".into(),
+            ifname: "eth0".into(),
+            netns: Some("/var/run/netns/cni-1".into()),
+            args_tier: args_tier.map(Into::into),
+        }
+    }
+
+    fn conf(extra: serde_json::Value) -> NetConf {
+        let mut c = json!({
+            "cniVersion": "0.4.0", "name": "pods", "type": "podnet-cni", "master": "ens192",
+            "prevResult": {
+                "cniVersion": "0.4.0",
+                "interfaces": [{"name": "eth0", "sandbox": "/var/run/netns/cni-1"}],
+                "ips": [{"version": "4", "address": "172.51.0.10/24", "interface": 0}]
+            }
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        NetConf::parse(&c).unwrap()
+    }
+
+    fn ep(c: &NetConf, a: &Attachment) -> Result<Endpoint, CniError> {
+        endpoint(c, a, c.prev_result.as_ref().unwrap())
+    }
+
+    #[test]
+    fn the_endpoint_carries_netns_ips_master_and_rates() {
+        let c = conf(
+            json!({"runtimeConfig": {"bandwidth": {"egressRate": 100000000u64, "egressBurst": 2147483647u64}}}),
+        );
+        let e = ep(&c, &at(None)).unwrap();
+        assert_eq!(
+            e,
+            Endpoint {
+                netns: Some("/var/run/netns/cni-1".into()),
+                ips: vec!["172.51.0.10/24".parse().unwrap()],
+                master: Some("ens192".into()),
+                tier: None,
+                egress: Some(100_000_000),
+                ingress: None,
+            }
+        );
+    }
+
+    #[test]
+    fn the_attachments_tier_wins_over_the_networks() {
+        let c = conf(json!({"tier": "silver"}));
+        assert_eq!(ep(&c, &at(None)).unwrap().tier.as_deref(), Some("silver"));
+        assert_eq!(
+            ep(&c, &at(Some("gold"))).unwrap().tier.as_deref(),
+            Some("gold")
+        );
+        let c = conf(json!({"tier": "silver", "args": {"cni": {"tier": "bronze"}}}));
+        assert_eq!(
+            ep(&c, &at(Some("gold"))).unwrap().tier.as_deref(),
+            Some("bronze")
+        );
+    }
+
+    #[test]
+    fn no_address_on_the_interface_is_a_config_error() {
+        let c = conf(json!({}));
+        let mut a = at(None);
+        a.ifname = "net1".into();
+        let e = ep(&c, &a).unwrap_err();
+        assert_eq!(e.code, super::super::types::code::INVALID_CONFIG);
+        assert!(e.msg.contains("no address on net1"), "{e}");
+    }
+}

@@ -1,0 +1,58 @@
+//! DEL: unregister the pod's interface. Best effort, as the spec asks: it
+//! succeeds when the endpoint is not registered, when the netns is gone,
+//! and when podnetd is down or does not answer in time. A failed DEL keeps
+//! the runtime from tearing the pod down; an endpoint left behind costs
+//! nothing until podnetd drops it (its netns died) or a GC does.
+
+use serde_json::Value;
+
+use super::types::{code, NetConf};
+use super::{Attachment, Outcome, Podnetd};
+
+/// DEL with the request configuration as given. Only the socket matters
+/// here, so a configuration that is invalid in other ways (it would have
+/// failed ADD, and the runtime still calls DEL after a failed ADD) does not
+/// stop the teardown: podnet-cni says so on stderr and uses the socket it
+/// can make out.
+pub fn del_raw(raw: &Value, at: &Attachment) -> Outcome {
+    let socket = match NetConf::parse(raw) {
+        Ok(conf) => conf.socket,
+        Err(e) if e.code == code::INVALID_CONFIG => {
+            let socket = raw
+                .get("socket")
+                .and_then(Value::as_str)
+                .filter(|s| s.starts_with('/'))
+                .unwrap_or(crate::api::DEFAULT_SOCKET);
+            eprintln!(
+                "podnet-cni: DEL {}/{}: going on despite an invalid network configuration ({e}), with socket {socket}",
+                at.container_id, at.ifname
+            );
+            socket.into()
+        }
+        Err(e) => return Err(e),
+    };
+    del(&socket, at)
+}
+
+/// Unregisters `at` with the podnetd on `socket`; always succeeds.
+pub fn del(socket: &std::path::Path, at: &Attachment) -> Outcome {
+    let podnetd = match Podnetd::new(socket) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "podnet-cni: DEL {}/{}: {e}; the endpoint stays registered until podnetd drops it",
+                at.container_id, at.ifname
+            );
+            return Ok(None);
+        }
+    };
+    let done =
+        podnetd.call(|c| async move { c.delete_endpoint(&at.container_id, &at.ifname).await });
+    if let Err(e) = done {
+        eprintln!(
+            "podnet-cni: DEL {}/{}: {e}; DEL succeeds anyway so the pod can go, and podnetd drops the endpoint once its netns is gone (or the next GC does)",
+            at.container_id, at.ifname
+        );
+    }
+    Ok(None)
+}
