@@ -793,3 +793,33 @@ fn endpoints_get_their_limits_and_stale_ones_are_removed() {
         d.log()
     );
 }
+
+#[test]
+fn endpoints_are_refused_until_the_node_has_converged() {
+    if !root_or_skip("endpoints_are_refused_until_the_node_has_converged") {
+        return;
+    }
+    let ns = Netns::new("notready");
+    // The master is missing: the plan is blocked and nothing converges.
+    let cfg = ConfigDir::new(&[("10-node.toml", NODE)]);
+    let state = cfg.path.with_extension("state");
+    let d = Daemon::start(&ns, &cfg.path, &state);
+    let client = d.client();
+    within(Duration::from_secs(5), "first pass", || {
+        client.status().unwrap().last_reconcile.is_some()
+    });
+    let ep = serde_json::from_value(serde_json::json!({"ips": ["172.51.0.10/32"]})).unwrap();
+    let refused = client.put_endpoint("p1", "eth0", &ep).unwrap_err();
+    assert_eq!(refused.status(), Some(503), "{refused}");
+    assert!(
+        refused.to_string().contains("master ens192 does not exist"),
+        "{refused}"
+    );
+    // Once the master appears and the node converges, the same request passes.
+    ns.veth("ens192");
+    client.reconcile().unwrap();
+    within(Duration::from_secs(2), "converged", || {
+        client.status().unwrap().converged_generation.is_some()
+    });
+    client.put_endpoint("p1", "eth0", &ep).unwrap();
+}

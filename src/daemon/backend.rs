@@ -61,6 +61,20 @@ impl Backend for DaemonBackend {
         endpoint: Endpoint,
     ) -> Result<EndpointRecord, Refusal> {
         let mut shared = self.shared();
+        // Readiness by generation: a pod is not told all is well on a node
+        // that has never matched its files.
+        if shared.status.converged_generation.is_none() {
+            let why = shared
+                .status
+                .last_reconcile
+                .as_ref()
+                .and_then(|r| r.error.clone())
+                .unwrap_or_else(|| "the first reconcile has not finished".into());
+            return Err(Refusal::new(
+                503,
+                format!("the node has not converged yet: {why}"),
+            ));
+        }
         if let Some(master) = &endpoint.master {
             if !shared.node.masters.iter().any(|m| &m.name == master) {
                 return Err(Refusal::new(
