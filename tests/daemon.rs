@@ -6,12 +6,12 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{root_or_skip, ConfigDir, Netns};
+use common::{root_or_skip, within, ConfigDir, Daemon, Netns};
 
 const NODE: &str = r#"version = 1
 [masters.ens192]
@@ -19,89 +19,6 @@ kind = "macvlan"
 mtu = 9000
 shim = { name = "pn-shim0", addresses = ["172.51.0.230/32"], routes = ["172.51.0.0/24"] }
 "#;
-
-/// A podnetd process, killed on drop.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-    state: PathBuf,
-}
-
-impl Daemon {
-    fn start(ns: &Netns, config: &Path, state: &Path) -> Daemon {
-        std::fs::create_dir_all(state).unwrap();
-        // One log per start, so a restarted daemon's log is its own.
-        let starts = std::fs::read_dir(state).unwrap().filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("podnetd-"))
-        });
-        let log = state.join(format!("podnetd-{}.log", starts.count()));
-        let child = Command::new(env!("CARGO_BIN_EXE_podnetd"))
-            .arg("-c")
-            .arg(config)
-            .args([
-                "--netns",
-                &ns.name,
-                "--log-level",
-                "debug",
-                "--interval",
-                "3600",
-            ])
-            .arg("--state-dir")
-            .arg(state)
-            .arg("--socket")
-            .arg(state.join("podnet.sock"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            log,
-            state: state.to_path_buf(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.state.join("podnet.sock")
-    }
-
-    /// A client of this daemon's socket, once it answers.
-    fn client(&self) -> podnet::api::client::BlockingClient {
-        let c = podnet::api::client::BlockingClient::new(self.socket()).unwrap();
-        within(Duration::from_secs(5), "socket answers", || {
-            c.status().is_ok()
-        });
-        c
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Polls `check` every 10 ms; returns how long it took to hold, or panics.
-fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{what}: not within {limit:?}");
-}
 
 fn mtu(ns: &Netns, link: &str) -> Option<u64> {
     ns.link(link).and_then(|l| l["mtu"].as_u64())

@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -197,4 +198,87 @@ pub fn settable_only(v: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(settable_only),
         _ => {}
     }
+}
+
+/// A podnetd process, killed on drop.
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(ns: &Netns, config: &Path, state: &Path) -> Daemon {
+        std::fs::create_dir_all(state).unwrap();
+        // One log per start, so a restarted daemon's log is its own.
+        let starts = std::fs::read_dir(state).unwrap().filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("podnetd-"))
+        });
+        let log = state.join(format!("podnetd-{}.log", starts.count()));
+        let child = Command::new(env!("CARGO_BIN_EXE_podnetd"))
+            .arg("-c")
+            .arg(config)
+            .args([
+                "--netns",
+                &ns.name,
+                "--log-level",
+                "debug",
+                "--interval",
+                "3600",
+            ])
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--socket")
+            .arg(state.join("podnet.sock"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            log,
+            state: state.to_path_buf(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.state.join("podnet.sock")
+    }
+
+    /// A client of this daemon's socket, once it answers.
+    pub fn client(&self) -> podnet::api::client::BlockingClient {
+        let c = podnet::api::client::BlockingClient::new(self.socket()).unwrap();
+        within(Duration::from_secs(5), "socket answers", || {
+            c.status().is_ok()
+        });
+        c
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `check` every 10 ms; returns how long it took to hold, or panics.
+pub fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what}: not within {limit:?}");
 }
