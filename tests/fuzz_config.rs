@@ -177,6 +177,10 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for dir in std::fs::read_dir(&root).unwrap() {
         let dir = dir.unwrap().path();
+        // Folders are config dirs; files beside them are example programs.
+        if !dir.is_dir() {
+            continue;
+        }
         for f in std::fs::read_dir(&dir).unwrap() {
             let f = f.unwrap().path();
             if f.extension().is_some_and(|e| e == "toml") {
