@@ -32,7 +32,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
             ErrorKind::Host,
             format!(
                 "podnetd is not running (no answer on {})",
-                cli.socket.display()
+                cli.socket_path().display()
             ),
         )
     })?;

@@ -18,7 +18,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
             ErrorKind::Host,
             format!(
                 "podnetd is not running (no answer on {}): endpoints live in the daemon",
-                cli.socket.display()
+                cli.socket_path().display()
             ),
         )
     })?;

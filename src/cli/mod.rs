@@ -35,9 +35,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     pub netns: Option<String>,
     /// podnetd's socket: when a daemon answers there, status, apply and
-    /// endpoints go through it, so two appliers never race.
-    #[arg(long, global = true, value_name = "PATH", env = "PODNET_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    /// endpoints go through it, so two appliers never race. Default
+    /// /run/podnet/podnet.sock, except with --netns (that namespace's
+    /// daemon has its own socket: name it).
+    #[arg(long, global = true, value_name = "PATH", env = "PODNET_SOCKET")]
+    pub socket: Option<PathBuf>,
     /// Work on the host directly even when podnetd runs.
     #[arg(long, global = true)]
     pub direct: bool,
@@ -124,10 +126,16 @@ pub(crate) fn with_kernel<T>(cli: &Cli, f: impl AsyncFnOnce(&Kernel) -> Result<T
 /// A client for podnetd when one answers on `--socket` (and `--direct` is
 /// not given); None means: work on the host directly.
 pub(crate) fn daemon(cli: &Cli) -> Result<Option<BlockingClient>> {
-    if cli.direct || !cli.socket.exists() {
+    // The host's daemon does not manage another namespace.
+    let socket = match (&cli.socket, &cli.netns) {
+        (Some(s), _) => s.clone(),
+        (None, Some(_)) => return Ok(None),
+        (None, None) => PathBuf::from(crate::api::DEFAULT_SOCKET),
+    };
+    if cli.direct || !socket.exists() {
         return Ok(None);
     }
-    let client = BlockingClient::new(&cli.socket).map_err(api_error)?;
+    let client = BlockingClient::new(&socket).map_err(api_error)?;
     match client.status() {
         Ok(_) => Ok(Some(client)),
         Err(e) if e.is_not_running() => Ok(None),
@@ -137,6 +145,15 @@ pub(crate) fn daemon(cli: &Cli) -> Result<Option<BlockingClient>> {
 
 pub(crate) fn api_error(e: crate::api::client::Error) -> Error {
     Error::new(ErrorKind::Host, e.to_string())
+}
+
+impl Cli {
+    /// The socket podnetctl talks to (for messages).
+    pub(crate) fn socket_path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET))
+    }
 }
 
 impl std::str::FromStr for Disruption {

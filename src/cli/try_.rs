@@ -40,7 +40,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
             ErrorKind::Host,
             format!(
                 "`try` needs podnetd (no answer on {}): it rolls back when you cannot",
-                cli.socket.display()
+                cli.socket_path().display()
             ),
         )
     })?;
@@ -91,7 +91,7 @@ pub fn confirm(cli: &Cli) -> Result<ExitCode> {
             ErrorKind::Host,
             format!(
                 "podnetd is not running (no answer on {})",
-                cli.socket.display()
+                cli.socket_path().display()
             ),
         )
     })?;
