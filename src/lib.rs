@@ -17,5 +17,6 @@ pub mod netns;
 pub mod observe;
 pub mod plan;
 pub mod policy;
+pub mod shaping;
 pub mod state;
 pub mod status;

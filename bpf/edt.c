@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * podnet's EDT egress shaper: a tc egress program (TCX link or clsact
+ * direct-action filter) on the device the pods' traffic leaves through
+ * (an ipvlan/macvlan master). It finds the endpoint by the packet's source
+ * address and stamps the departure time; fq on the same device holds the
+ * packet until then (see include/edt.h).
+ *
+ * Fails open: a packet that is not IPv4/IPv6 over Ethernet, or whose source
+ * has no entry, passes untouched.
+ */
+#include "bpf_api.h"
+#include "edt_abi.h"
+#include "edt.h"
+
+char _license[] SEC("license") = "GPL";
+
+/* Pinned by name under podnet's pin directory (/sys/fs/bpf/podnet), so the
+ * entries and their state outlive podnetd and survive a program upgrade.
+ * Hash, not LRU: an entry is configuration and must never be evicted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct edt_key);
+	__type(value, struct edt_info);
+	__uint(max_entries, EDT_MAP_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} podnet_edt_v1 SEC(".maps");
+
+/* Fills key with the packet's source address; 0 if it has none we shape. */
+static __always_inline int edt_key_from_source(struct __sk_buff *skb,
+					       struct edt_key *key)
+{
+	__be16 proto;
+
+	/* The EtherType in the frame must agree with skb->protocol: that
+	 * rules out devices without a 14-byte Ethernet header and frames
+	 * with an in-band VLAN tag. */
+	if (bpf_skb_load_bytes(skb, 12, &proto, sizeof(proto)) < 0)
+		return 0;
+	if (proto != skb->protocol)
+		return 0;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		/* saddr: offset 12 of the IPv4 header */
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 12, key->addr, 4) < 0)
+			return 0;
+		key->family = EDT_FAMILY_IPV4;
+		return 1;
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		/* saddr: offset 8 of the IPv6 header */
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, key->addr, 16) < 0)
+			return 0;
+		key->family = EDT_FAMILY_IPV6;
+		return 1;
+	}
+	return 0;
+}
+
+SEC("classifier")
+int edt_egress(struct __sk_buff *skb)
+{
+	/* Zeroed as a whole: the pad bytes are part of the hash key. */
+	struct edt_key key = {};
+	struct edt_info *info;
+
+	if (!edt_key_from_source(skb, &key))
+		return EDT_PASS;
+	key.direction = EDT_DIR_EGRESS;
+
+	info = bpf_map_lookup_elem(&podnet_edt_v1, &key);
+	if (!info)
+		return EDT_PASS;
+	return edt_schedule(skb, info);
+}

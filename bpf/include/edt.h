@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Earliest Departure Time shaping, after Cilium's bpf/lib/edt.h.
+ *
+ * The kernel behaviour this relies on:
+ * - The fq qdisc (sch_fq, since Linux 4.20's switch to the "earliest
+ *   departure time" model) treats skb->tstamp as the packet's earliest
+ *   departure time, in CLOCK_MONOTONIC nanoseconds, and holds the packet
+ *   until then. Since 5.7 (39d010504e6b, "net_sched: sch_fq: add horizon
+ *   attribute") it drops packets stamped further out than its horizon;
+ *   podnet sets that above any endpoint's, so our own horizon decides.
+ * - bpf_ktime_get_ns() is CLOCK_MONOTONIC, the same clock.
+ * - tc egress (clsact or TCX) runs in __dev_queue_xmit before the root qdisc
+ *   enqueues the packet, so a stamp written here is what fq sees; at egress
+ *   the kernel keeps a BPF write to skb->tstamp as a delivery time.
+ * - skb->wire_len (qdisc_skb_cb()->pkt_len) is the length tc accounts, GSO
+ *   segments' headers included, so rates are in bytes on the wire.
+ *
+ * So the program only computes departure times; fq does the waiting, TCP
+ * small queues push back on the sender, and nothing here ever sleeps.
+ */
+#ifndef PODNET_EDT_H
+#define PODNET_EDT_H
+
+#include "bpf_api.h"
+#include "edt_abi.h"
+
+/* What to do with a packet that is not shaped here. TC_ACT_UNSPEC, not
+ * TC_ACT_OK: as a TCX program that is "next", as a clsact filter
+ * "continue", and when nothing follows the packet passes either way. Either
+ * way a program attached after ours (a firewall, another CNI's) still runs,
+ * which TC_ACT_OK would skip. */
+#define EDT_PASS TC_ACT_UNSPEC
+
+static __always_inline __u64 edt_wire_len(const struct __sk_buff *skb)
+{
+	__u32 len = skb->wire_len;
+
+	return len ? len : skb->len;
+}
+
+/*
+ * Stamps the packet with its departure time for the endpoint `info`, or
+ * tells to drop it. The departure time is
+ *
+ *	t_next = max(now - burst, t_last) + len * NSEC_PER_SEC / rate
+ *
+ * i.e. the packet leaves once the endpoint's earlier packets and this one
+ * have had their time at `rate`. t_last advances by an atomic add, so
+ * packets of one endpoint sent from several CPUs at once each reserve
+ * their own slot (Cilium's READ_ONCE/WRITE_ONCE pair can lose one to a
+ * race, letting that packet through for free).
+ */
+static __always_inline int edt_schedule(struct __sk_buff *skb,
+					struct edt_info *info)
+{
+	__u64 now, t, floor, last, delay, t_next, horizon, burst, rate;
+	__u64 len = edt_wire_len(skb);
+
+	rate = READ_ONCE(info->rate_bytes);
+	if (!rate)
+		goto pass;
+	horizon = READ_ONCE(info->horizon_ns);
+	if (!horizon)
+		horizon = EDT_DEFAULT_HORIZON_NS;
+	burst = READ_ONCE(info->burst_ns);
+
+	now = bpf_ktime_get_ns();
+	/* A departure time already on the packet (TCP's own pacing, or
+	 * SO_TXTIME) is honoured when it is plausible. */
+	t = skb->tstamp;
+	if (t < now || t > now + horizon)
+		t = now;
+	floor = t > burst ? t - burst : 0;
+
+	/* After idle, t_last lags behind: move it up to the floor first.
+	 * If the exchange loses, another CPU moved it, which is as good. */
+	last = READ_ONCE(info->t_last);
+	if (last < floor)
+		__sync_val_compare_and_swap(&info->t_last, last, floor);
+
+	delay = len * NSEC_PER_SEC / rate;
+	t_next = __sync_fetch_and_add(&info->t_last, delay) + delay;
+
+	if (t_next > now + horizon) {
+		/* Give the slot back: the packet never goes out. */
+		__sync_fetch_and_sub(&info->t_last, delay);
+		__sync_fetch_and_add(&info->drops, 1);
+		__sync_fetch_and_add(&info->drop_bytes, len);
+		return TC_ACT_SHOT;
+	}
+	if (t_next > t)
+		skb->tstamp = t_next;
+pass:
+	__sync_fetch_and_add(&info->packets, 1);
+	__sync_fetch_and_add(&info->bytes, len);
+	return EDT_PASS;
+}
+
+#endif /* PODNET_EDT_H */

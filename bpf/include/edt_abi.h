@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The EDT map's key and value: the ABI between the datapath (edt.h) and
+ * podnet (src/shaping/abi.rs mirrors every struct here as #[repr(C)]; a unit
+ * test compares its sizes and offsets with the ones build.rs reads from
+ * abi/layout.c, compiled for the BPF target).
+ *
+ * Rules for changing it: every hole is an explicit, zeroed pad field;
+ * fields are only ever added in place of `reserved`; anything else is a new
+ * map name (EDT_MAP_NAME), because the map is pinned and outlives podnet.
+ */
+#ifndef PODNET_EDT_ABI_H
+#define PODNET_EDT_ABI_H
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/* edt_key.family */
+#define EDT_FAMILY_IPV4 4
+#define EDT_FAMILY_IPV6 6
+
+/* edt_key.direction. Ingress is reserved for the ingress shaper (part 2):
+ * it will look up by destination address in the same map. */
+#define EDT_DIR_EGRESS 0
+#define EDT_DIR_INGRESS 1
+
+/* Used when an entry has horizon_ns == 0. */
+#define EDT_DEFAULT_HORIZON_NS (2 * NSEC_PER_SEC)
+
+#define EDT_MAP_MAX_ENTRIES 65536
+
+/* One endpoint address in one direction. IPv4 fills addr[0..4] (network
+ * order) and leaves addr[4..16] zero; IPv6 fills all 16 bytes. */
+struct edt_key {
+	__u8 addr[16];
+	__u8 family;
+	__u8 direction;
+	__u8 pad[2];
+};
+
+/* Per-endpoint state. podnet writes the configuration part; the datapath
+ * writes the rest, from several CPUs at once (hence READ_ONCE/WRITE_ONCE
+ * and atomics on it). podnet preserves t_last and the counters when it
+ * changes a limit, so a rate change neither forgets the queue already
+ * scheduled nor resets the counters. */
+struct edt_info {
+	/* configuration, written by podnet */
+	__u64 rate_bytes;	/* bytes/s on the wire; 0 = count, never delay */
+	__u64 horizon_ns;	/* drop a packet that would leave later than
+				 * now + horizon_ns; 0 = EDT_DEFAULT_HORIZON_NS */
+	__u64 burst_ns;		/* credit after idle, as time at rate_bytes */
+	/* state, written by the datapath */
+	__u64 t_last;		/* departure time of the last packet scheduled
+				 * (CLOCK_MONOTONIC ns) */
+	__u64 bytes;		/* bytes passed (wire length) */
+	__u64 packets;		/* packets passed */
+	__u64 drops;		/* packets dropped at the horizon */
+	__u64 drop_bytes;	/* their bytes */
+	__u64 reserved[4];	/* zero; room for part 2 without a new map */
+};
+
+_Static_assert(sizeof(struct edt_key) == 20, "edt_key size");
+_Static_assert(offsetof(struct edt_key, family) == 16, "edt_key.family");
+_Static_assert(sizeof(struct edt_info) == 96, "edt_info size");
+_Static_assert(offsetof(struct edt_info, t_last) == 24, "edt_info.t_last");
+
+#endif /* PODNET_EDT_ABI_H */

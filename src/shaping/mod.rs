@@ -1,0 +1,587 @@
+//! EDT egress shaping: per-endpoint rate limits enforced by an eBPF program
+//! on tc egress of the device pods' traffic leaves through (an ipvlan or
+//! macvlan master), with fq as that device's root qdisc.
+//!
+//! The pieces, one file each:
+//! - [`abi`]: the map key/value, mirrored from `bpf/include/edt_abi.h`;
+//! - `program`: loading `bpf/edt.c` with aya, attaching it (TCX or
+//!   clsact), replacing it atomically on upgrade;
+//! - [`tc`]: fq / mq+fq at the root, and putting the previous root back;
+//! - `record`: what must survive podnetd restarts about each device.
+//!
+//! State lives in the kernel, not in podnet: the map is pinned at
+//! `/sys/fs/bpf/podnet/podnet_edt_v1` and TCX links beside it, so a
+//! restart of podnetd (or a crash) leaves shaping running, and the next
+//! start picks the same map and links up.
+//!
+//! ```no_run
+//! # async fn demo(kernel: &podnet::kernel::Kernel) -> podnet::error::Result<()> {
+//! use podnet::shaping::{AttachMode, EgressLimit, Shaper, ShaperPaths};
+//! let mut shaper = Shaper::load(kernel, ShaperPaths::default())?;
+//! shaper.attach("ens192", AttachMode::auto()).await?;
+//! shaper.set_endpoint("172.51.0.10".parse().unwrap(), &EgressLimit::new(100_000_000))?;
+//! for e in shaper.stats()? {
+//!     println!("{} {} bytes, {} dropped", e.ip, e.bytes, e.drops);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod abi;
+mod program;
+mod record;
+pub mod tc;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aya::maps::MapError;
+use aya::sys::SyscallError;
+use aya::Ebpf;
+use futures::TryStreamExt;
+use netlink_packet_route::link::LinkAttribute;
+use serde::{Deserialize, Serialize};
+
+use self::abi::{EdtInfo, EdtKey, EDT_DIR_EGRESS, EDT_DIR_INGRESS};
+use self::program::{Attached, EndpointMap};
+use self::tc::PreviousRoot;
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::{errno, refused, Kernel, ENODEV};
+
+pub use self::program::{CLSACT_HANDLE, CLSACT_PRIORITY, MAP, PROGRAM};
+
+/// Where the map and TCX links are pinned.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/podnet";
+/// Where the per-device records live (see `record`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/podnet/shaping";
+
+/// The drop horizon when none is given: a packet that would wait longer
+/// than this in fq is dropped instead (Cilium uses the same 2 s).
+pub const DEFAULT_HORIZON: Duration = Duration::from_secs(2);
+/// The largest horizon an endpoint may have: fq's own horizon.
+pub const MAX_HORIZON: Duration = Duration::from_micros(tc::FQ_HORIZON_US as u64);
+
+const NSEC_PER_SEC: u128 = 1_000_000_000;
+
+/// Paths the shaper keeps its state under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShaperPaths {
+    /// On bpffs: the endpoint map and the TCX links.
+    pub pin_dir: PathBuf,
+    /// Per-device records (the root qdisc to restore).
+    pub state_dir: PathBuf,
+}
+
+impl Default for ShaperPaths {
+    fn default() -> Self {
+        ShaperPaths {
+            pin_dir: DEFAULT_PIN_DIR.into(),
+            state_dir: DEFAULT_STATE_DIR.into(),
+        }
+    }
+}
+
+/// How the program hangs on tc egress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// A pinned TCX link (Linux >= 6.6).
+    Tcx,
+    /// A clsact direct-action filter (any kernel with clsact).
+    Clsact,
+}
+
+impl AttachMode {
+    /// TCX where the kernel has it, clsact before 6.6.
+    pub fn auto() -> AttachMode {
+        match aya::util::KernelVersion::current() {
+            Ok(v) if v >= aya::util::KernelVersion::new(6, 6, 0) => AttachMode::Tcx,
+            _ => AttachMode::Clsact,
+        }
+    }
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttachMode::Tcx => "tcx",
+            AttachMode::Clsact => "clsact",
+        })
+    }
+}
+
+/// An endpoint's egress limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EgressLimit {
+    /// bit/s on the wire (Ethernet frames as tc counts them); 0 counts the
+    /// endpoint's traffic without limiting it.
+    pub rate_bps: u64,
+    /// A packet that would leave later than this from now is dropped.
+    pub horizon: Duration,
+    /// Bytes an endpoint may send at once after being idle.
+    pub burst_bytes: u64,
+}
+
+impl EgressLimit {
+    /// `rate_bps` with the default horizon and no burst.
+    pub fn new(rate_bps: u64) -> EgressLimit {
+        EgressLimit {
+            rate_bps,
+            horizon: DEFAULT_HORIZON,
+            burst_bytes: 0,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.horizon.is_zero() || self.horizon > MAX_HORIZON {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "horizon {:?} is outside (0, {MAX_HORIZON:?}]: fq's own horizon",
+                    self.horizon
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bytes per second, as the datapath divides by it.
+    fn rate_bytes(&self) -> u64 {
+        match self.rate_bps {
+            0 => 0,
+            bps => (bps / 8).max(1),
+        }
+    }
+}
+
+/// What the map holds for one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointStats {
+    pub ip: IpAddr,
+    /// "egress" (or "ingress", once part 2 writes such entries).
+    pub direction: &'static str,
+    pub rate_bps: u64,
+    pub horizon_ns: u64,
+    pub burst_ns: u64,
+    /// Bytes and packets let through (bytes on the wire).
+    pub bytes: u64,
+    pub packets: u64,
+    /// Packets dropped at the horizon, and their bytes.
+    pub drops: u64,
+    pub drop_bytes: u64,
+}
+
+/// The pinned endpoint map, opened directly: for readers and writers that
+/// do not load the program.
+pub struct Endpoints {
+    map: EndpointMap,
+}
+
+impl Endpoints {
+    /// Opens the map pinned under `pin_dir`.
+    pub fn open(pin_dir: &Path) -> Result<Endpoints> {
+        Ok(Endpoints {
+            map: program::open_map(pin_dir)?,
+        })
+    }
+
+    /// Sets `ip`'s egress limit. The departure clock and the counters of an
+    /// existing entry are kept, so changing a rate neither drops what is
+    /// already scheduled nor resets the statistics. (The map write replaces
+    /// the element; a packet being accounted on another CPU at that instant
+    /// may lose its count.)
+    pub fn set(&mut self, ip: IpAddr, limit: &EgressLimit) -> Result<()> {
+        limit.validate()?;
+        let key = EdtKey::new(ip, EDT_DIR_EGRESS);
+        let mut info = match self.map.get(&key, 0) {
+            Ok(old) => old,
+            Err(MapError::KeyNotFound) => EdtInfo::default(),
+            Err(e) => return Err(program::bpf_error(format!("reading the entry of {ip}"), e)),
+        };
+        info.rate_bytes = limit.rate_bytes();
+        info.horizon_ns = u64::try_from(limit.horizon.as_nanos()).unwrap_or(u64::MAX);
+        info.burst_ns = match info.rate_bytes {
+            0 => 0,
+            r => u64::try_from(u128::from(limit.burst_bytes) * NSEC_PER_SEC / u128::from(r))
+                .unwrap_or(u64::MAX),
+        };
+        self.map
+            .insert(key, info, 0)
+            .map_err(|e| program::bpf_error(format!("setting the limit of {ip}"), e))
+    }
+
+    /// Removes `ip`'s entry; false when it had none.
+    pub fn remove(&mut self, ip: IpAddr) -> Result<bool> {
+        match self.map.remove(&EdtKey::new(ip, EDT_DIR_EGRESS)) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(program::bpf_error(format!("removing {ip}"), e)),
+        }
+    }
+
+    /// Every entry with its counters, sorted by address.
+    pub fn stats(&self) -> Result<Vec<EndpointStats>> {
+        let mut out = Vec::new();
+        for item in self.map.iter() {
+            let (key, info) = match item {
+                Ok(kv) => kv,
+                // Removed between the key walk and the lookup.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(program::bpf_error("reading the endpoint map", e)),
+            };
+            let Some(ip) = key.ip() else { continue };
+            out.push(EndpointStats {
+                ip,
+                direction: match key.direction {
+                    EDT_DIR_INGRESS => "ingress",
+                    _ => "egress",
+                },
+                rate_bps: info.rate_bytes.saturating_mul(8),
+                horizon_ns: info.horizon_ns,
+                burst_ns: info.burst_ns,
+                bytes: info.bytes,
+                packets: info.packets,
+                drops: info.drops,
+                drop_bytes: info.drop_bytes,
+            });
+        }
+        out.sort_by(|a, b| (a.ip, a.direction).cmp(&(b.ip, b.direction)));
+        Ok(out)
+    }
+}
+
+/// The result of [`Shaper::attach`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub mode: AttachMode,
+    /// False: the program was attached anew. True: an existing attachment
+    /// was switched to this program in place (an upgrade or a restart).
+    pub replaced: bool,
+    /// podnet put fq (or mq+fq) at the root in this call.
+    pub installed_root: bool,
+    /// What will be put back when shaping is turned off.
+    pub previous_root: PreviousRoot,
+}
+
+/// The state of one device, as [`Shaper::status`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceStatus {
+    pub device: String,
+    pub ifindex: u32,
+    /// `kind handle` of the root qdisc.
+    pub root: String,
+    /// fq (or mq with fq on every queue) at the root, podnet's.
+    pub fq: bool,
+    /// The program id of the pinned TCX link, if any.
+    pub tcx_program: Option<u32>,
+    /// podnet's clsact filter is there.
+    pub clsact_filter: bool,
+    /// What turning shaping off would put back.
+    pub previous_root: Option<String>,
+}
+
+/// The node's shaper: the loaded program and the endpoint map, attached to
+/// any number of devices.
+pub struct Shaper {
+    kernel: Kernel,
+    paths: ShaperPaths,
+    ebpf: Ebpf,
+    endpoints: Endpoints,
+}
+
+struct DeviceInfo {
+    ifindex: u32,
+    tx_queues: u32,
+}
+
+async fn device_info(kernel: &Kernel, device: &str) -> Result<DeviceInfo> {
+    let mut found = kernel
+        .handle()
+        .link()
+        .get()
+        .match_name(device.to_string())
+        .execute();
+    let missing = || Error::new(ErrorKind::NotFoundYet, format!("no interface {device}"));
+    let msg = match found.try_next().await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err(missing()),
+        Err(e) if errno(&e) == Some(ENODEV) => return Err(missing()),
+        Err(e) => return Err(refused(e).context(format!("reading {device}"))),
+    };
+    let tx_queues = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::NumTxQueues(n) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or(1);
+    Ok(DeviceInfo {
+        ifindex: msg.header.index,
+        tx_queues,
+    })
+}
+
+impl Shaper {
+    /// Loads the program into the kernel and opens the endpoint map
+    /// (pinning it on first use). Attaches nothing.
+    pub fn load(kernel: &Kernel, paths: ShaperPaths) -> Result<Shaper> {
+        let mut ebpf = program::load(&paths.pin_dir)?;
+        let map = program::take_map(&mut ebpf)?;
+        Ok(Shaper {
+            kernel: kernel.clone(),
+            paths,
+            ebpf,
+            endpoints: Endpoints { map },
+        })
+    }
+
+    pub fn endpoints(&mut self) -> &mut Endpoints {
+        &mut self.endpoints
+    }
+
+    /// See [`Endpoints::set`].
+    pub fn set_endpoint(&mut self, ip: IpAddr, limit: &EgressLimit) -> Result<()> {
+        self.endpoints.set(ip, limit)
+    }
+
+    /// See [`Endpoints::remove`].
+    pub fn remove_endpoint(&mut self, ip: IpAddr) -> Result<bool> {
+        self.endpoints.remove(ip)
+    }
+
+    /// See [`Endpoints::stats`].
+    pub fn stats(&self) -> Result<Vec<EndpointStats>> {
+        self.endpoints.stats()
+    }
+
+    /// Shapes `device`: fq at its root (saving the root it replaces), then
+    /// this program on its egress, replacing in place a podnet program
+    /// already there. Idempotent; run it again after an upgrade or a
+    /// restart and the data path never stops being shaped.
+    pub async fn attach(&mut self, device: &str, mode: AttachMode) -> Result<Attachment> {
+        let dev = device_info(&self.kernel, device).await?;
+        let state_dir = &self.paths.state_dir.clone();
+        let mut rec = record::load(state_dir, dev.ifindex)?;
+        let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
+        let mut installed_root = false;
+        if !qdiscs.is_shaping() {
+            if !qdiscs.root_is_podnets() || rec.is_none() {
+                let previous = if qdiscs.root_is_podnets() {
+                    // Ours, half set up, and the record lost: the kernel's
+                    // default is the best we can restore.
+                    PreviousRoot::Default {
+                        kind: "unknown".into(),
+                    }
+                } else {
+                    qdiscs.previous_root(device)?
+                };
+                // Written before the root changes, so a crash in between
+                // never loses what to restore.
+                let r = record::DeviceRecord::new(device, dev.ifindex, previous)?;
+                record::save(state_dir, &r)?;
+                rec = Some(r);
+            }
+            if let Err(e) = tc::install(&self.kernel, device, dev.ifindex, dev.tx_queues).await {
+                return Err(self.undo_root(device, dev.ifindex, rec.as_ref(), e).await);
+            }
+            installed_root = true;
+        }
+        let mut rec = match rec {
+            Some(r) => r,
+            None => {
+                // Shaped by podnet but no record (state dir wiped): keep
+                // shaping, and restore the default when turned off.
+                let r = record::DeviceRecord::new(
+                    device,
+                    dev.ifindex,
+                    PreviousRoot::Default {
+                        kind: "unknown".into(),
+                    },
+                )?;
+                record::save(state_dir, &r)?;
+                r
+            }
+        };
+
+        let how = match self
+            .attach_program(device, dev.ifindex, mode, &mut rec)
+            .await
+        {
+            Ok(how) => how,
+            Err(e) if installed_root => {
+                return Err(self.undo_root(device, dev.ifindex, Some(&rec), e).await)
+            }
+            Err(e) => return Err(e),
+        };
+        let old_mode = rec.mode.replace(mode);
+        record::save(state_dir, &rec)?;
+        // Switching modes (a kernel upgrade): the old attachment goes only
+        // now, so for a moment both run and packets are charged twice,
+        // rather than not at all.
+        match old_mode {
+            Some(AttachMode::Tcx) if mode != AttachMode::Tcx => {
+                program::detach_tcx(dev.ifindex, &self.paths.pin_dir)?;
+            }
+            Some(AttachMode::Clsact) if mode != AttachMode::Clsact => {
+                self.detach_clsact(device, dev.ifindex, rec.clsact_added)
+                    .await?;
+                rec.clsact_added = false;
+                record::save(state_dir, &rec)?;
+            }
+            _ => {}
+        }
+        Ok(Attachment {
+            mode,
+            replaced: how == Attached::Replaced,
+            installed_root,
+            previous_root: rec.previous_root,
+        })
+    }
+
+    async fn attach_program(
+        &mut self,
+        device: &str,
+        ifindex: u32,
+        mode: AttachMode,
+        rec: &mut record::DeviceRecord,
+    ) -> Result<Attached> {
+        match mode {
+            AttachMode::Tcx => {
+                let prog = program::classifier(&mut self.ebpf)?;
+                program::attach_tcx(prog, device, ifindex, &self.paths.pin_dir)
+            }
+            AttachMode::Clsact => {
+                if tc::add_clsact(&self.kernel, device, ifindex).await? {
+                    rec.clsact_added = true;
+                    record::save(&self.paths.state_dir, rec)?;
+                }
+                let exists = tc::has_egress_filter(
+                    &self.kernel,
+                    ifindex,
+                    CLSACT_PRIORITY,
+                    u32::from(CLSACT_HANDLE),
+                )
+                .await?;
+                let prog = program::classifier(&mut self.ebpf)?;
+                program::attach_clsact(prog, device, exists)
+            }
+        }
+    }
+
+    /// After a failed attach: puts the previous root back (this call
+    /// replaced it) and forgets the record, so the device is as it was.
+    /// Returns the original error, with any undo error appended.
+    async fn undo_root(
+        &self,
+        device: &str,
+        ifindex: u32,
+        rec: Option<&record::DeviceRecord>,
+        e: Error,
+    ) -> Error {
+        let previous = rec
+            .map(|r| r.previous_root.clone())
+            .unwrap_or(PreviousRoot::Default {
+                kind: "unknown".into(),
+            });
+        let mut undo = tc::restore(&self.kernel, device, ifindex, &previous).await;
+        if let (Ok(()), Some(r)) = (&undo, rec) {
+            if r.clsact_added {
+                undo = tc::remove_clsact_if_unused(&self.kernel, device, ifindex).await;
+            }
+        }
+        match undo.and_then(|()| record::remove(&self.paths.state_dir, ifindex)) {
+            Ok(()) => e,
+            Err(u) => {
+                let kind = e.kind;
+                Error::new(kind, format!("{e}; undoing also failed: {u}"))
+            }
+        }
+    }
+
+    async fn detach_clsact(&self, device: &str, ifindex: u32, clsact_added: bool) -> Result<()> {
+        if tc::has_egress_filter(
+            &self.kernel,
+            ifindex,
+            CLSACT_PRIORITY,
+            u32::from(CLSACT_HANDLE),
+        )
+        .await?
+        {
+            program::detach_clsact(device)?;
+        }
+        if clsact_added {
+            tc::remove_clsact_if_unused(&self.kernel, device, ifindex).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops shaping `device`: removes the program (either attachment),
+    /// then puts back the root qdisc it had before. The endpoint map stays
+    /// (other devices use it, and the daemon's registry refills it anyway).
+    pub async fn detach(&mut self, device: &str) -> Result<()> {
+        let dev = device_info(&self.kernel, device).await?;
+        let state_dir = &self.paths.state_dir;
+        let rec = record::load(state_dir, dev.ifindex)?;
+        // The program first: a stamped packet must never meet a qdisc that
+        // does not honour the stamp.
+        program::detach_tcx(dev.ifindex, &self.paths.pin_dir)?;
+        self.detach_clsact(
+            device,
+            dev.ifindex,
+            rec.as_ref().is_some_and(|r| r.clsact_added),
+        )
+        .await?;
+        let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
+        if qdiscs.root_is_podnets() {
+            let previous =
+                rec.as_ref()
+                    .map(|r| r.previous_root.clone())
+                    .unwrap_or(PreviousRoot::Default {
+                        kind: "unknown".into(),
+                    });
+            tc::restore(&self.kernel, device, dev.ifindex, &previous).await?;
+        }
+        record::remove(state_dir, dev.ifindex)
+    }
+
+    /// What is on `device` now.
+    pub async fn status(&self, device: &str) -> Result<DeviceStatus> {
+        let dev = device_info(&self.kernel, device).await?;
+        let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
+        let rec = record::load(&self.paths.state_dir, dev.ifindex)?;
+        Ok(DeviceStatus {
+            device: device.to_string(),
+            ifindex: dev.ifindex,
+            root: qdiscs
+                .root()
+                .map(|r| format!("{} {}", r.kind, tc::tc_handle(r.handle)))
+                .unwrap_or_default(),
+            fq: qdiscs.is_shaping(),
+            tcx_program: program::tcx_program_id(dev.ifindex, &self.paths.pin_dir)?,
+            clsact_filter: tc::has_egress_filter(
+                &self.kernel,
+                dev.ifindex,
+                CLSACT_PRIORITY,
+                u32::from(CLSACT_HANDLE),
+            )
+            .await?,
+            previous_root: rec.map(|r| r.previous_root.describe()),
+        })
+    }
+
+    /// The kernel id of the loaded program (what an upgraded link points at).
+    pub fn program_id(&mut self) -> Result<u32> {
+        let prog = program::classifier(&mut self.ebpf)?;
+        prog.info()
+            .map(|i| i.id())
+            .map_err(|e| program::bpf_error("reading the program's info", e))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+//! Loading `bpf/edt.c` with aya and attaching it to tc egress.
+//!
+//! Two ways to attach, one program:
+//! - **TCX** (Linux >= 6.6): a bpf_link, pinned at
+//!   `<pin dir>/tcx-egress-if<ifindex>`. It stays attached with no process
+//!   holding it, and an upgrade is `BPF_LINK_UPDATE` on the pinned link: the
+//!   kernel swaps the program in the link's slot in one step.
+//! - **clsact** (older kernels, e.g. Debian 12's 6.1): a direct-action
+//!   cls_bpf filter at a fixed priority and handle on clsact egress. It is a
+//!   kernel object that outlives podnet by itself, and an upgrade is
+//!   RTM_NEWTFILTER on the same priority/handle without NLM_F_CREATE, which
+//!   cls_bpf turns into an in-place swap of the program.
+//!
+//! Either way the device is never without the program nor runs two copies
+//! of it during an upgrade: there is no detach-then-attach and no
+//! attach-then-detach.
+
+use std::io;
+use std::mem::size_of;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError, MapType};
+use aya::programs::links::{FdLink, LinkError, PinnedLink};
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
+use aya::programs::{Link as _, LinkOrder, ProgramError, SchedClassifier, TcAttachType};
+use aya::sys::SyscallError;
+use aya::{Ebpf, EbpfLoader};
+
+use super::abi::{EdtInfo, EdtKey, EDT_MAP_MAX_ENTRIES};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The compiled `bpf/edt.c`.
+static EDT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/edt.o"));
+
+/// The program's name in the object (and in `bpftool prog`).
+pub const PROGRAM: &str = "edt_egress";
+/// The endpoint map's name, and its pin's file name.
+pub const MAP: &str = "podnet_edt_v1";
+
+/// podnet's clsact filter: priority 1 (first), handle 0x706e ("pn").
+pub const CLSACT_PRIORITY: u16 = 1;
+pub const CLSACT_HANDLE: u16 = 0x706e;
+
+const ENOENT: i32 = 2;
+const ENOLINK: i32 = 67;
+
+pub type EndpointMap = BpfHashMap<MapData, EdtKey, EdtInfo>;
+
+pub fn tcx_pin(pin_dir: &Path, ifindex: u32) -> PathBuf {
+    pin_dir.join(format!("tcx-egress-if{ifindex}"))
+}
+
+pub fn map_pin(pin_dir: &Path) -> PathBuf {
+    pin_dir.join(MAP)
+}
+
+/// `PinnedLink::from_pin` is `BPF_OBJ_GET`; ENOENT means no pin.
+fn is_not_found(e: &LinkError) -> bool {
+    matches!(e, LinkError::SyscallError(SyscallError { io_error, .. }) if io_error.kind() == io::ErrorKind::NotFound)
+}
+
+fn os_error(e: &ProgramError) -> Option<i32> {
+    match e {
+        ProgramError::SyscallError(SyscallError { io_error, .. }) => io_error.raw_os_error(),
+        ProgramError::TcError(aya::programs::tc::TcError::NetlinkError(n)) => n.raw_os_error(),
+        _ => None,
+    }
+}
+
+pub(super) fn bpf_error(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::KernelRefused, format!("{what}: {e}"))
+}
+
+fn program_error(what: impl std::fmt::Display, e: ProgramError) -> Error {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => Error::new(
+            ErrorKind::NotSupported,
+            format!(
+                "{what}: the kernel refused the program: {io_error}\nverifier log:\n{verifier_log}"
+            ),
+        ),
+        e => bpf_error(what, e),
+    }
+}
+
+/// Checks that `pin_dir` lies on a BPF filesystem and exists.
+pub fn prepare_pin_dir(pin_dir: &Path) -> Result<()> {
+    const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+    let parent = pin_dir.parent().unwrap_or(pin_dir);
+    let on_bpffs = |p: &Path| {
+        nix::sys::statfs::statfs(p)
+            .map(|s| s.filesystem_type().0 as u64 == BPF_FS_MAGIC)
+            .unwrap_or(false)
+    };
+    if !on_bpffs(parent) && !on_bpffs(pin_dir) {
+        return Err(Error::new(
+            ErrorKind::Host,
+            format!(
+                "{} is not on a BPF filesystem, so the shaper's map and links cannot be pinned \
+                 there: mount it (mount -t bpf bpf {})",
+                pin_dir.display(),
+                parent.display()
+            ),
+        ));
+    }
+    std::fs::create_dir_all(pin_dir).map_err(|e| {
+        Error::new(
+            ErrorKind::Host,
+            format!("creating {}: {e}", pin_dir.display()),
+        )
+    })
+}
+
+/// A map pinned by another version of podnet with another layout would be
+/// reused silently by the loader (aya does not compare), and the program
+/// would read garbage: refuse instead.
+fn check_pinned_map(path: &Path) -> Result<()> {
+    let data = match MapData::from_pin(path) {
+        Ok(d) => d,
+        Err(MapError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(bpf_error(format!("opening {}", path.display()), e)),
+    };
+    let info = data
+        .info()
+        .map_err(|e| bpf_error(format!("reading {}", path.display()), e))?;
+    let is_hash = matches!(info.map_type(), Ok(MapType::Hash));
+    if !is_hash
+        || info.key_size() as usize != size_of::<EdtKey>()
+        || info.value_size() as usize != size_of::<EdtInfo>()
+        || info.max_entries() != EDT_MAP_MAX_ENTRIES
+    {
+        return Err(Error::new(
+            ErrorKind::Host,
+            format!(
+                "{} is not the map this podnet uses (key {} / value {} bytes, {} entries; \
+                 expected {} / {} / {}): another version made it; remove the pin to start over",
+                path.display(),
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+                size_of::<EdtKey>(),
+                size_of::<EdtInfo>(),
+                EDT_MAP_MAX_ENTRIES
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads the program into the kernel and opens the endpoint map, creating
+/// and pinning it under `pin_dir` unless it is already pinned there.
+pub fn load(pin_dir: &Path) -> Result<Ebpf> {
+    prepare_pin_dir(pin_dir)?;
+    check_pinned_map(&map_pin(pin_dir))?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(EDT_OBJECT)
+        .map_err(|e| bpf_error("loading bpf/edt.c", e))?;
+    classifier(&mut ebpf)?
+        .load()
+        .map_err(|e| program_error("loading bpf/edt.c", e))?;
+    Ok(ebpf)
+}
+
+pub fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
+    let prog = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| Error::new(ErrorKind::Bug, format!("no program {PROGRAM} in edt.o")))?;
+    prog.try_into()
+        .map_err(|e| bpf_error(format!("{PROGRAM} is not a tc program"), e))
+}
+
+pub fn take_map(ebpf: &mut Ebpf) -> Result<EndpointMap> {
+    let map = ebpf
+        .take_map(MAP)
+        .ok_or_else(|| Error::new(ErrorKind::Bug, format!("no map {MAP} in edt.o")))?;
+    EndpointMap::try_from(map).map_err(|e| bpf_error(format!("map {MAP}"), e))
+}
+
+/// Opens the pinned map without loading anything (for readers such as a
+/// `bandwidth list` command).
+pub fn open_map(pin_dir: &Path) -> Result<EndpointMap> {
+    let path = map_pin(pin_dir);
+    check_pinned_map(&path)?;
+    let data = MapData::from_pin(&path).map_err(|e| match &e {
+        MapError::SyscallError(SyscallError { io_error, .. })
+            if io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            Error::new(
+                ErrorKind::NotFoundYet,
+                format!(
+                    "{} does not exist: the shaper was never loaded",
+                    path.display()
+                ),
+            )
+        }
+        _ => bpf_error(format!("opening {}", path.display()), e),
+    })?;
+    EndpointMap::try_from(Map::HashMap(data)).map_err(|e| bpf_error(format!("map {MAP}"), e))
+}
+
+/// How an attach went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// There was no attachment: one was made.
+    Created,
+    /// The existing attachment now runs this program (an upgrade).
+    Replaced,
+}
+
+/// Attaches (or atomically re-points) the TCX link of `device`.
+pub fn attach_tcx(
+    prog: &mut SchedClassifier,
+    device: &str,
+    ifindex: u32,
+    pin_dir: &Path,
+) -> Result<Attached> {
+    let pin = tcx_pin(pin_dir, ifindex);
+    let what = || format!("{device}: attaching {PROGRAM} as TCX egress");
+    match PinnedLink::from_pin(&pin) {
+        Ok(pinned) => {
+            let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| {
+                bpf_error(
+                    format!("{}: {} is not a TCX link", what(), pin.display()),
+                    e,
+                )
+            })?;
+            match prog.attach_to_link(link) {
+                Ok(id) => {
+                    // Dropping our handle closes an fd; the pin keeps the link.
+                    drop(prog.take_link(id));
+                    return Ok(Attached::Replaced);
+                }
+                // The device the link was made for is gone (ifindex reused):
+                // a stale pin, not ours to update.
+                Err(e) if os_error(&e) == Some(ENOLINK) => {
+                    std::fs::remove_file(&pin).map_err(|e| {
+                        Error::new(
+                            ErrorKind::Host,
+                            format!("removing stale {}: {e}", pin.display()),
+                        )
+                    })?;
+                }
+                Err(e) => return Err(program_error(what(), e)),
+            }
+        }
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => {
+            return Err(bpf_error(
+                format!("{}: opening {}", what(), pin.display()),
+                e,
+            ))
+        }
+    }
+    // First in the chain: a program after ours still runs (we return
+    // "next"), one before ours could end the chain and bypass shaping.
+    let id = prog
+        .attach_with_options(
+            device,
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(LinkOrder::first()),
+        )
+        .map_err(|e| program_error(what(), e))?;
+    let link = prog.take_link(id).map_err(|e| program_error(what(), e))?;
+    let fd = FdLink::try_from(link).map_err(|e| bpf_error(what(), e))?;
+    fd.pin(&pin)
+        .map_err(|e| bpf_error(format!("{}: pinning {}", what(), pin.display()), e))?;
+    Ok(Attached::Created)
+}
+
+/// Removes the TCX link of `ifindex`; false when there was none.
+pub fn detach_tcx(ifindex: u32, pin_dir: &Path) -> Result<bool> {
+    let pin = tcx_pin(pin_dir, ifindex);
+    match PinnedLink::from_pin(&pin) {
+        // Unpinning and closing the last fd detaches the link.
+        Ok(pinned) => pinned
+            .unpin()
+            .map(|_fd| true)
+            .map_err(|e| Error::new(ErrorKind::Host, format!("unpinning {}: {e}", pin.display()))),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(bpf_error(format!("opening {}", pin.display()), e)),
+    }
+}
+
+/// The id of the program the TCX link of `ifindex` runs, if it is pinned.
+pub fn tcx_program_id(ifindex: u32, pin_dir: &Path) -> Result<Option<u32>> {
+    let pin = tcx_pin(pin_dir, ifindex);
+    match PinnedLink::from_pin(&pin) {
+        Ok(pinned) => {
+            let info = FdLink::from(pinned)
+                .info()
+                .map_err(|e| bpf_error(format!("reading {}", pin.display()), e))?;
+            Ok(Some(info.program_id()))
+        }
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(bpf_error(format!("opening {}", pin.display()), e)),
+    }
+}
+
+fn clsact_link(device: &str) -> Result<SchedClassifierLink> {
+    SchedClassifierLink::attached(
+        device,
+        TcAttachType::Egress,
+        CLSACT_PRIORITY,
+        TcHandle::new(0, CLSACT_HANDLE),
+        None,
+    )
+    .map_err(|e| Error::new(ErrorKind::NotFoundYet, format!("{device}: {e}")))
+}
+
+/// Attaches the program as podnet's clsact egress filter, or swaps the
+/// program of the filter already there. `exists` comes from a filter dump.
+pub fn attach_clsact(prog: &mut SchedClassifier, device: &str, exists: bool) -> Result<Attached> {
+    let what = || format!("{device}: attaching {PROGRAM} as clsact egress filter");
+    let (id, how) = if exists {
+        let id = prog
+            .attach_to_link(clsact_link(device)?)
+            .map_err(|e| program_error(what(), e))?;
+        (id, Attached::Replaced)
+    } else {
+        let id = prog
+            .attach_with_options(
+                device,
+                TcAttachType::Egress,
+                TcAttachOptions::Netlink(NlOptions {
+                    priority: CLSACT_PRIORITY,
+                    handle: TcHandle::new(0, CLSACT_HANDLE),
+                    classid: None,
+                }),
+            )
+            .map_err(|e| program_error(what(), e))?;
+        (id, Attached::Created)
+    };
+    let link = prog.take_link(id).map_err(|e| program_error(what(), e))?;
+    // The filter lives in the kernel on its own; dropping aya's handle
+    // would delete it, so let the handle go without dropping it.
+    std::mem::forget(link);
+    Ok(how)
+}
+
+/// Deletes podnet's clsact egress filter; false when there was none.
+pub fn detach_clsact(device: &str) -> Result<bool> {
+    match clsact_link(device)?.detach() {
+        Ok(()) => Ok(true),
+        Err(e) if os_error(&e) == Some(ENOENT) => Ok(false),
+        Err(e) => Err(program_error(
+            format!("{device}: removing the clsact filter"),
+            e,
+        )),
+    }
+}

@@ -1,0 +1,363 @@
+//! The datapath itself, run by the kernel: `BPF_PROG_TEST_RUN` feeds
+//! `edt_egress` crafted frames and returns the verdict and the `__sk_buff`
+//! it left behind, so the departure times, the horizon, the burst and the
+//! counters are checked exactly, with no qdisc and no device (the dev
+//! kernel has no fq; the VM lab checks the rates on the wire).
+//!
+//! Needs root (bpf() and a bpffs mount of its own); skipped otherwise.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use aya::programs::TestRun as _;
+use aya::programs::TestRunOptions;
+
+use super::program;
+use super::{EgressLimit, Endpoints};
+
+/// sizeof(struct __sk_buff) since Linux 5.16.
+const SKB_CTX: usize = 192;
+const CTX_TSTAMP: usize = 152;
+const CTX_WIRE_LEN: usize = 160;
+const TC_ACT_UNSPEC: u32 = u32::MAX;
+const TC_ACT_SHOT: u32 = 2;
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// A private bpffs, unmounted and removed on drop.
+struct BpfFs(PathBuf);
+
+impl BpfFs {
+    fn new(test: &str) -> BpfFs {
+        let dir = std::env::temp_dir().join(format!("podnet-bpffs-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount -t bpf on {}", dir.display());
+        BpfFs(dir)
+    }
+
+    fn pin_dir(&self) -> PathBuf {
+        self.0.join("podnet")
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+struct Datapath {
+    _fs: BpfFs,
+    ebpf: aya::Ebpf,
+    endpoints: Endpoints,
+}
+
+/// The program loaded with its map on a private bpffs, or None (skip) when
+/// not root.
+fn datapath(test: &str) -> Option<Datapath> {
+    if !is_root() {
+        eprintln!("skipping {test}: needs root (bpf(), mount)");
+        return None;
+    }
+    let fs = BpfFs::new(test);
+    let mut ebpf = program::load(&fs.pin_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let map = program::take_map(&mut ebpf).unwrap();
+    Some(Datapath {
+        _fs: fs,
+        ebpf,
+        endpoints: Endpoints { map },
+    })
+}
+
+/// An Ethernet frame of `len` bytes from `src` (IPv4 or IPv6), or an ARP
+/// frame for `None`.
+fn frame(src: Option<IpAddr>, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    match src {
+        Some(IpAddr::V4(a)) => {
+            f[12..14].copy_from_slice(&[0x08, 0x00]);
+            f[14] = 0x45;
+            f[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
+            f[22] = 64;
+            f[23] = 6;
+            f[26..30].copy_from_slice(&a.octets());
+            f[30..34].copy_from_slice(&[192, 0, 2, 1]);
+        }
+        Some(IpAddr::V6(a)) => {
+            f[12..14].copy_from_slice(&[0x86, 0xdd]);
+            f[14] = 0x60;
+            f[18..20].copy_from_slice(&((len - 54) as u16).to_be_bytes());
+            f[20] = 6;
+            f[21] = 64;
+            f[22..38].copy_from_slice(&a.octets());
+            f[38..54].copy_from_slice(
+                &"2001:db8::1"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+            );
+        }
+        None => f[12..14].copy_from_slice(&[0x08, 0x06]),
+    }
+    f
+}
+
+/// What one run of the program did to one packet.
+#[derive(Debug)]
+struct Verdict {
+    action: u32,
+    tstamp: u64,
+}
+
+impl Datapath {
+    fn run(&mut self, data: &[u8], tstamp: u64, wire_len: u32) -> Verdict {
+        let mut ctx_in = [0u8; SKB_CTX];
+        ctx_in[CTX_TSTAMP..CTX_TSTAMP + 8].copy_from_slice(&tstamp.to_ne_bytes());
+        ctx_in[CTX_WIRE_LEN..CTX_WIRE_LEN + 4].copy_from_slice(&wire_len.to_ne_bytes());
+        let mut ctx_out = [0u8; SKB_CTX];
+        let mut data_out = vec![0u8; data.len() + 256];
+        let prog = program::classifier(&mut self.ebpf).unwrap();
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(data),
+                data_out: Some(&mut data_out),
+                ctx_in: Some(&ctx_in),
+                ctx_out: Some(&mut ctx_out),
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e}"));
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&ctx_out[CTX_TSTAMP..CTX_TSTAMP + 8]);
+        Verdict {
+            action: r.return_value,
+            tstamp: u64::from_ne_bytes(ts),
+        }
+    }
+
+    fn send(&mut self, src: IpAddr, len: usize) -> Verdict {
+        self.run(&frame(Some(src), len), 0, 0)
+    }
+
+    fn stats_of(&self, ip: IpAddr) -> super::EndpointStats {
+        self.endpoints
+            .stats()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.ip == ip)
+            .unwrap_or_else(|| panic!("no entry for {ip}"))
+    }
+}
+
+/// 1 Mbit/s: a 1514-byte frame takes 12.112 ms, far longer than a test
+/// run, so consecutive packets queue behind each other deterministically.
+const SLOW: u64 = 1_000_000;
+const FRAME: usize = 1514;
+const FRAME_NS: u64 = 1514 * 1_000_000_000 / (SLOW / 8);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn packets_without_an_entry_pass_untouched() {
+    let Some(mut dp) = datapath("fail-open") else {
+        return;
+    };
+    dp.endpoints
+        .set(ip("10.0.0.1"), &EgressLimit::new(SLOW))
+        .unwrap();
+    for data in [
+        frame(Some(ip("10.0.0.2")), FRAME),
+        frame(Some(ip("fd00::2")), FRAME),
+        frame(None, 60),
+    ] {
+        let v = dp.run(&data, 0, 0);
+        assert_eq!(v.action, TC_ACT_UNSPEC, "{v:?}");
+        assert_eq!(v.tstamp, 0, "{v:?}");
+    }
+    assert_eq!(dp.stats_of(ip("10.0.0.1")).packets, 0);
+}
+
+#[test]
+fn departures_are_spaced_by_length_over_rate() {
+    let Some(mut dp) = datapath("spacing") else {
+        return;
+    };
+    for src in [ip("10.0.0.1"), ip("fd00::1")] {
+        dp.endpoints.set(src, &EgressLimit::new(SLOW)).unwrap();
+        let times: Vec<u64> = (0..4)
+            .map(|_| {
+                let v = dp.send(src, FRAME);
+                assert_eq!(v.action, TC_ACT_UNSPEC, "{v:?}");
+                v.tstamp
+            })
+            .collect();
+        assert!(times[0] > 0, "{src}: first packet not stamped");
+        for w in times.windows(2) {
+            assert_eq!(w[1] - w[0], FRAME_NS, "{src}: {times:?}");
+        }
+        let s = dp.stats_of(src);
+        assert_eq!((s.packets, s.bytes, s.drops), (4, 4 * FRAME as u64, 0));
+        assert_eq!(s.rate_bps, SLOW);
+    }
+}
+
+#[test]
+fn wire_length_counts_not_skb_length() {
+    let Some(mut dp) = datapath("wire-len") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    dp.endpoints.set(src, &EgressLimit::new(SLOW)).unwrap();
+    let data = frame(Some(src), FRAME);
+    // A GSO packet: tc accounts every segment's headers (wire_len).
+    let a = dp.run(&data, 0, 3000);
+    let b = dp.run(&data, 0, 3000);
+    assert_eq!(b.tstamp - a.tstamp, 3000 * 1_000_000_000 / (SLOW / 8));
+    assert_eq!(dp.stats_of(src).bytes, 6000);
+}
+
+#[test]
+fn a_packet_beyond_the_horizon_is_dropped_and_gives_its_slot_back() {
+    let Some(mut dp) = datapath("horizon") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    let limit = EgressLimit {
+        horizon: Duration::from_millis(30),
+        ..EgressLimit::new(SLOW)
+    };
+    dp.endpoints.set(src, &limit).unwrap();
+    let a = dp.send(src, FRAME); // leaves at now + 12 ms
+    let b = dp.send(src, FRAME); // now + 24 ms
+    let c = dp.send(src, FRAME); // now + 36 ms: beyond 30 ms
+    assert_eq!(
+        (a.action, b.action, c.action),
+        (TC_ACT_UNSPEC, TC_ACT_UNSPEC, TC_ACT_SHOT)
+    );
+    let s = dp.stats_of(src);
+    assert_eq!((s.packets, s.drops, s.drop_bytes), (2, 1, FRAME as u64));
+    // The dropped packet's slot was returned: a small packet still fits
+    // right behind b.
+    let d = dp.send(src, 100);
+    assert_eq!(d.action, TC_ACT_UNSPEC, "{d:?}");
+    assert_eq!(d.tstamp - b.tstamp, 100 * 1_000_000_000 / (SLOW / 8));
+}
+
+#[test]
+fn a_departure_time_already_on_the_packet_is_honoured() {
+    let Some(mut dp) = datapath("tstamp") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    dp.endpoints.set(src, &EgressLimit::new(SLOW)).unwrap();
+    let data = frame(Some(src), FRAME);
+    let a = dp.run(&data, 0, 0);
+    // TCP paced this one 500 ms out: it leaves a frame time after that.
+    let later = a.tstamp + 500_000_000;
+    let b = dp.run(&data, later, 0);
+    assert_eq!(b.tstamp, later + FRAME_NS);
+    // A stamp past the horizon is not trusted (a stray receive time).
+    let c = dp.run(&data, later + 10_000_000_000, 0);
+    assert_eq!(c.tstamp, b.tstamp + FRAME_NS);
+}
+
+#[test]
+fn burst_lets_an_idle_endpoint_send_at_once_then_paces() {
+    let Some(mut dp) = datapath("burst") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    let limit = EgressLimit {
+        burst_bytes: 10 * FRAME as u64,
+        ..EgressLimit::new(SLOW)
+    };
+    dp.endpoints.set(src, &limit).unwrap();
+    let stamps: Vec<u64> = (0..12).map(|_| dp.send(src, FRAME).tstamp).collect();
+    // Ten frames' worth of credit: those leave now (no stamp written)...
+    assert!(stamps[..10].iter().all(|t| *t == 0), "{stamps:?}");
+    // ...then the rate applies.
+    assert!(
+        stamps[10] > 0 && stamps[11] - stamps[10] == FRAME_NS,
+        "{stamps:?}"
+    );
+}
+
+#[test]
+fn rate_zero_counts_without_delaying() {
+    let Some(mut dp) = datapath("count-only") else {
+        return;
+    };
+    let src = ip("fd00::7");
+    dp.endpoints.set(src, &EgressLimit::new(0)).unwrap();
+    for _ in 0..3 {
+        let v = dp.send(src, FRAME);
+        assert_eq!((v.action, v.tstamp), (TC_ACT_UNSPEC, 0));
+    }
+    assert_eq!(dp.stats_of(src).bytes, 3 * FRAME as u64);
+}
+
+#[test]
+fn changing_a_limit_keeps_the_clock_and_the_counters() {
+    let Some(mut dp) = datapath("update") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    dp.endpoints.set(src, &EgressLimit::new(SLOW)).unwrap();
+    let a = dp.send(src, FRAME);
+    dp.endpoints.set(src, &EgressLimit::new(2 * SLOW)).unwrap();
+    let b = dp.send(src, FRAME);
+    // Queued behind a (the clock was kept), at the new rate.
+    assert_eq!(b.tstamp - a.tstamp, FRAME_NS / 2);
+    let s = dp.stats_of(src);
+    assert_eq!((s.packets, s.rate_bps), (2, 2 * SLOW));
+    assert!(dp.endpoints.remove(src).unwrap());
+    assert!(!dp.endpoints.remove(src).unwrap());
+    assert!(dp.endpoints.stats().unwrap().is_empty());
+}
+
+#[test]
+fn the_map_is_pinned_and_shared_by_a_second_loader() {
+    let Some(mut dp) = datapath("pinned") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    dp.endpoints.set(src, &EgressLimit::new(SLOW)).unwrap();
+    dp.send(src, FRAME);
+    let pin_dir: &Path = &dp._fs.pin_dir();
+    // A reader (e.g. `bandwidth list`) opens the pin without loading.
+    let reader = Endpoints::open(pin_dir).unwrap();
+    assert_eq!(reader.stats().unwrap()[0].packets, 1);
+    // A new loader (a restarted or upgraded podnetd) reuses the map, state
+    // and all.
+    let mut again = program::load(pin_dir).unwrap();
+    let map = program::take_map(&mut again).unwrap();
+    let shared = Endpoints { map };
+    assert_eq!(shared.stats().unwrap()[0].bytes, FRAME as u64);
+}
+
+#[test]
+fn limits_outside_the_fq_horizon_are_refused() {
+    let Some(mut dp) = datapath("validate") else {
+        return;
+    };
+    let bad = EgressLimit {
+        horizon: Duration::from_secs(61),
+        ..EgressLimit::new(SLOW)
+    };
+    let e = dp.endpoints.set(ip("10.0.0.1"), &bad).unwrap_err();
+    assert_eq!(e.kind, crate::error::ErrorKind::InvalidConfig);
+}
