@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::{Cli, Format};
 use crate::config::Rate;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,15 +27,7 @@ pub enum BandwidthCommand {
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     let BandwidthCommand::List { output } = &args.command;
-    let client = super::daemon(cli)?.ok_or_else(|| {
-        Error::new(
-            ErrorKind::Host,
-            format!(
-                "podnetd is not running (no answer on {})",
-                cli.socket_path().display()
-            ),
-        )
-    })?;
+    let client = super::require_daemon(cli, "")?;
     let endpoints = client.endpoints().map_err(super::api_error)?;
     if *output == Format::Json {
         let rows: Vec<_> = endpoints

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::{Cli, Format};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -13,15 +13,7 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
-    let client = super::daemon(cli)?.ok_or_else(|| {
-        Error::new(
-            ErrorKind::Host,
-            format!(
-                "podnetd is not running (no answer on {}): endpoints live in the daemon",
-                cli.socket_path().display()
-            ),
-        )
-    })?;
+    let client = super::require_daemon(cli, ": endpoints live in the daemon")?;
     let endpoints = client.endpoints().map_err(super::api_error)?;
     match args.output {
         Format::Json => println!(

@@ -143,6 +143,20 @@ pub(crate) fn daemon(cli: &Cli) -> Result<Option<BlockingClient>> {
     }
 }
 
+/// A client for podnetd, for verbs that only the daemon can answer;
+/// `why` says what the daemon holds that the host does not.
+pub(crate) fn require_daemon(cli: &Cli, why: &str) -> Result<BlockingClient> {
+    daemon(cli)?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Host,
+            format!(
+                "podnetd is not running (no answer on {}){why}",
+                cli.socket_path().display()
+            ),
+        )
+    })
+}
+
 pub(crate) fn api_error(e: crate::api::client::Error) -> Error {
     Error::new(ErrorKind::Host, e.to_string())
 }

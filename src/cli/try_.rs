@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::Cli;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,15 +35,7 @@ fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     super::load(cli)?;
-    let client = super::daemon(cli)?.ok_or_else(|| {
-        Error::new(
-            ErrorKind::Host,
-            format!(
-                "`try` needs podnetd (no answer on {}): it rolls back when you cannot",
-                cli.socket_path().display()
-            ),
-        )
-    })?;
+    let client = super::require_daemon(cli, ": `try` needs it to roll back when you cannot")?;
     let answer = client
         .try_files(args.timeout.as_secs())
         .map_err(super::api_error)?;
@@ -86,15 +78,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
 
 /// `podnetctl confirm`: keep the generation on trial.
 pub fn confirm(cli: &Cli) -> Result<ExitCode> {
-    let client = super::daemon(cli)?.ok_or_else(|| {
-        Error::new(
-            ErrorKind::Host,
-            format!(
-                "podnetd is not running (no answer on {})",
-                cli.socket_path().display()
-            ),
-        )
-    })?;
+    let client = super::require_daemon(cli, "")?;
     let trial = client.confirm().map_err(super::api_error)?;
     println!("generation {} confirmed", trial.generation);
     Ok(ExitCode::SUCCESS)
