@@ -639,7 +639,9 @@ fn endpoints_get_their_limits_and_stale_ones_are_removed() {
     cfg.write(&[(
         "50-tiers.toml",
         "[tiers.gold]\negress = \"1G\"\ningress = \"1G\"\n[tiers.silver]\negress = \"100M\"\n\
-         [shaping]\ndefault_tier = \"silver\"\nmax_rate = \"500M\"\n",
+         [shaping]\ndefault_tier = \"silver\"\nmax_rate = \"500M\"\n\
+         # No sch_fq on the development kernel: EDT is the VM lab's.\n\
+         [masters.ens192]\nshaping = false\n",
     )]);
     let d = Daemon::start(&ns, &cfg.path, &state);
     within(Duration::from_secs(5), "first convergence", || {
@@ -686,7 +688,8 @@ fn endpoints_get_their_limits_and_stale_ones_are_removed() {
     // New node files: the limits follow.
     cfg.write(&[(
         "50-tiers.toml",
-        "[tiers.gold]\negress = \"1G\"\n[tiers.silver]\negress = \"200M\"\n[shaping]\ndefault_tier = \"silver\"\n",
+        "[tiers.gold]\negress = \"1G\"\n[tiers.silver]\negress = \"200M\"\n[shaping]\ndefault_tier = \"silver\"\n\
+         [masters.ens192]\nshaping = false\n",
     )]);
     within(Duration::from_secs(2), "limits follow the files", || {
         let record = client.endpoint("p1", "eth0").unwrap().unwrap();

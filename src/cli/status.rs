@@ -66,7 +66,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                 println!("problem: {p}");
             }
             for u in &plan.unsupported {
-                println!("not applied by this version: {}: {}", u.key, u.what);
+                println!("not applied here: {}: {}", u.key, u.what);
             }
             for f in &foreign {
                 println!("foreign: {f}");
@@ -138,7 +138,7 @@ fn print_daemon_status(s: &crate::api::types::Status, format: Format) {
         }
     }
     for u in &s.unsupported {
-        println!("not applied by this version: {u}");
+        println!("not applied here: {u}");
     }
     println!(
         "{}",

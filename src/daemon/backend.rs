@@ -93,12 +93,21 @@ impl Backend for DaemonBackend {
             .registry
             .put(container_id, ifname, endpoint, limits, unix_millis())
             .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))
+            .inspect(|_| {
+                // The shaper's map follows the registry in the next pass.
+                let _ = self.triggers.send(Trigger::Endpoints);
+            })
     }
 
     fn delete_endpoint(&self, container_id: &str, ifname: &str) -> Result<bool, Refusal> {
         self.shared()
             .registry
             .delete(container_id, ifname)
+            .inspect(|removed| {
+                if *removed {
+                    let _ = self.triggers.send(Trigger::Endpoints);
+                }
+            })
             .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))
     }
 

@@ -46,6 +46,9 @@ struct FightState {
 
 pub struct Engine {
     kernel: Kernel,
+    /// The EDT shaper, loaded the first time a device shapes.
+    shaper: Option<crate::shaping::Shaper>,
+    shaping_paths: crate::shaping::ShaperPaths,
     config_dir: PathBuf,
     shared: Arc<Mutex<Shared>>,
     watch: Arc<RwLock<Watch>>,
@@ -77,9 +80,12 @@ impl Engine {
         config_dir: PathBuf,
         shared: Arc<Mutex<Shared>>,
         watch: Arc<RwLock<Watch>>,
+        shaping_paths: crate::shaping::ShaperPaths,
     ) -> Self {
         Engine {
             kernel,
+            shaper: None,
+            shaping_paths,
             config_dir,
             shared,
             watch,
@@ -322,6 +328,14 @@ impl Engine {
                 }
             }
         }
+        if let Err(e) = self.converge_shaping(desired, &observed).await {
+            error!("shaping: {e}");
+            remaining.problems.push(format!("shaping: {e}"));
+            if report.outcome == "converged" || report.outcome == "applied" {
+                report.outcome = "failed".into();
+                report.error = Some(format!("shaping: {e}"));
+            }
+        }
         self.forget_quiet_fights(&remaining);
         let converged = remaining.actions.is_empty() && remaining.problems.is_empty();
         if converged {
@@ -336,6 +350,129 @@ impl Engine {
             &held_actions,
         );
         report
+    }
+
+    /// The EDT shaper on every shaping master, the endpoint map matching
+    /// the registry, and shaping taken off the devices that no longer shape
+    /// (their previous root qdisc put back). Does nothing, and loads
+    /// nothing, on a node that never shaped.
+    async fn converge_shaping(
+        &mut self,
+        desired: &crate::config::NodeConfig,
+        observed: &Observed,
+    ) -> crate::error::Result<()> {
+        use crate::config::ShapingBackend;
+        use crate::shaping::{is_recorded, AttachMode, EgressLimit, Shaper};
+        let backend = desired
+            .shaping
+            .as_ref()
+            .and_then(|s| s.backend)
+            .unwrap_or(ShapingBackend::Auto);
+        let by_default = desired.shaping.is_some();
+        let devices: std::collections::BTreeSet<&str> = desired
+            .masters
+            .iter()
+            .filter(|(_, m)| m.shaping.unwrap_or(by_default) && backend != ShapingBackend::Htb)
+            .filter(|(name, _)| observed.link(name).is_some())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let stale: Vec<&str> = observed
+            .links
+            .iter()
+            .filter(|l| {
+                !devices.contains(l.name.as_str())
+                    && is_recorded(&self.shaping_paths.state_dir, l.index)
+            })
+            .map(|l| l.name.as_str())
+            .collect();
+        if devices.is_empty() && stale.is_empty() && self.shaper.is_none() {
+            return Ok(());
+        }
+        if self.shaper.is_none() {
+            self.shaper = Some(Shaper::load(&self.kernel, self.shaping_paths.clone())?);
+            info!(
+                "EDT shaper loaded; map pinned under {}",
+                self.shaping_paths.pin_dir.display()
+            );
+        }
+        let Some(shaper) = self.shaper.as_mut() else {
+            return Ok(());
+        };
+        for dev in &stale {
+            shaper.detach(dev).await?;
+            info!("{dev}: shaping off; its previous root qdisc is back");
+        }
+        for dev in &devices {
+            let st = shaper.status(dev).await?;
+            if !(st.fq && (st.tcx_program.is_some() || st.clsact_filter)) {
+                let a = shaper.attach(dev, AttachMode::auto()).await?;
+                info!(
+                    "{dev}: shaping with EDT ({}, fq at the root{})",
+                    a.mode,
+                    if a.replaced {
+                        ", program replaced in place"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        // The map holds exactly the registered endpoints with an egress rate.
+        let horizon = desired
+            .shaping
+            .as_ref()
+            .and_then(|s| s.horizon)
+            .map_or(crate::shaping::DEFAULT_HORIZON, |h| h.0);
+        let records = self
+            .shared
+            .lock()
+            .map(|s| s.registry.list())
+            .unwrap_or_default();
+        let mut wanted = std::collections::BTreeMap::new();
+        for e in &records {
+            let on_shaped = e
+                .endpoint
+                .master
+                .as_deref()
+                .is_none_or(|m| devices.contains(m));
+            let Some(limits) = e.limits.as_ref().filter(|_| on_shaped) else {
+                continue;
+            };
+            let Some(rate) = limits.egress else { continue };
+            for ip in &e.endpoint.ips {
+                wanted.insert(
+                    ip.addr(),
+                    EgressLimit {
+                        rate_bps: rate,
+                        horizon,
+                        burst_bytes: limits.burst.unwrap_or(0) / 8,
+                    },
+                );
+            }
+        }
+        let have: std::collections::BTreeMap<_, _> = shaper
+            .stats()?
+            .into_iter()
+            .filter(|s| s.direction == "egress")
+            .map(|s| (s.ip, s))
+            .collect();
+        for ip in have.keys().filter(|ip| !wanted.contains_key(ip)) {
+            shaper.remove_endpoint(*ip)?;
+            info!("{ip}: no longer shaped");
+        }
+        for (ip, limit) in &wanted {
+            let same = have.get(ip).is_some_and(|s| {
+                s.rate_bps == limit.rate_bps && s.horizon_ns == limit.horizon.as_nanos() as u64
+            });
+            if !same {
+                shaper.set_endpoint(*ip, limit)?;
+                info!(
+                    "{ip}: egress limited to {}",
+                    crate::config::Rate(limit.rate_bps)
+                );
+            }
+        }
+        Ok(())
     }
 
     fn record_repairs(&mut self, plan: &Plan) {

@@ -26,6 +26,8 @@ pub enum Trigger {
     Kernel(String),
     /// The kernel dropped events (socket overrun): state must be re-read.
     Overrun,
+    /// An endpoint was registered or removed: the shaper's map follows.
+    Endpoints,
     Request {
         force: bool,
         reply: oneshot::Sender<Reconcile>,

@@ -52,6 +52,9 @@ pub struct Args {
     /// Directory of the daemon's state (the endpoint registry).
     #[arg(long, value_name = "DIR", default_value = registry::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// Where the shaper's map and links are pinned (bpffs).
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/podnet")]
+    pub bpf_dir: PathBuf,
     /// The API socket.
     #[arg(long, value_name = "PATH", default_value = crate::api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -119,11 +122,16 @@ async fn run(args: Args) -> ExitCode {
         registry,
     }));
     let watch = Arc::new(RwLock::new(events::Watch::default()));
+    let shaping_paths = crate::shaping::ShaperPaths {
+        pin_dir: args.bpf_dir.clone(),
+        state_dir: args.state_dir.join("shaping"),
+    };
     let mut engine = Engine::new(
         kernel,
         args.config_dir.clone(),
         shared.clone(),
         watch.clone(),
+        shaping_paths,
     );
 
     if args.once {
@@ -270,6 +278,8 @@ async fn run(args: Args) -> ExitCode {
             "request"
         } else if timer {
             "timer"
+        } else if batch.iter().all(|t| matches!(t, Trigger::Endpoints)) && !batch.is_empty() {
+            "endpoints"
         } else {
             "kernel"
         };

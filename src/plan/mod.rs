@@ -29,7 +29,8 @@ pub struct Plan {
     /// Reasons the plan cannot run at all (a missing master...). When any
     /// exists, nothing is applied.
     pub problems: Vec<String>,
-    /// Sections that validate but are not applied by this version.
+    /// Sections a direct apply validates but does not apply: podnetd's
+    /// (shaping of registered pods) or not yet supported.
     pub unsupported: Vec<Unsupported>,
 }
 
@@ -341,24 +342,30 @@ fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
         if m.shaping == Some(true) {
             note(
                 format!("masters.{name}.shaping"),
-                "egress shaping (EDT) on this master",
+                "egress shaping (EDT): podnetd shapes the pods registered with it",
             );
         }
     }
     for (pf, s) in &c.sriov {
         note(
             format!("sriov.{pf}"),
-            &format!("SR-IOV: {} VFs and their settings", s.num_vfs),
+            &format!(
+                "SR-IOV: {} VFs and their settings (not yet supported)",
+                s.num_vfs
+            ),
         );
     }
     if c.rdma.is_some() {
-        note("rdma".into(), "RDMA device exposure and Soft-RoCE links");
+        note(
+            "rdma".into(),
+            "RDMA device exposure and Soft-RoCE links (not yet supported)",
+        );
     }
     if let Some(ipip) = &c.ipip {
         note(
             "ipip".into(),
             &format!(
-                "IPIP encapsulation (mode {})",
+                "IPIP encapsulation, mode {} (not yet supported)",
                 serde_json::to_value(ipip.mode)
                     .unwrap_or_default()
                     .as_str()
@@ -367,10 +374,16 @@ fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
         );
     }
     if !c.tiers.is_empty() {
-        note("tiers".into(), "bandwidth tiers (used by shaping)");
+        note(
+            "tiers".into(),
+            "bandwidth tiers: podnetd gives them to registered pods",
+        );
     }
     if c.shaping.is_some() {
-        note("shaping".into(), "node shaping policy");
+        note(
+            "shaping".into(),
+            "shaping policy: podnetd applies it (egress; ingress is not yet supported)",
+        );
     }
     out
 }

@@ -27,7 +27,7 @@ impl fmt::Display for Plan {
             writeln!(f)?;
         }
         if !self.unsupported.is_empty() {
-            writeln!(f, "not applied by this version of podnet (validated only):")?;
+            writeln!(f, "not applied by `podnetctl apply` (validated only):")?;
             for u in &self.unsupported {
                 writeln!(f, "  ! {}: {}", u.key, u.what)?;
             }

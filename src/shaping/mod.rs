@@ -326,6 +326,12 @@ async fn device_info(kernel: &Kernel, device: &str) -> Result<DeviceInfo> {
     })
 }
 
+/// Whether podnet shaped the device with this ifindex during this boot (its
+/// record of the root qdisc to restore is there).
+pub fn is_recorded(state_dir: &Path, ifindex: u32) -> bool {
+    matches!(record::load(state_dir, ifindex), Ok(Some(_)))
+}
+
 impl Shaper {
     /// Loads the program into the kernel and opens the endpoint map
     /// (pinning it on first use). Attaches nothing.

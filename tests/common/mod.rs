@@ -231,6 +231,9 @@ impl Daemon {
             .arg(state)
             .arg("--socket")
             .arg(state.join("podnet.sock"))
+            // Never the host's own pins (and not a bpffs: shaping is the VM lab's).
+            .arg("--bpf-dir")
+            .arg(state.join("bpf"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
