@@ -22,13 +22,37 @@ pub enum BandwidthCommand {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Format,
+        /// Where podnetd pins the shaper's map (for live counters).
+        #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/podnet")]
+        bpf_dir: std::path::PathBuf,
     },
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
-    let BandwidthCommand::List { output } = &args.command;
+    let BandwidthCommand::List { output, bpf_dir } = &args.command;
     let client = super::require_daemon(cli, "")?;
     let endpoints = client.endpoints().map_err(super::api_error)?;
+    // Live counters from the shaper's pinned map, when podnetd shapes.
+    let live: std::collections::HashMap<std::net::IpAddr, crate::shaping::EndpointStats> =
+        crate::shaping::Endpoints::open(bpf_dir)
+            .and_then(|m| m.stats())
+            .map(|s| {
+                s.into_iter()
+                    .filter(|e| e.direction == "egress")
+                    .map(|e| (e.ip, e))
+                    .collect()
+            })
+            .unwrap_or_default();
+    let counters = |e: &crate::api::types::EndpointRecord| {
+        let mut found = e
+            .endpoint
+            .ips
+            .iter()
+            .filter_map(|ip| live.get(&ip.addr()))
+            .peekable();
+        found.peek()?;
+        Some(found.fold((0u64, 0u64), |(b, d), s| (b + s.bytes, d + s.drops)))
+    };
     if *output == Format::Json {
         let rows: Vec<_> = endpoints
             .iter()
@@ -41,6 +65,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                     "egress_bps": e.limits.as_ref().and_then(|l| l.egress),
                     "ingress_bps": e.limits.as_ref().and_then(|l| l.ingress),
                     "burst_bits": e.limits.as_ref().and_then(|l| l.burst),
+                    "egress_bytes": counters(e).map(|c| c.0),
+                    "egress_drops": counters(e).map(|c| c.1),
                 })
             })
             .collect();
@@ -52,8 +78,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     }
     let rate = |r: Option<u64>| r.map_or("-".to_string(), |b| Rate(b).to_string());
     println!(
-        "{:<28} {:<22} {:<10} {:<8} {:>12} {:>12}",
-        "ENDPOINT", "IPS", "DEVICE", "TIER", "EGRESS", "INGRESS"
+        "{:<28} {:<22} {:<10} {:<8} {:>12} {:>12} {:>14} {:>8}",
+        "ENDPOINT", "IPS", "DEVICE", "TIER", "EGRESS", "INGRESS", "BYTES", "DROPS"
     );
     for e in &endpoints {
         let id: String = e.container_id.chars().take(18).collect();
@@ -64,14 +90,19 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
             burst: None,
             tier: None,
         });
+        let (bytes, drops) = counters(e).map_or(("-".to_string(), "-".to_string()), |(b, d)| {
+            (b.to_string(), d.to_string())
+        });
         println!(
-            "{:<28} {:<22} {:<10} {:<8} {:>12} {:>12}",
+            "{:<28} {:<22} {:<10} {:<8} {:>12} {:>12} {:>14} {:>8}",
             format!("{id}/{}", e.ifname),
             ips.join(","),
             e.endpoint.master.as_deref().unwrap_or("-"),
             limits.tier.as_deref().unwrap_or("-"),
             rate(limits.egress),
-            rate(limits.ingress)
+            rate(limits.ingress),
+            bytes,
+            drops
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -88,6 +88,10 @@ check() { # JSON LIMIT LABEL
 }
 json=$(ip netns exec pod iperf3 -c 10.20.0.1 -t 5 -J --get-server-output)
 check "$json" 50000000 "50M from the annotation" || { cat "$T/podnetd.log"; exit 1; }
+list=$("$(podnet_bin podnetctl)" --socket "$SOCK" bandwidth list --bpf-dir "$PIN" -o json)
+log "bandwidth list: $list"
+assert_eq 50000000 "$(jq -r '.[0].egress_bps' <<< "$list")" "listed egress limit"
+(($(jq -r '.[0].egress_bytes' <<< "$list") > 20000000)) || fail "live byte counter missing or low"
 
 log "=== podnetd restart during a run"
 ip netns exec pod iperf3 -c 10.20.0.1 -t 8 -J --get-server-output > "$T/restart.json" &
