@@ -1,0 +1,125 @@
+# shellcheck shell=bash
+# The body of the podnetd shaping cases (cases/40-*, 41-*): podnetd shaping
+# end to end on a real kernel for a $KIND ($MODE) pod made by Debian's
+# $KIND + host-local plugins chained with podnet-cni, whose kubelet-style
+# bandwidth annotation (50M egress) podnetd turns into an EDT map entry on
+# the master it shapes; the rate holds through a podnetd restart; `bandwidth
+# list` shows live counters; DEL frees the pod; turning shaping off in the
+# files puts the root qdisc back. Set KIND and MODE, source lib.sh, then this.
+
+
+need_module "$KIND" sch_fq
+need_cmd jq iperf3 tc curl bc
+[[ -x /usr/lib/cni/$KIND ]] || fail "containernetworking-plugins missing on the host"
+PODNETD=$(podnet_bin podnetd)
+CNI=$(podnet_bin podnet-cni)
+T=$PODNET_CASE_TMP
+mkdir -p "$T/cfg" "$T/state"
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+PIN=/sys/fs/bpf/podnet-$PODNET_CASE
+cleanup_add rm -rf "$PIN"
+SOCK=$T/state/podnet.sock
+api() { curl -s --unix-socket "$SOCK" "http://x$1"; }
+
+netns_new node
+netns_new peer
+ip -n node link add m0 type veth peer name p0
+ip -n node link set p0 netns peer
+ip -n peer link set p0 up
+ip -n peer addr add 10.20.0.1/24 dev p0
+node_file() { # SHAPING
+    cat > "$T/cfg/10-node.toml" <<TOML
+version = 1
+[masters.m0]
+kind = "$KIND"
+mode = "$MODE"
+shaping = $1
+shim = { name = "pn-shim0", addresses = ["10.20.0.250/32"], routes = ["10.20.0.0/24"] }
+[tiers.silver]
+egress = "100M"
+[shaping]
+default_tier = "silver"
+TOML
+}
+node_file true
+start_daemon() {
+    "$PODNETD" -c "$T/cfg" --netns node --state-dir "$T/state" --socket "$SOCK" --bpf-dir "$PIN" 2>> "$T/podnetd.log" &
+    daemon=$!
+    wait_until 60 bash -c "curl -s --unix-socket '$SOCK' http://x/v1/status | jq -e .converged"
+}
+start_daemon
+cleanup_add bash -c 'kill $(pgrep -f "podnetd -c '"$T"'/cfg") 2>/dev/null'
+# fq at the root, or mq with an fq per queue on a multiqueue device.
+fq_on_m0() { tc -n node -j qdisc show dev m0 | jq -e '[.[] | select(.kind == "fq")] | length > 0' > /dev/null; }
+if ! timeout 20 bash -c "until $(declare -f fq_on_m0); fq_on_m0; do sleep 0.2; done"; then
+    cat "$T/podnetd.log"; api /v1/status; tc -n node qdisc show
+    fail "no fq on m0"
+fi
+log "qdiscs on m0: $(tc -n node qdisc show dev m0 | tr '\n' ';')"
+
+# The pod, as kubelet's runtime makes it (libcni conflist semantics).
+netns_new pod
+ID=feedface01
+MAIN=$(jq -nc --arg dir "$T/ipam" --arg kind "$KIND" --arg mode "$MODE" '{cniVersion:"1.0.0", name:"pods", type:$kind, master:"m0", mode:$mode,
+  ipam:{type:"host-local", ranges:[[{subnet:"10.20.0.0/24", rangeStart:"10.20.0.10", rangeEnd:"10.20.0.99"}]], dataDir:$dir}}')
+plugin() { # COMMAND BINARY CONFIG
+    printf '%s' "$3" | CNI_COMMAND=$1 CNI_CONTAINERID=$ID CNI_NETNS=/run/netns/pod CNI_IFNAME=eth0 \
+        CNI_PATH=/usr/lib/cni ip netns exec node "$2"
+}
+prev=$(plugin ADD "/usr/lib/cni/$KIND" "$MAIN")
+PODNET=$(jq -nc --arg sock "$SOCK" --argjson prev "$prev" '{cniVersion:"1.0.0", name:"pods", type:"podnet-cni",
+  socket:$sock, master:"m0", capabilities:{bandwidth:true}, prevResult:$prev,
+  runtimeConfig:{bandwidth:{egressRate:50000000, egressBurst:2147483647}}}')
+plugin ADD "$CNI" "$PODNET" > /dev/null
+ip=$(jq -r '.ips[0].address' <<< "$prev")
+log "pod $ip registered: $(api "/v1/endpoints/$ID/eth0")"
+ip -n pod route add default dev eth0 2>/dev/null || true
+must ip netns exec pod ping -c 1 -W 5 10.20.0.1
+
+ip netns exec peer iperf3 -s -J -D -I "$T/iperf3.pid" --logfile "$T/iperf3-server.log"
+cleanup_add pkill -F "$T/iperf3.pid"
+wait_until 20 bash -c "ip netns exec peer ss -ltn | grep -q ':5201 '"
+# wire bit/s (1514-byte frames for 1448 bytes of TCP payload) per whole second
+rates() { jq -r '.server_output_json.intervals[].sum | select(.seconds > 0.9) | .bits_per_second * 1514 / 1448' <<< "$1"; }
+check() { # JSON LIMIT LABEL
+    mapfile -t r < <(rates "$1")
+    ((${#r[@]} >= 3)) || fail "$3: too few intervals"
+    local first=${r[0]} sum=0 i
+    for ((i = 1; i < ${#r[@]}; i++)); do sum=$(echo "$sum + ${r[i]}" | bc -l); done
+    local steady; steady=$(echo "$sum / (${#r[@]} - 1)" | bc -l)
+    log "$3: first second $(echo "100 * $first / $2" | bc)%, steady $(echo "100 * $steady / $2" | bc)% of $2"
+    (($(echo "$first <= $2 * 1.10" | bc -l))) || fail "$3: first second above 110%"
+    (($(echo "$steady >= $2 * 0.95 && $steady <= $2 * 1.05" | bc -l))) || fail "$3: steady state off by more than 5%"
+}
+json=$(ip netns exec pod iperf3 -c 10.20.0.1 -t 5 -J --get-server-output)
+check "$json" 50000000 "50M from the annotation" || { cat "$T/podnetd.log"; exit 1; }
+list=$("$(podnet_bin podnetctl)" --socket "$SOCK" bandwidth list --bpf-dir "$PIN" -o json)
+log "bandwidth list: $list"
+assert_eq 50000000 "$(jq -r '.[0].egress_bps' <<< "$list")" "listed egress limit"
+(($(jq -r '.[0].egress_bytes' <<< "$list") > 20000000)) || fail "live byte counter missing or low"
+
+log "=== podnetd restart during a run"
+ip netns exec pod iperf3 -c 10.20.0.1 -t 8 -J --get-server-output > "$T/restart.json" &
+run=$!
+sleep 3
+kill -TERM "$daemon"; wait "$daemon" || true
+start_daemon
+wait "$run"
+check "$(cat "$T/restart.json")" 50000000 "50M through a restart"
+grep -q "replaced in place\|shaping with EDT" "$T/podnetd.log" || true
+
+log "=== DEL frees the pod"
+plugin DEL "$CNI" "$PODNET" > /dev/null
+wait_until 10 bash -c "! curl -s --unix-socket '$SOCK' http://x/v1/endpoints/$ID/eth0 | jq -e .container_id"
+client_reconcile=$(api /v1/reconcile -X POST)
+json=$(ip netns exec pod iperf3 -c 10.20.0.1 -t 3 -J)
+free=$(jq -r '.end.sum_received.bits_per_second' <<< "$json")
+log "after DEL: $(printf '%.0f' "$free") bit/s"
+(($(echo "$free > 50000000 * 2" | bc -l))) || fail "the pod is still limited after DEL"
+
+log "=== shaping off: the kernel's default root qdisc comes back"
+node_file false
+wait_until 10 bash -c "tc -n node -j qdisc show dev m0 | jq -e '[.[] | select(.kind == \"fq\" or .kind == \"mq\")] | length == 0'"
+log "root after: $(tc -n node qdisc show dev m0 | head -1)"
+plugin DEL "/usr/lib/cni/$KIND" "$MAIN" > /dev/null
+log "all good"
