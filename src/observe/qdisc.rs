@@ -1,6 +1,6 @@
 //! Qdiscs: `RTM_NEWQDISC` messages → (ifindex, [`Qdisc`]).
 
-use netlink_packet_route::tc::{TcAttribute, TcMessage};
+use netlink_packet_route::tc::TcMessage;
 
 use crate::state::Qdisc;
 
@@ -14,14 +14,7 @@ fn tc_handle(h: u32) -> String {
 }
 
 pub(super) fn parse(msg: &TcMessage) -> (i32, Qdisc) {
-    let kind = msg
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            TcAttribute::Kind(k) => Some(k.clone()),
-            _ => None,
-        })
-        .unwrap_or_default();
+    let kind = crate::shaping::tc::kind(msg);
     (
         msg.header.index,
         Qdisc {

@@ -468,24 +468,27 @@ async fn filters(kernel: &Kernel, ifindex: u32, parent: u32) -> Result<Vec<(u16,
         .iter()
         .filter(|m| m.header.index == ifindex as i32 && u32::from(m.header.handle) != 0)
         .map(|m| {
-            let kind = m
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    TcAttribute::Kind(k) => Some(k.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
             (
                 (m.header.info >> 16) as u16,
                 u32::from(m.header.handle),
-                kind,
+                kind(m),
             )
         })
         .collect())
 }
 
 const EINVAL: i32 = 22;
+
+/// The `TCA_KIND` of a qdisc or filter message (`fq`, `bpf`...).
+pub fn kind(msg: &TcMessage) -> String {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            TcAttribute::Kind(k) => Some(k.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
 
 /// Whether the clsact egress hook has a filter at `priority`/`handle`.
 pub async fn has_egress_filter(
