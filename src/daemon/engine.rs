@@ -362,7 +362,7 @@ impl Engine {
         observed: &Observed,
     ) -> crate::error::Result<()> {
         use crate::config::ShapingBackend;
-        use crate::shaping::{is_recorded, AttachMode, EgressLimit, Shaper};
+        use crate::shaping::{recorded_devices, AttachMode, EgressLimit, Shaper};
         let backend = desired
             .shaping
             .as_ref()
@@ -376,13 +376,11 @@ impl Engine {
             .filter(|(name, _)| observed.link(name).is_some())
             .map(|(name, _)| name.as_str())
             .collect();
+        let recorded = recorded_devices(&self.shaping_paths.state_dir);
         let stale: Vec<&str> = observed
             .links
             .iter()
-            .filter(|l| {
-                !devices.contains(l.name.as_str())
-                    && is_recorded(&self.shaping_paths.state_dir, l.index)
-            })
+            .filter(|l| !devices.contains(l.name.as_str()) && recorded.contains(&l.index))
             .map(|l| l.name.as_str())
             .collect();
         if devices.is_empty() && stale.is_empty() && self.shaper.is_none() {

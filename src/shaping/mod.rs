@@ -326,10 +326,22 @@ async fn device_info(kernel: &Kernel, device: &str) -> Result<DeviceInfo> {
     })
 }
 
-/// Whether podnet shaped the device with this ifindex during this boot (its
-/// record of the root qdisc to restore is there).
-pub fn is_recorded(state_dir: &Path, ifindex: u32) -> bool {
-    matches!(record::load(state_dir, ifindex), Ok(Some(_)))
+/// The ifindexes of the devices podnet shaped during this boot (their record
+/// of the root qdisc to restore is there). One directory read: a node that
+/// never shaped pays a single failed `open` per reconcile.
+pub fn recorded_devices(state_dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.to_str()?;
+            name.strip_prefix("if")?.strip_suffix(".json")?.parse().ok()
+        })
+        .filter(|i| matches!(record::load(state_dir, *i), Ok(Some(_))))
+        .collect()
 }
 
 impl Shaper {
