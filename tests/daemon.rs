@@ -205,21 +205,15 @@ fn a_hundred_reapplies_change_nothing_in_the_kernel() {
     });
     // Let the kernel finish reporting the carrier changes of the first apply.
     std::thread::sleep(Duration::from_secs(3));
-    let mut monitor = Command::new("ip")
-        .args(["-n", &ns.name, "monitor", "link", "address", "route"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let monitor = ns.monitor();
     let passes_before =
         d.log().matches("loaded node files").count() + d.log().matches("trigger=").count();
     for _ in 0..100 {
         cfg.write(&[("10-node.toml", NODE)]);
         std::thread::sleep(Duration::from_millis(30));
     }
-    std::thread::sleep(Duration::from_millis(300));
-    monitor.kill().unwrap();
-    let events = String::from_utf8_lossy(&monitor.wait_with_output().unwrap().stdout).into_owned();
+    std::thread::sleep(Duration::from_millis(100));
+    let events = monitor.events();
     assert_eq!(events, "", "re-applying the same files changed the kernel");
     let log = d.log();
     assert!(

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use common::{podnetctl, root_or_skip, ConfigDir, Netns};
 
@@ -117,23 +116,12 @@ fn apply_creates_the_shim_and_a_second_apply_is_a_no_op() {
 
     // The second apply plans nothing and the kernel sees no change at all.
     let before = ns.snapshot();
-    let mut monitor = Command::new("ip")
-        .args(["-n", &ns.name, "monitor", "link", "address", "route"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let monitor = ns.monitor();
     let again = podnetctl(&cfg.path, &ns, &["apply"]);
-    std::thread::sleep(Duration::from_millis(200));
-    monitor.kill().unwrap();
-    let events = monitor.wait_with_output().unwrap().stdout;
+    let events = monitor.events();
     assert_eq!(again.code, 0, "{again}");
     assert!(again.stdout.contains("No changes"), "{again}");
-    assert_eq!(
-        String::from_utf8_lossy(&events),
-        "",
-        "a no-op apply changed the kernel"
-    );
+    assert_eq!(events, "", "a no-op apply changed the kernel");
     assert_eq!(ns.snapshot(), before);
 
     let status = podnetctl(&cfg.path, &ns, &["status"]);

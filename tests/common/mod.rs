@@ -88,6 +88,19 @@ impl Netns {
             .join("\n")
     }
 
+    /// Starts `ip monitor link address route` in the namespace; `events()`
+    /// stops it and returns what it printed.
+    pub fn monitor(&self) -> Monitor {
+        let child = Command::new("ip")
+            .args(["-n", &self.name, "monitor", "link", "address", "route"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Give it time to subscribe before anything happens.
+        std::thread::sleep(Duration::from_millis(200));
+        Monitor(child)
+    }
+
     /// Makes a veth pair `<name>` / `<name>-p` standing in for a master.
     pub fn veth(&self, name: &str) {
         self.ip(&format!("link add {name} type veth peer name {name}-p"));
@@ -113,6 +126,23 @@ pub fn run_ok(cmd: &str, args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// A running `ip monitor`.
+pub struct Monitor(Child);
+
+impl Monitor {
+    /// Every event seen so far (after a short grace for late ones).
+    pub fn events(mut self) -> String {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = self.0.kill();
+        let out = self
+            .0
+            .wait_with_output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        String::from_utf8_lossy(&out).into_owned()
+    }
 }
 
 /// A config directory of node files in a fresh temporary folder.
