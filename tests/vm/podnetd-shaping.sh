@@ -89,7 +89,7 @@ check() { # JSON LIMIT LABEL
     local steady; steady=$(echo "$sum / (${#r[@]} - 1)" | bc -l)
     log "$3: first second $(echo "100 * $first / $2" | bc)%, steady $(echo "100 * $steady / $2" | bc)% of $2"
     (($(echo "$first <= $2 * 1.10" | bc -l))) || fail "$3: first second above 110%"
-    (($(echo "$steady >= $2 * 0.95 && $steady <= $2 * 1.05" | bc -l))) || fail "$3: steady state off by more than 5%"
+    (($(echo "$steady >= $2 * 0.97 && $steady <= $2 * 1.03" | bc -l))) || fail "$3: steady state off by more than 3%"
 }
 json=$(ip netns exec pod iperf3 -c 10.20.0.1 -t 5 -J --get-server-output)
 check "$json" 50000000 "50M from the annotation" || { cat "$T/podnetd.log"; exit 1; }
