@@ -71,6 +71,10 @@ impl Backend for Memory {
                 backoff_until: 1_700_000_060_000,
             }],
             unsupported: vec!["sriov".into()],
+            shaping: vec![podnet::api::types::ShapedDevice {
+                device: "ens192".into(),
+                program_id: 42,
+            }],
             trial: self.trial.lock().unwrap().clone(),
             reverted: Some(Reverted {
                 generation: 2,
@@ -147,6 +151,7 @@ impl Backend for Memory {
                 burst: None,
                 tier: Some("gold".into()),
             }),
+            enforcement: None,
         };
         let key = (container_id.to_string(), ifname.to_string());
         self.endpoints.lock().unwrap().insert(key, record.clone());

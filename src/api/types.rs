@@ -36,6 +36,9 @@ pub struct Status {
     pub trial: Option<Trial>,
     /// The last trial that was not confirmed in time and was rolled back.
     pub reverted: Option<Reverted>,
+    /// The devices shaped by EDT, as the last pass left them.
+    #[serde(default)]
+    pub shaping: Vec<ShapedDevice>,
 }
 
 /// A generation on trial: rolled back to `previous_generation` at
@@ -173,6 +176,30 @@ pub struct EndpointRecord {
     /// (recomputed when the node files change).
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// Whether the egress limit is in force in the kernel now: filled in
+    /// by podnetd's answers (never stored); absent when podnet does not
+    /// shape this endpoint (no egress limit, or its master does not shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
+}
+
+/// What podnetd finds in the kernel for one endpoint's egress limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Enforcement {
+    /// The master shaped and the map holding the limit for every address.
+    pub enforced: bool,
+    /// The device the endpoint's egress is shaped on (its master).
+    pub device: Option<String>,
+    /// What is missing, one line each (empty when enforced).
+    pub problems: Vec<String>,
+}
+
+/// A device podnet shapes, as the last pass found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ShapedDevice {
+    pub device: String,
+    /// The kernel id of the EDT program on its egress hook.
+    pub program_id: u32,
 }
 
 /// The rates an endpoint is held to.

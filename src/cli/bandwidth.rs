@@ -67,6 +67,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                     "burst_bits": e.limits.as_ref().and_then(|l| l.burst),
                     "egress_bytes": counters(e).map(|c| c.0),
                     "egress_drops": counters(e).map(|c| c.1),
+                    "enforced": e.enforcement.as_ref().map(|x| x.enforced),
+                    "problems": e.enforcement.as_ref().map(|x| x.problems.clone()).unwrap_or_default(),
                 })
             })
             .collect();
@@ -104,6 +106,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
             bytes,
             drops
         );
+        for p in e.enforcement.iter().flat_map(|x| &x.problems) {
+            println!("    not in force: {p}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -119,6 +119,13 @@ fn print_daemon_status(s: &crate::api::types::Status, format: Format) {
             println!("    {p}");
         }
     }
+    for d in &s.shaping {
+        println!(
+            "{:<28} shaped (EDT program {})",
+            format!("shaping {}", d.device),
+            d.program_id
+        );
+    }
     for p in &s.problems {
         println!("problem: {p}");
     }

@@ -1,6 +1,7 @@
 //! CHECK: the attachment must be registered with podnetd as ADD would
 //! register it now (the spec has the runtime pass the same parameters and
-//! ADD's result as `prevResult`).
+//! ADD's result as `prevResult`), and its egress limit must be in force:
+//! podnetd reads its master's program and the shaper's map to say so.
 
 use crate::api::types::Endpoint;
 
@@ -38,6 +39,16 @@ pub fn check(conf: &NetConf, at: &Attachment) -> Outcome {
                 at.container_id, at.ifname
             ),
             differences.join("; "),
+        ));
+    }
+    if let Some(e) = got.enforcement.filter(|e| !e.enforced) {
+        return Err(CniError::new(
+            code::NOT_ENFORCED,
+            format!(
+                "{}/{}: its egress limit is not in force",
+                at.container_id, at.ifname
+            ),
+            e.problems.join("; "),
         ));
     }
     Ok(None)

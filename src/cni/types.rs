@@ -99,6 +99,10 @@ pub mod code {
     /// podnet's own: podnetd answered something this plugin does not
     /// understand (podnet-cni and podnetd from different releases).
     pub const PROTOCOL: u32 = 101;
+    /// podnet's own: CHECK found the attachment registered, but its egress
+    /// limit not in force (its master not shaped, or the shaper's map
+    /// without its entry).
+    pub const NOT_ENFORCED: u32 = 102;
 }
 
 /// A CNI error: printed on stdout as `{"cniVersion","code","msg","details"}`

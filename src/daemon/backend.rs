@@ -47,11 +47,19 @@ impl Backend for DaemonBackend {
     }
 
     fn endpoints(&self) -> Vec<EndpointRecord> {
-        self.shared().registry.list()
+        let shared = self.shared();
+        let mut list = shared.registry.list();
+        for r in &mut list {
+            r.enforcement = shared.shaping.enforcement(r);
+        }
+        list
     }
 
     fn endpoint(&self, container_id: &str, ifname: &str) -> Option<EndpointRecord> {
-        self.shared().registry.get(container_id, ifname).cloned()
+        let shared = self.shared();
+        let mut r = shared.registry.get(container_id, ifname).cloned()?;
+        r.enforcement = shared.shaping.enforcement(&r);
+        Some(r)
     }
 
     fn put_endpoint(
@@ -89,26 +97,31 @@ impl Backend for DaemonBackend {
             }
             None => None,
         };
-        shared
+        let mut record = shared
             .registry
             .put(container_id, ifname, endpoint, limits, unix_millis())
-            .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))
-            .inspect(|_| {
-                // The shaper's map follows the registry in the next pass.
-                let _ = self.triggers.send(Trigger::Endpoints);
-            })
+            .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))?;
+        // Shaped before ADD returns, so from the pod's first packet; the
+        // next pass confirms the map against the whole registry.
+        shared.shaping.install(&record);
+        record.enforcement = shared.shaping.enforcement(&record);
+        let _ = self.triggers.send(Trigger::Endpoints);
+        Ok(record)
     }
 
     fn delete_endpoint(&self, container_id: &str, ifname: &str) -> Result<bool, Refusal> {
-        self.shared()
+        let mut shared = self.shared();
+        let Some(gone) = shared.registry.get(container_id, ifname).cloned() else {
+            return Ok(false);
+        };
+        shared
             .registry
             .delete(container_id, ifname)
-            .inspect(|removed| {
-                if *removed {
-                    let _ = self.triggers.send(Trigger::Endpoints);
-                }
-            })
-            .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))
+            .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))?;
+        let remaining = shared.registry.list();
+        shared.shaping.uninstall(&gone, &remaining);
+        let _ = self.triggers.send(Trigger::Endpoints);
+        Ok(true)
     }
 
     async fn reconcile(&self) -> Result<ReconcileAnswer, Refusal> {

@@ -35,6 +35,8 @@ pub struct Shared {
     /// The node files in force (for the endpoints' limits).
     pub config: Option<crate::config::NodeConfig>,
     pub registry: Registry,
+    /// What the request path knows about shaping.
+    pub shaping: super::shaping::ShapingView,
 }
 
 /// An object something else keeps changing back.
@@ -355,36 +357,67 @@ impl Engine {
     /// The EDT shaper on every shaping master, the endpoint map matching
     /// the registry, and shaping taken off the devices that no longer shape
     /// (their previous root qdisc put back). Does nothing, and loads
-    /// nothing, on a node that never shaped.
+    /// nothing, on a node that never shaped. The request path's view of
+    /// shaping is refreshed with what this pass left, error or not.
     async fn converge_shaping(
         &mut self,
         desired: &crate::config::NodeConfig,
         observed: &Observed,
     ) -> crate::error::Result<()> {
-        use crate::config::ShapingBackend;
-        use crate::shaping::{recorded_devices, AttachMode, EgressLimit, Shaper};
-        let backend = desired
-            .shaping
-            .as_ref()
-            .and_then(|s| s.backend)
-            .unwrap_or(ShapingBackend::Auto);
-        let by_default = desired.shaping.is_some();
-        let devices: std::collections::BTreeSet<&str> = desired
-            .masters
+        let configured = super::shaping::configured_devices(desired);
+        let horizon = super::shaping::horizon(desired);
+        let mut shaped = BTreeMap::new();
+        let result = self
+            .converge_shaping_devices(&configured, horizon, observed, &mut shaped)
+            .await;
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let view = &mut shared.shaping;
+        view.configured = configured;
+        view.horizon = horizon;
+        view.shaped = shaped;
+        if self.shaper.is_none() {
+            view.map = None;
+        } else if view.map.is_none() {
+            match crate::shaping::Endpoints::open(&self.shaping_paths.pin_dir) {
+                Ok(m) => view.map = Some(m),
+                Err(e) => warn!("opening the endpoint map for requests: {e}"),
+            }
+        }
+        result
+    }
+
+    async fn converge_shaping_devices(
+        &mut self,
+        configured: &std::collections::BTreeSet<String>,
+        horizon: Duration,
+        observed: &Observed,
+        shaped: &mut BTreeMap<String, u32>,
+    ) -> crate::error::Result<()> {
+        use crate::shaping::{map_pin, recorded_devices, AttachMode, Shaper};
+        let devices: std::collections::BTreeSet<String> = configured
             .iter()
-            .filter(|(_, m)| m.shaping.unwrap_or(by_default) && backend != ShapingBackend::Htb)
-            .filter(|(name, _)| observed.link(name).is_some())
-            .map(|(name, _)| name.as_str())
+            .filter(|name| observed.link(name).is_some())
+            .cloned()
             .collect();
         let recorded = recorded_devices(&self.shaping_paths.state_dir);
         let stale: Vec<&str> = observed
             .links
             .iter()
-            .filter(|l| !devices.contains(l.name.as_str()) && recorded.contains(&l.index))
+            .filter(|l| !devices.contains(&l.name) && recorded.contains(&l.index))
             .map(|l| l.name.as_str())
             .collect();
         if devices.is_empty() && stale.is_empty() && self.shaper.is_none() {
             return Ok(());
+        }
+        // The map's pin gone (removed by hand, or the BPF filesystem
+        // remounted): the entries went with it. Load again: a new map,
+        // filled below before the program that reads it is swapped in.
+        if self.shaper.is_some() && !map_pin(&self.shaping_paths.pin_dir).exists() {
+            warn!("the endpoint map's pin is gone: loading the shaper again with a new map");
+            self.shaper = None;
+            if let Ok(mut shared) = self.shared.lock() {
+                shared.shaping.map = None;
+            }
         }
         if self.shaper.is_none() {
             self.shaper = Some(Shaper::load(&self.kernel, self.shaping_paths.clone())?);
@@ -400,55 +433,15 @@ impl Engine {
             shaper.detach(dev).await?;
             info!("{dev}: shaping off; its previous root qdisc is back");
         }
-        for dev in &devices {
-            let st = shaper.status(dev).await?;
-            if !(st.fq && (st.tcx_program.is_some() || st.clsact_filter)) {
-                let a = shaper.attach(dev, AttachMode::auto()).await?;
-                info!(
-                    "{dev}: shaping with EDT ({}, fq at the root{})",
-                    a.mode,
-                    if a.replaced {
-                        ", program replaced in place"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
-        // The map holds exactly the registered endpoints with an egress rate.
-        let horizon = desired
-            .shaping
-            .as_ref()
-            .and_then(|s| s.horizon)
-            .map_or(crate::shaping::DEFAULT_HORIZON, |h| h.0);
+        // The map first: a program swapped in (an upgrade, a new map) must
+        // find every entry already there, or its pods would go unshaped.
         let records = self
             .shared
             .lock()
             .map(|s| s.registry.list())
             .unwrap_or_default();
-        let mut wanted = std::collections::BTreeMap::new();
-        for e in &records {
-            let on_shaped = e
-                .endpoint
-                .master
-                .as_deref()
-                .is_none_or(|m| devices.contains(m));
-            let Some(limits) = e.limits.as_ref().filter(|_| on_shaped) else {
-                continue;
-            };
-            let Some(rate) = limits.egress else { continue };
-            for ip in &e.endpoint.ips {
-                wanted.insert(
-                    ip.addr(),
-                    EgressLimit {
-                        rate_bps: rate,
-                        horizon,
-                        burst_bytes: limits.burst.unwrap_or(0) / 8,
-                    },
-                );
-            }
-        }
-        let have: std::collections::BTreeMap<_, _> = shaper
+        let wanted = super::shaping::wanted(&records, &devices, horizon);
+        let have: BTreeMap<_, _> = shaper
             .stats()?
             .into_iter()
             .filter(|s| s.direction == "egress")
@@ -459,16 +452,31 @@ impl Engine {
             info!("{ip}: no longer shaped");
         }
         for (ip, limit) in &wanted {
-            let same = have.get(ip).is_some_and(|s| {
-                s.rate_bps == limit.rate_bps && s.horizon_ns == limit.horizon.as_nanos() as u64
-            });
-            if !same {
+            if !have.get(ip).is_some_and(|s| limit.matches(s)) {
                 shaper.set_endpoint(*ip, limit)?;
                 info!(
                     "{ip}: egress limited to {}",
                     crate::config::Rate(limit.rate_bps)
                 );
             }
+        }
+        // Then this daemon's program on every shaping device: attached
+        // where missing, swapped in place where another one runs (the
+        // previous podnetd's, or one reading a lost map).
+        let ours = shaper.program_id()?;
+        for dev in &devices {
+            let st = shaper.status(dev).await?;
+            if !st.shaped() || st.program() != Some(ours) {
+                let a = shaper.attach(dev, AttachMode::auto()).await?;
+                match st.program().filter(|_| a.replaced) {
+                    Some(old) => info!(
+                        "{dev}: EDT program {old} replaced in place by {ours} ({})",
+                        a.mode
+                    ),
+                    None => info!("{dev}: shaping with EDT ({}, fq at the root)", a.mode),
+                }
+            }
+            shaped.insert(dev.clone(), ours);
         }
         Ok(())
     }
@@ -569,6 +577,7 @@ impl Engine {
             unsupported: Vec::new(),
             trial: self.trial.as_ref().map(|(t, _)| t.clone()),
             reverted: self.reverted.clone(),
+            shaping: Vec::new(),
         };
         if let (Some(desired), Some((observed, remaining))) = (desired, state) {
             status.objects = object_states(desired, observed, remaining);
@@ -583,6 +592,15 @@ impl Engine {
         }
         let node = desired.map(|d| node_info(d, in_force, self.converged_generation));
         if let Ok(mut s) = self.shared.lock() {
+            status.shaping = s
+                .shaping
+                .shaped
+                .iter()
+                .map(|(device, id)| crate::api::types::ShapedDevice {
+                    device: device.clone(),
+                    program_id: *id,
+                })
+                .collect();
             s.status = status;
             if let Some(n) = node {
                 s.node = n;

@@ -11,6 +11,7 @@ mod backend;
 mod engine;
 mod events;
 pub mod registry;
+mod shaping;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -120,6 +121,7 @@ async fn run(args: Args) -> ExitCode {
         node: Default::default(),
         config: None,
         registry,
+        shaping: Default::default(),
     }));
     let watch = Arc::new(RwLock::new(events::Watch::default()));
     let shaping_paths = crate::shaping::ShaperPaths {

@@ -99,6 +99,7 @@ impl Registry {
             endpoint,
             registered_at: now,
             limits,
+            enforcement: None,
         };
         let previous = self.entries.insert(key.clone(), record.clone());
         if let Err(e) = self.persist() {

@@ -48,7 +48,7 @@ use self::tc::PreviousRoot;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{errno, refused, Kernel, ENODEV};
 
-pub use self::program::{CLSACT_HANDLE, CLSACT_PRIORITY, MAP, PROGRAM};
+pub use self::program::{map_pin, CLSACT_HANDLE, CLSACT_PRIORITY, MAP, PROGRAM};
 
 /// Where the map and TCX links are pinned.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/podnet";
@@ -145,6 +145,28 @@ impl EgressLimit {
         Ok(())
     }
 
+    /// The burst as the datapath holds it: how far the departure clock may
+    /// lag behind now, in ns at the rate.
+    fn burst_ns(&self) -> u64 {
+        match self.rate_bytes() {
+            0 => 0,
+            r => u64::try_from(u128::from(self.burst_bytes) * NSEC_PER_SEC / u128::from(r))
+                .unwrap_or(u64::MAX),
+        }
+    }
+
+    fn horizon_ns(&self) -> u64 {
+        u64::try_from(self.horizon.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a map entry holds this limit (its clock and counters are
+    /// the datapath's and not compared).
+    pub fn matches(&self, entry: &EndpointStats) -> bool {
+        entry.rate_bps == self.rate_bytes().saturating_mul(8)
+            && entry.horizon_ns == self.horizon_ns()
+            && entry.burst_ns == self.burst_ns()
+    }
+
     /// Bytes per second, as the datapath divides by it.
     fn rate_bytes(&self) -> u64 {
         match self.rate_bps {
@@ -199,12 +221,8 @@ impl Endpoints {
             Err(e) => return Err(program::bpf_error(format!("reading the entry of {ip}"), e)),
         };
         info.rate_bytes = limit.rate_bytes();
-        info.horizon_ns = u64::try_from(limit.horizon.as_nanos()).unwrap_or(u64::MAX);
-        info.burst_ns = match info.rate_bytes {
-            0 => 0,
-            r => u64::try_from(u128::from(limit.burst_bytes) * NSEC_PER_SEC / u128::from(r))
-                .unwrap_or(u64::MAX),
-        };
+        info.horizon_ns = limit.horizon_ns();
+        info.burst_ns = limit.burst_ns();
         self.map
             .insert(key, info, 0)
             .map_err(|e| program::bpf_error(format!("setting the limit of {ip}"), e))
@@ -280,8 +298,22 @@ pub struct DeviceStatus {
     pub tcx_program: Option<u32>,
     /// podnet's clsact filter is there.
     pub clsact_filter: bool,
+    /// The program id of podnet's clsact filter, if the kernel says.
+    pub clsact_program: Option<u32>,
     /// What turning shaping off would put back.
     pub previous_root: Option<String>,
+}
+
+impl DeviceStatus {
+    /// The program on the device's egress hook (TCX first), if any.
+    pub fn program(&self) -> Option<u32> {
+        self.tcx_program.or(self.clsact_program)
+    }
+
+    /// fq at the root and a program on the hook: the device is shaped.
+    pub fn shaped(&self) -> bool {
+        self.fq && (self.tcx_program.is_some() || self.clsact_filter)
+    }
 }
 
 /// The node's shaper: the loaded program and the endpoint map, attached to
@@ -572,6 +604,13 @@ impl Shaper {
         let dev = device_info(&self.kernel, device).await?;
         let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
         let rec = record::load(&self.paths.state_dir, dev.ifindex)?;
+        let filter = tc::egress_filter(
+            &self.kernel,
+            dev.ifindex,
+            CLSACT_PRIORITY,
+            u32::from(CLSACT_HANDLE),
+        )
+        .await?;
         Ok(DeviceStatus {
             device: device.to_string(),
             ifindex: dev.ifindex,
@@ -581,13 +620,8 @@ impl Shaper {
                 .unwrap_or_default(),
             fq: qdiscs.is_shaping(),
             tcx_program: program::tcx_program_id(dev.ifindex, &self.paths.pin_dir)?,
-            clsact_filter: tc::has_egress_filter(
-                &self.kernel,
-                dev.ifindex,
-                CLSACT_PRIORITY,
-                u32::from(CLSACT_HANDLE),
-            )
-            .await?,
+            clsact_filter: filter.is_some(),
+            clsact_program: filter.flatten(),
             previous_root: rec.map(|r| r.previous_root.describe()),
         })
     }

@@ -451,7 +451,16 @@ pub async fn add_clsact(kernel: &Kernel, device: &str, ifindex: u32) -> Result<b
 }
 
 /// Filters on a clsact hook of `ifindex`, as (priority, handle, kind).
-async fn filters(kernel: &Kernel, ifindex: u32, parent: u32) -> Result<Vec<(u16, u32, String)>> {
+/// One tc filter, as far as shaping cares.
+struct Filter {
+    priority: u16,
+    handle: u32,
+    /// The program a `bpf` filter runs (TCA_BPF_ID), when the kernel says.
+    program: Option<u32>,
+}
+
+async fn filters(kernel: &Kernel, ifindex: u32, parent: u32) -> Result<Vec<Filter>> {
+    use netlink_packet_route::tc::TcFilterBpfOption;
     let mut req = kernel.handle().traffic_filter(ifindex as i32).get();
     req = if parent == TC_H_MIN_INGRESS {
         req.ingress()
@@ -467,12 +476,16 @@ async fn filters(kernel: &Kernel, ifindex: u32, parent: u32) -> Result<Vec<(u16,
     Ok(msgs
         .iter()
         .filter(|m| m.header.index == ifindex as i32 && u32::from(m.header.handle) != 0)
-        .map(|m| {
-            (
-                (m.header.info >> 16) as u16,
-                u32::from(m.header.handle),
-                kind(m),
-            )
+        .map(|m| Filter {
+            priority: (m.header.info >> 16) as u16,
+            handle: u32::from(m.header.handle),
+            program: m.attributes.iter().find_map(|a| match a {
+                TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
+                    TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => Some(*id),
+                    _ => None,
+                }),
+                _ => None,
+            }),
         })
         .collect())
 }
@@ -490,6 +503,22 @@ pub fn kind(msg: &TcMessage) -> String {
         .unwrap_or_default()
 }
 
+/// The filter at `priority`/`handle` on the clsact egress hook: None when
+/// there is none, Some(program id) when there is one (Some(None) if the
+/// kernel does not say which program it runs).
+pub async fn egress_filter(
+    kernel: &Kernel,
+    ifindex: u32,
+    priority: u16,
+    handle: u32,
+) -> Result<Option<Option<u32>>> {
+    Ok(filters(kernel, ifindex, TC_H_MIN_EGRESS)
+        .await?
+        .iter()
+        .find(|f| f.priority == priority && f.handle == handle)
+        .map(|f| f.program))
+}
+
 /// Whether the clsact egress hook has a filter at `priority`/`handle`.
 pub async fn has_egress_filter(
     kernel: &Kernel,
@@ -497,10 +526,9 @@ pub async fn has_egress_filter(
     priority: u16,
     handle: u32,
 ) -> Result<bool> {
-    Ok(filters(kernel, ifindex, TC_H_MIN_EGRESS)
+    Ok(egress_filter(kernel, ifindex, priority, handle)
         .await?
-        .iter()
-        .any(|(p, h, _)| *p == priority && *h == handle))
+        .is_some())
 }
 
 /// Deletes clsact when no filter is left on either hook (its filters would

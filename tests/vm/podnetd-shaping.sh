@@ -3,9 +3,12 @@
 # end to end on a real kernel for a $KIND ($MODE) pod made by Debian's
 # $KIND + host-local plugins chained with podnet-cni, whose kubelet-style
 # bandwidth annotation (50M egress) podnetd turns into an EDT map entry on
-# the master it shapes; the rate holds through a podnetd restart; `bandwidth
-# list` shows live counters; DEL frees the pod; turning shaping off in the
-# files puts the root qdisc back. Set KIND and MODE, source lib.sh, then this.
+# the master it shapes; `bandwidth list` shows live counters; CHECK passes,
+# and fails (code 102) when the entry is removed behind podnetd's back until
+# a pass puts it back; the rate holds through a podnetd restart that swaps
+# the new daemon's program in (an upgrade) and through the loss of the
+# pinned map; DEL frees the pod; turning shaping off in the files puts the
+# root qdisc back. Set KIND and MODE, source lib.sh, then this.
 
 
 need_module "$KIND" sch_fq
@@ -13,13 +16,14 @@ need_cmd jq iperf3 tc curl bc
 [[ -x /usr/lib/cni/$KIND ]] || fail "containernetworking-plugins missing on the host"
 PODNETD=$(podnet_bin podnetd)
 CNI=$(podnet_bin podnet-cni)
+DEMO=$(podnet_bin examples/edt-demo)
 T=$PODNET_CASE_TMP
 mkdir -p "$T/cfg" "$T/state"
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 PIN=/sys/fs/bpf/podnet-$PODNET_CASE
 cleanup_add rm -rf "$PIN"
 SOCK=$T/state/podnet.sock
-api() { curl -s --unix-socket "$SOCK" "http://x$1"; }
+api() { curl -s --unix-socket "$SOCK" "http://x$1" "${@:2}"; }
 
 netns_new node
 netns_new peer
@@ -98,15 +102,46 @@ log "bandwidth list: $list"
 assert_eq 50000000 "$(jq -r '.[0].egress_bps' <<< "$list")" "listed egress limit"
 (($(jq -r '.[0].egress_bytes' <<< "$list") > 20000000)) || fail "live byte counter missing or low"
 
-log "=== podnetd restart during a run"
-ip netns exec pod iperf3 -c 10.20.0.1 -t 8 -J --get-server-output > "$T/restart.json" &
-run=$!
-sleep 3
-kill -TERM "$daemon"; wait "$daemon" || true
-start_daemon
-wait "$run"
-check "$(cat "$T/restart.json")" 50000000 "50M through a restart"
-grep -q "replaced in place\|shaping with EDT" "$T/podnetd.log" || true
+log "=== CHECK: the limit is in force"
+assert_eq true "$(api "/v1/endpoints/$ID/eth0" | jq -r .enforcement.enforced)" "enforced after ADD"
+must plugin CHECK "$CNI" "$PODNET"
+log "=== the map entry removed behind podnetd's back: CHECK says so until a pass puts it back"
+"$DEMO" --pin-dir "$PIN" remove "${ip%/*}" > /dev/null
+out=$(plugin CHECK "$CNI" "$PODNET") && fail "CHECK passed without the map entry"
+log "CHECK: $out"
+assert_eq 102 "$(jq -r .code <<< "$out")" "CHECK's error code"
+log "reconcile: $(api /v1/reconcile -X POST)"
+plugin CHECK "$CNI" "$PODNET" || { cat "$T/podnetd.log"; fail "CHECK failed after a pass"; }
+
+# during_run LABEL ACTION: an 8 s iperf3 run with ACTION at 3 s; the rate
+# must hold throughout.
+during_run() {
+    ip netns exec pod iperf3 -c 10.20.0.1 -t 8 -J --get-server-output > "$T/run.json" &
+    local run=$!
+    sleep 3
+    "$2"
+    wait "$run"
+    check "$(cat "$T/run.json")" 50000000 "50M $1" || { cat "$T/podnetd.log"; exit 1; }
+}
+program() { api /v1/status | jq -r '.shaping[] | select(.device == "m0") | .program_id'; }
+
+log "=== podnetd restart during a run: the new daemon's program is swapped in"
+before=$(program)
+restart() { kill -TERM "$daemon"; wait "$daemon" || true; start_daemon; }
+during_run "through a restart" restart
+after=$(program)
+log "program on m0: $before before the restart, $after after"
+assert_ne "$before" "$after" "program id after the restart"
+grep -q "EDT program $before replaced in place by $after" "$T/podnetd.log" ||
+    fail "no in-place replacement in the log"
+
+log "=== the pinned map lost during a run: a new one, filled, and the program swapped"
+lose_map() { rm "$PIN/podnet_edt_v1"; api /v1/reconcile -X POST > /dev/null; }
+before=$(program)
+during_run "through a map loss" lose_map
+[[ -e $PIN/podnet_edt_v1 ]] || fail "the map was not pinned again"
+assert_ne "$before" "$(program)" "program id after the map loss"
+must plugin CHECK "$CNI" "$PODNET"
 
 log "=== DEL frees the pod"
 plugin DEL "$CNI" "$PODNET" > /dev/null

@@ -26,7 +26,7 @@ mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 PIN=/sys/fs/bpf/podnet-$PODNET_CASE
 cleanup_add rm -rf "$PIN"
 SOCK=$T/state/podnet.sock
-api() { curl -s --unix-socket "$SOCK" "http://x$1"; }
+api() { curl -s --unix-socket "$SOCK" "http://x$1" "${@:2}"; }
 # The tiers' bursts, in bytes (the node file below says them in bits).
 STANDARD_BURST=$((1000000 / 8))
 GOLD_BURST=$((8000000 / 8))

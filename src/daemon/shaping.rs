@@ -1,0 +1,287 @@
+//! The daemon's side of EDT shaping: which masters shape, which map entries
+//! the registered endpoints need, and the view the request path keeps so a
+//! pod is shaped from its first packet (ADD writes its entries at once;
+//! the next pass only confirms them) and CHECK can ask whether it is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::api::types::{EndpointRecord, Enforcement, Limits};
+use crate::config::{NodeConfig, ShapingBackend};
+use crate::shaping::{EgressLimit, EndpointStats, Endpoints, DEFAULT_HORIZON};
+
+/// The masters the node files have shaped by EDT: `shaping = true`, or by
+/// default once `[shaping]` exists, unless the backend is HTB.
+pub fn configured_devices(desired: &NodeConfig) -> BTreeSet<String> {
+    let backend = desired
+        .shaping
+        .as_ref()
+        .and_then(|s| s.backend)
+        .unwrap_or(ShapingBackend::Auto);
+    if backend == ShapingBackend::Htb {
+        return BTreeSet::new();
+    }
+    let by_default = desired.shaping.is_some();
+    desired
+        .masters
+        .iter()
+        .filter(|(_, m)| m.shaping.unwrap_or(by_default))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The drop horizon the node files set for every endpoint.
+pub fn horizon(desired: &NodeConfig) -> Duration {
+    desired
+        .shaping
+        .as_ref()
+        .and_then(|s| s.horizon)
+        .map_or(DEFAULT_HORIZON, |h| h.0)
+}
+
+/// The map entry an endpoint's limits call for, if any.
+fn egress_limit(limits: &Limits, horizon: Duration) -> Option<EgressLimit> {
+    limits.egress.map(|rate| EgressLimit {
+        rate_bps: rate,
+        horizon,
+        burst_bytes: limits.burst.unwrap_or(0) / 8,
+    })
+}
+
+/// Whether an endpoint's traffic leaves through a device in `devices`
+/// (an endpoint that names no master may leave through any).
+fn leaves_through(e: &EndpointRecord, devices: &BTreeSet<String>) -> bool {
+    e.endpoint
+        .master
+        .as_ref()
+        .map_or(!devices.is_empty(), |m| devices.contains(m))
+}
+
+/// The map's egress entries that the registered endpoints on `devices` need.
+pub fn wanted(
+    records: &[EndpointRecord],
+    devices: &BTreeSet<String>,
+    horizon: Duration,
+) -> BTreeMap<IpAddr, EgressLimit> {
+    let mut wanted = BTreeMap::new();
+    for e in records.iter().filter(|e| leaves_through(e, devices)) {
+        let Some(limit) = e.limits.as_ref().and_then(|l| egress_limit(l, horizon)) else {
+            continue;
+        };
+        for ip in &e.endpoint.ips {
+            wanted.insert(ip.addr(), limit);
+        }
+    }
+    wanted
+}
+
+/// What the request path knows about shaping, refreshed by every pass.
+#[derive(Default)]
+pub struct ShapingView {
+    /// The masters the node files have shaped.
+    pub configured: BTreeSet<String>,
+    /// Of those, the ones the last pass found shaped: device -> program id.
+    pub shaped: BTreeMap<String, u32>,
+    pub horizon: Duration,
+    /// The pinned endpoint map, for the request path's writes and reads.
+    pub map: Option<Endpoints>,
+}
+
+impl ShapingView {
+    /// Writes the entries of a newly registered endpoint, so that it is
+    /// shaped before ADD returns. Failures are logged: the next pass
+    /// writes the entries again, and CHECK reports them until then.
+    pub fn install(&mut self, e: &EndpointRecord) {
+        let Some(limit) = e
+            .limits
+            .as_ref()
+            .and_then(|l| egress_limit(l, self.horizon))
+        else {
+            return;
+        };
+        let shaped: BTreeSet<String> = self.shaped.keys().cloned().collect();
+        if !leaves_through(e, &shaped) {
+            return;
+        }
+        let Some(map) = self.map.as_mut() else { return };
+        for ip in &e.endpoint.ips {
+            if let Err(err) = map.set(ip.addr(), &limit) {
+                warn!("{}: writing the map entry: {err}", ip.addr());
+            }
+        }
+    }
+
+    /// Removes the entries of an endpoint that is gone, except addresses
+    /// another registered endpoint still holds.
+    pub fn uninstall(&mut self, gone: &EndpointRecord, remaining: &[EndpointRecord]) {
+        let Some(map) = self.map.as_mut() else { return };
+        for ip in &gone.endpoint.ips {
+            let held = remaining
+                .iter()
+                .any(|r| r.endpoint.ips.iter().any(|i| i.addr() == ip.addr()));
+            if !held {
+                if let Err(err) = map.remove(ip.addr()) {
+                    warn!("{}: removing the map entry: {err}", ip.addr());
+                }
+            }
+        }
+    }
+
+    /// Whether the endpoint's egress limit is in force now: its master is
+    /// shaped and the map holds the right entry for each of its addresses.
+    /// None when podnet does not shape it (no egress limit, or a master
+    /// the node files do not shape).
+    pub fn enforcement(&self, e: &EndpointRecord) -> Option<Enforcement> {
+        let limit = e
+            .limits
+            .as_ref()
+            .and_then(|l| egress_limit(l, self.horizon))?;
+        if !leaves_through(e, &self.configured) {
+            return None;
+        }
+        let mut problems = Vec::new();
+        match &e.endpoint.master {
+            Some(m) if !self.shaped.contains_key(m) => {
+                problems.push(format!("{m} is not shaped yet (see `podnetctl status`)"))
+            }
+            None if self.shaped.is_empty() => {
+                problems.push("no master is shaped yet (see `podnetctl status`)".into())
+            }
+            _ => {}
+        }
+        let have: BTreeMap<IpAddr, EndpointStats> = match self.map.as_ref().map(|m| m.stats()) {
+            Some(Ok(stats)) => stats
+                .into_iter()
+                .filter(|s| s.direction == "egress")
+                .map(|s| (s.ip, s))
+                .collect(),
+            Some(Err(err)) => {
+                problems.push(format!("reading the shaper's map: {err}"));
+                BTreeMap::new()
+            }
+            None => {
+                problems.push("the shaper's map is not open".into());
+                BTreeMap::new()
+            }
+        };
+        if self.map.is_some() && problems.is_empty() {
+            for ip in &e.endpoint.ips {
+                match have.get(&ip.addr()) {
+                    None => problems.push(format!("{}: no entry in the shaper's map", ip.addr())),
+                    Some(s) if !limit.matches(s) => problems.push(format!(
+                        "{}: the map holds {} bit/s, the limit is {} bit/s",
+                        ip.addr(),
+                        s.rate_bps,
+                        limit.rate_bps
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        Some(Enforcement {
+            enforced: problems.is_empty(),
+            device: e.endpoint.master.clone(),
+            problems,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::Endpoint;
+
+    fn record(master: Option<&str>, egress: Option<u64>) -> EndpointRecord {
+        EndpointRecord {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            endpoint: Endpoint {
+                netns: None,
+                ips: vec!["10.0.0.5/24".parse().unwrap()],
+                master: master.map(Into::into),
+                tier: None,
+                egress,
+                ingress: None,
+            },
+            registered_at: 0,
+            limits: Some(Limits {
+                egress,
+                ingress: None,
+                burst: Some(8000),
+                tier: None,
+            }),
+            enforcement: None,
+        }
+    }
+
+    fn view(configured: &[&str], shaped: &[&str]) -> ShapingView {
+        ShapingView {
+            configured: configured.iter().map(|s| s.to_string()).collect(),
+            shaped: shaped.iter().map(|s| (s.to_string(), 7)).collect(),
+            horizon: DEFAULT_HORIZON,
+            map: None,
+        }
+    }
+
+    #[test]
+    fn nothing_to_enforce_without_a_limit_or_a_shaping_master() {
+        assert_eq!(
+            view(&["m0"], &["m0"]).enforcement(&record(Some("m0"), None)),
+            None
+        );
+        assert_eq!(
+            view(&["m1"], &["m1"]).enforcement(&record(Some("m0"), Some(1_000_000))),
+            None
+        );
+        assert_eq!(
+            view(&[], &[]).enforcement(&record(None, Some(1_000_000))),
+            None
+        );
+    }
+
+    #[test]
+    fn a_configured_master_not_yet_shaped_is_reported() {
+        let e = view(&["m0"], &[]).enforcement(&record(Some("m0"), Some(1_000_000)));
+        let e = e.expect("m0 shapes");
+        assert!(!e.enforced);
+        assert_eq!(e.device.as_deref(), Some("m0"));
+        assert_eq!(
+            e.problems,
+            [
+                "m0 is not shaped yet (see `podnetctl status`)",
+                "the shaper's map is not open"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_the_map_nothing_is_claimed() {
+        let e = view(&["m0"], &["m0"])
+            .enforcement(&record(Some("m0"), Some(1_000_000)))
+            .expect("m0 shapes");
+        assert!(!e.enforced);
+        assert_eq!(e.problems, ["the shaper's map is not open"]);
+    }
+
+    #[test]
+    fn wanted_entries_follow_masters_and_carry_the_burst() {
+        let records = [
+            record(Some("m0"), Some(10_000_000)),
+            EndpointRecord {
+                endpoint: Endpoint {
+                    ips: vec!["10.0.1.5/24".parse().unwrap()],
+                    ..record(Some("m1"), Some(5)).endpoint
+                },
+                ..record(Some("m1"), Some(5))
+            },
+        ];
+        let devices: BTreeSet<String> = ["m0".to_string()].into();
+        let w = wanted(&records, &devices, DEFAULT_HORIZON);
+        assert_eq!(w.len(), 1);
+        let l = &w[&"10.0.0.5".parse::<IpAddr>().unwrap()];
+        assert_eq!((l.rate_bps, l.burst_bytes), (10_000_000, 1000));
+    }
+}
