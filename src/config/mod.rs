@@ -336,7 +336,8 @@ pub struct Tier {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Rate>,
     /// Bits a pod may send at once above its rate (as the CNI bandwidth
-    /// plugin's burst). Unset: the shaper's smallest burst (one packet).
+    /// plugin's burst). Unset: one 64 KiB packet (the largest the stack
+    /// hands a device at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<Bits>,
 }

@@ -101,11 +101,13 @@ impl Backend for DaemonBackend {
             .registry
             .put(container_id, ifname, endpoint, limits, unix_millis())
             .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))?;
-        // Shaped before ADD returns, so from the pod's first packet; the
-        // next pass confirms the map against the whole registry.
-        shared.shaping.install(&record);
+        // Shaped before ADD returns, so from the pod's first packet. A
+        // pass is needed only when that could not be done here; every pass
+        // confirms the map against the whole registry anyway.
+        if !shared.shaping.install(&record) {
+            let _ = self.triggers.send(Trigger::Endpoints);
+        }
         record.enforcement = shared.shaping.enforcement(&record);
-        let _ = self.triggers.send(Trigger::Endpoints);
         Ok(record)
     }
 
@@ -119,8 +121,9 @@ impl Backend for DaemonBackend {
             .delete(container_id, ifname)
             .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))?;
         let remaining = shared.registry.list();
-        shared.shaping.uninstall(&gone, &remaining);
-        let _ = self.triggers.send(Trigger::Endpoints);
+        if !shared.shaping.uninstall(&gone, &remaining) {
+            let _ = self.triggers.send(Trigger::Endpoints);
+        }
         Ok(true)
     }
 

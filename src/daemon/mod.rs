@@ -84,7 +84,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    // The loop runs on this thread (block_on); the API server on one
+    // worker, so a request never waits for a pass. Threads inherit the
+    // network namespace entered above.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

@@ -11,7 +11,7 @@ use tracing::warn;
 
 use crate::api::types::{EndpointRecord, Enforcement, Limits};
 use crate::config::{NodeConfig, ShapingBackend};
-use crate::shaping::{EgressLimit, EndpointStats, Endpoints, DEFAULT_HORIZON};
+use crate::shaping::{EgressLimit, EndpointStats, Endpoints, DEFAULT_BURST_BYTES, DEFAULT_HORIZON};
 
 /// The masters the node files have shaped by EDT: `shaping = true`, or by
 /// default once `[shaping]` exists, unless the backend is HTB.
@@ -47,7 +47,7 @@ fn egress_limit(limits: &Limits, horizon: Duration) -> Option<EgressLimit> {
     limits.egress.map(|rate| EgressLimit {
         rate_bps: rate,
         horizon,
-        burst_bytes: limits.burst.unwrap_or(0) / 8,
+        burst_bytes: limits.burst.map_or(DEFAULT_BURST_BYTES, |bits| bits / 8),
     })
 }
 
@@ -92,32 +92,42 @@ pub struct ShapingView {
 
 impl ShapingView {
     /// Writes the entries of a newly registered endpoint, so that it is
-    /// shaped before ADD returns. Failures are logged: the next pass
-    /// writes the entries again, and CHECK reports them until then.
-    pub fn install(&mut self, e: &EndpointRecord) {
+    /// shaped before ADD returns. False when that could not be done here
+    /// (its master not shaped yet, or a failed write, which is logged):
+    /// then a pass must do it.
+    pub fn install(&mut self, e: &EndpointRecord) -> bool {
         let Some(limit) = e
             .limits
             .as_ref()
             .and_then(|l| egress_limit(l, self.horizon))
         else {
-            return;
+            return true;
         };
-        let shaped: BTreeSet<String> = self.shaped.keys().cloned().collect();
-        if !leaves_through(e, &shaped) {
-            return;
+        if !leaves_through(e, &self.configured) {
+            return true;
         }
-        let Some(map) = self.map.as_mut() else { return };
+        let shaped: BTreeSet<String> = self.shaped.keys().cloned().collect();
+        let Some(map) = self.map.as_mut().filter(|_| leaves_through(e, &shaped)) else {
+            return false;
+        };
+        let mut done = true;
         for ip in &e.endpoint.ips {
             if let Err(err) = map.set(ip.addr(), &limit) {
                 warn!("{}: writing the map entry: {err}", ip.addr());
+                done = false;
             }
         }
+        done
     }
 
     /// Removes the entries of an endpoint that is gone, except addresses
-    /// another registered endpoint still holds.
-    pub fn uninstall(&mut self, gone: &EndpointRecord, remaining: &[EndpointRecord]) {
-        let Some(map) = self.map.as_mut() else { return };
+    /// another registered endpoint still holds. False after a failed
+    /// removal (logged): then a pass must do it.
+    pub fn uninstall(&mut self, gone: &EndpointRecord, remaining: &[EndpointRecord]) -> bool {
+        let Some(map) = self.map.as_mut() else {
+            return true;
+        };
+        let mut done = true;
         for ip in &gone.endpoint.ips {
             let held = remaining
                 .iter()
@@ -125,9 +135,11 @@ impl ShapingView {
             if !held {
                 if let Err(err) = map.remove(ip.addr()) {
                     warn!("{}: removing the map entry: {err}", ip.addr());
+                    done = false;
                 }
             }
         }
+        done
     }
 
     /// Whether the endpoint's egress limit is in force now: its master is

@@ -58,6 +58,14 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/podnet/shaping";
 /// The drop horizon when none is given: a packet that would wait longer
 /// than this in fq is dropped instead (Cilium uses the same 2 s).
 pub const DEFAULT_HORIZON: Duration = Duration::from_secs(2);
+/// The burst when a tier sets none: one packet of the largest size the
+/// stack hands a device at once (a 64 KiB GSO packet). With no burst at
+/// all every packet would wait out its own transmission time at the rate,
+/// so even a pod far below its limit would have each packet held in fq by
+/// a timer; with one packet of credit, a pod under its rate goes straight
+/// through, and the first 100 ms of a new pod stay within rate x 0.1 s +
+/// this.
+pub const DEFAULT_BURST_BYTES: u64 = 64 * 1024;
 /// The largest horizon an endpoint may have: fq's own horizon.
 pub const MAX_HORIZON: Duration = Duration::from_micros(tc::FQ_HORIZON_US as u64);
 

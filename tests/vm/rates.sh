@@ -12,6 +12,8 @@
 # Rates are bytes on the wire (1514-byte frames for 1448 payload bytes), as
 # tc counts them. Set KIND and MODES, source lib.sh, then this.
 
+source "$(dirname "${BASH_SOURCE[0]}")/measure.sh"
+
 need_module "$KIND" sch_fq
 need_cmd jq iperf3 tc curl bc
 [[ -x /usr/lib/cni/$KIND && -x /usr/lib/cni/host-local ]] ||
@@ -76,29 +78,17 @@ ip netns exec peer iperf3 -s -i 0.1 -J -D -I "$T/iperf3.pid" --logfile "$T/iperf
 cleanup_add pkill -F "$T/iperf3.pid"
 wait_until 20 bash -c "ip netns exec peer ss -ltn | grep -q ':5201 '"
 
-wire() { echo "$1 * 1514 / 1448" | bc -l; }
-pct() { printf '%.1f' "$(echo "100 * $1 / $2" | bc -l)"; }
-
-# check JSON LIMIT_BPS BURST_BYTES LABEL: the three bounds above, from the
-# server's 100 ms intervals (the last one, a partial interval holding the
-# tail of the queue, is left out).
+# check JSON LIMIT_BPS BURST_BYTES LABEL: the three bounds above.
 check() {
-    local json=$1 limit=$2 burst=$3 label=$4
-    local iv
-    iv=$(jq -c '[.server_output_json.intervals[].sum | {start, "end": .end, seconds, bytes}] | .[:-1]' <<< "$json")
-    (($(jq length <<< "$iv") >= 20)) || fail "$label: too few intervals: $iv"
-    local b0 s0 first steady bound
-    b0=$(wire "$(jq '.[0].bytes' <<< "$iv")")
-    s0=$(jq '.[0].seconds' <<< "$iv")
-    bound=$(echo "$limit / 8 * $s0 + $burst" | bc -l)
-    first=$(wire "$(jq '[.[] | select(.end <= 1.0001) | .bytes] | add * 8' <<< "$iv")")
-    steady=$(wire "$(jq '[.[] | select(.start >= 0.9999)] | (map(.bytes) | add) * 8 / (map(.seconds) | add)' <<< "$iv")")
-    RESULT="$label: first 100 ms $(printf '%.0f' "$b0") B (bound $(printf '%.0f' "$bound") B), first second $(pct "$first" "$limit")%, steady $(pct "$steady" "$limit")%"
+    local json=$1 limit=$2 burst=$3 label=$4 bound
+    iperf_figures "$json"
+    bound=$(echo "$limit / 8 * $FIG_S0 + $burst" | bc -l)
+    RESULT="$label: first 100 ms $(printf '%.0f' "$FIG_B0") B (bound $(printf '%.0f' "$bound") B), first second $(pct "$FIG_FIRST" "$limit")%, steady $(pct "$FIG_STEADY" "$limit")%"
     log "$RESULT"
     echo "$RESULT" >> "$T/summary"
-    (($(echo "$b0 <= $bound" | bc -l))) || fail "$label: the first 100 ms sent more than rate x 0.1 s + burst"
-    (($(echo "$first <= $limit * 1.10" | bc -l))) || fail "$label: first second above 110% of the limit"
-    (($(echo "$steady >= $limit * (100 - $TOL) / 100 && $steady <= $limit * (100 + $TOL) / 100" | bc -l))) ||
+    (($(echo "$FIG_B0 <= $bound" | bc -l))) || fail "$label: the first 100 ms sent more than rate x 0.1 s + burst"
+    (($(echo "$FIG_FIRST <= $limit * 1.10" | bc -l))) || fail "$label: first second above 110% of the limit"
+    (($(echo "$FIG_STEADY >= $limit * (100 - $TOL) / 100 && $FIG_STEADY <= $limit * (100 + $TOL) / 100" | bc -l))) ||
         fail "$label: steady state off by more than $TOL%"
 }
 
@@ -112,11 +102,7 @@ pod_run() {
     main=$(jq -nc --arg dir "$T/ipam" --arg kind "$KIND" --arg mode "$mode" --arg master "m$m" --arg sub "10.3$m.0.0/24" \
         '{cniVersion:"1.0.0", name:"pods", type:$kind, master:$master, mode:$mode,
           ipam:{type:"host-local", ranges:[[{subnet:$sub, rangeStart:"10.3\($master[1:]).0.10", rangeEnd:"10.3\($master[1:]).0.99"}]], dataDir:$dir}}')
-    cni() { # COMMAND BINARY CONFIG
-        printf '%s' "$3" | CNI_COMMAND=$1 CNI_CONTAINERID=$id CNI_NETNS=/run/netns/$ns CNI_IFNAME=eth0 \
-            CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=$ns" \
-            CNI_PATH=/usr/lib/cni ip netns exec node "$2"
-    }
+    cni() { cni_call "$1" "$2" "$3" "$id" "$ns"; }
     prev=$(cni ADD "/usr/lib/cni/$KIND" "$main")
     podnet=$(jq -nc --arg sock "$SOCK" --arg master "m$m" --argjson prev "$prev" --argjson rc "$rc" --arg tier "$tier" \
         '{cniVersion:"1.0.0", name:"pods", type:"podnet-cni", socket:$sock, master:$master,

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The VM side of bench/shaping: podnet's EDT shaper (podnetd + podnet-cni
+# chained after Debian's ipvlan or macvlan plugin) against Debian's
+# `bandwidth` plugin chained after `ptp` (veth pods; the plugin shapes pod
+# egress with tbf on an ifb), every pod made as libcni makes it, in one VM:
+#   1. achieved/limit at 10M, 100M and 1G, first second and steady state
+#      (bytes on the wire), each pod asking through kubelet's bandwidth
+#      capability with kubelet's default burst (MaxInt32 bits);
+#   2. unlimited throughput through a shaped master (a pod with no entry, and
+#      a pod limited at 100G so that every packet is stamped) / through an
+#      unshaped one, median of ROUNDS alternating runs;
+# Prints the table between "BENCH TABLE" markers.
+# vm: timeout=1200
+source "$PODNET_ROOT/tests/vm/lib.sh"
+source "$PODNET_ROOT/tests/vm/measure.sh"
+
+need_module ipvlan macvlan sch_fq sch_tbf sch_ingress ifb act_mirred cls_u32 veth
+need_cmd jq iperf3 tc curl bc
+for p in ipvlan macvlan ptp host-local bandwidth; do
+    [[ -x /usr/lib/cni/$p ]] || fail "/usr/lib/cni/$p missing (containernetworking-plugins)"
+done
+PODNETD=$(podnet_bin podnetd)
+CNI=$(podnet_bin podnet-cni)
+SECS=${BENCH_SECS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+KUBELET_BURST=2147483647
+T=$PODNET_CASE_TMP
+mkdir -p "$T/cfg" "$T/state"
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+PIN=/sys/fs/bpf/podnet-$PODNET_CASE
+cleanup_add rm -rf "$PIN"
+SOCK=$T/state/podnet.sock
+
+# node: masters mi/mm (ipvlan l2 / macvlan bridge, shaped) and ui/um (the
+# same, not shaped), each a veth to "the network" (peer); ptp pods are
+# routed by node to peer through up0.
+netns_new node
+netns_new peer
+link() { # NODE_END PEER_END SUBNET_NO
+    ip -n node link add "$1" type veth peer name "$2"
+    ip -n node link set "$2" netns peer
+    ip -n node link set "$1" up
+    ip -n peer link set "$2" up
+    ip -n peer addr add "10.5$3.0.1/24" dev "$2"
+}
+link mi pmi 1
+link mm pmm 2
+link ui pui 3
+link um pum 4
+link up0 pup 0
+ip -n node addr add 10.50.0.2/24 dev up0
+ip netns exec node sysctl -qw net.ipv4.ip_forward=1
+ip -n peer route add 10.55.0.0/24 via 10.50.0.2
+subnet() { case $1 in mi) echo 1 ;; mm) echo 2 ;; ui) echo 3 ;; um) echo 4 ;; ptp) echo 5 ;; esac; }
+cat > "$T/cfg/10-node.toml" <<'TOML'
+version = 1
+[masters.mi]
+kind = "ipvlan"
+mode = "l2"
+[masters.mm]
+kind = "macvlan"
+mode = "bridge"
+[masters.ui]
+kind = "ipvlan"
+mode = "l2"
+shaping = false
+[masters.um]
+kind = "macvlan"
+mode = "bridge"
+shaping = false
+[shaping]
+TOML
+"$PODNETD" -c "$T/cfg" --netns node --state-dir "$T/state" --socket "$SOCK" --bpf-dir "$PIN" 2>> "$T/podnetd.log" &
+cleanup_add kill $!
+wait_until 60 bash -c "curl -s --unix-socket '$SOCK' http://x/v1/status | jq -e '.converged and (.shaping | length == 2)'"
+
+ip netns exec peer iperf3 -s -i 0.1 -J -D -I "$T/iperf3.pid" --logfile "$T/iperf3-server.log"
+cleanup_add pkill -F "$T/iperf3.pid"
+wait_until 20 bash -c "ip netns exec peer ss -ltn | grep -q ':5201 '"
+
+# pod_add WHERE ID NS: the main plugin's ADD for a pod on master WHERE (or
+# a ptp pod); prints its result.
+pod_add() {
+    local where=$1 n main
+    n=$(subnet "$where")
+    ip netns add "$3"
+    main=$(jq -nc --arg where "$where" --arg dir "$T/ipam" --arg sub "10.5$n.0.0/24" --arg first "10.5$n.0.10" --arg last "10.5$n.0.250" '
+        {cniVersion:"1.0.0", name:"pods",
+         ipam:{type:"host-local", ranges:[[{subnet:$sub, rangeStart:$first, rangeEnd:$last}]], dataDir:$dir}}
+        * if $where == "ptp" then {type:"ptp", ipMasq:false, ipam:{routes:[{dst:"0.0.0.0/0"}]}}
+          elif $where[1:] == "i" then {type:"ipvlan", master:$where, mode:"l2"}
+          else {type:"macvlan", master:$where, mode:"bridge"} end')
+    echo "$main" > "$T/main-$2"
+    cni_call ADD "/usr/lib/cni/$(jq -r .type <<< "$main")" "$main" "$2" "$3"
+}
+pod_del() { # ID NS
+    local main
+    main=$(cat "$T/main-$1")
+    cni_call DEL "/usr/lib/cni/$(jq -r .type <<< "$main")" "$main" "$1" "$2" > /dev/null || true
+    ip netns del "$2"
+}
+# shaper_conf WHERE PREV RATE: the chained entry: podnet-cni after
+# ipvlan/macvlan, bandwidth after ptp; RATE "" for none.
+shaper_conf() {
+    jq -nc --arg where "$1" --argjson prev "$2" --arg rate "$3" --arg sock "$SOCK" --argjson burst "$KUBELET_BURST" '
+        {cniVersion:"1.0.0", name:"pods", capabilities:{bandwidth:true}, prevResult:$prev}
+        + (if $where == "ptp" then {type:"bandwidth"} else {type:"podnet-cni", socket:$sock, master:$where} end)
+        + (if $rate == "" then {} else {runtimeConfig:{bandwidth:{egressRate:($rate | tonumber), egressBurst:$burst}}} end)'
+}
+shaper_bin() { if [[ $1 == ptp ]]; then echo /usr/lib/cni/bandwidth; else echo "$CNI"; fi; }
+iperf_from() { # NS -> JSON
+    ip netns exec "$1" iperf3 -c "$2" -t "$SECS" -Z -J --get-server-output
+}
+peer_of() { echo "10.5$(subnet "$1").0.1"; }
+[[ $(subnet ptp) == 5 ]] # the ptp pods reach 10.50.0.1 (peer) through node
+
+# run_pod WHERE RATE -> JSON of an iperf3 run from a new, shaped pod
+run_pod() {
+    local where=$1 rate=$2 id ns prev conf dst json
+    id=bench$RANDOM$RANDOM
+    ns=b$id
+    prev=$(pod_add "$where" "$id" "$ns")
+    conf=$(shaper_conf "$where" "$prev" "$rate")
+    cni_call ADD "$(shaper_bin "$where")" "$conf" "$id" "$ns" > /dev/null
+    dst=$(peer_of "$where")
+    [[ $where == ptp ]] && dst=10.50.0.1
+    json=$(iperf_from "$ns" "$dst") || fail "iperf3 from a $where pod: $json"
+    cni_call DEL "$(shaper_bin "$where")" "$conf" "$id" "$ns" > /dev/null
+    pod_del "$id" "$ns"
+    printf '%s' "$json"
+}
+
+TABLE=$T/table
+{
+    echo "1. achieved / limit, bytes on the wire (iperf3 -Z, one TCP stream, ${SECS} s, kubelet burst)"
+    printf '%-8s %-34s %14s %14s\n' limit shaper "first second" "steady (1s-)"
+} > "$TABLE"
+for rate in 10000000 100000000 1000000000; do
+    for where in mi mm ptp; do
+        case $where in
+            mi) label="podnet EDT, ipvlan l2 pod" ;;
+            mm) label="podnet EDT, macvlan bridge pod" ;;
+            ptp) label="bandwidth plugin, ptp (veth) pod" ;;
+        esac
+        iperf_figures "$(run_pod "$where" "$rate")"
+        row=$(printf '%-8s %-34s %13s%% %13s%%' "$(printf '%sM' $((rate / 1000000)))" "$label" \
+            "$(pct "$FIG_FIRST" "$rate")" "$(pct "$FIG_STEADY" "$rate")")
+        log "$row"
+        echo "$row" >> "$TABLE"
+    done
+done
+
+# 2. Unlimited throughput: shaped master / unshaped master.
+declare -A tput
+measure_unlimited() { # KEY WHERE RATE
+    local json
+    json=$(run_pod "$2" "$3")
+    tput[$1]+="$(jq -r .end.sum_received.bits_per_second <<< "$json") "
+}
+for ((r = 1; r <= ROUNDS; r++)); do
+    for kind in i m; do
+        measure_unlimited "u$kind" "u$kind" ""
+        measure_unlimited "s$kind" "m$kind" ""
+        measure_unlimited "x$kind" "m$kind" 100000000000
+    done
+done
+median() { tr ' ' '\n' <<< "$1" | grep . | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+{
+    echo
+    echo "2. unlimited throughput (median of $ROUNDS, Gbit/s of TCP payload), shaper attached / not"
+    printf '%-8s %12s %20s %20s %10s %10s\n' pod unshaped "shaped, no entry" "shaped, 100G entry" ratio ratio
+    for kind in i m; do
+        u=$(median "${tput[u$kind]}") s=$(median "${tput[s$kind]}") x=$(median "${tput[x$kind]}")
+        printf '%-8s %12.3f %20.3f %20.3f %10.3f %10.3f\n' "$([[ $kind == i ]] && echo ipvlan || echo macvlan)" \
+            "$(echo "$u / 10^9" | bc -l)" "$(echo "$s / 10^9" | bc -l)" "$(echo "$x / 10^9" | bc -l)" \
+            "$(echo "$s / $u" | bc -l)" "$(echo "$x / $u" | bc -l)"
+    done
+} >> "$TABLE"
+log "unlimited runs (bit/s): $(declare -p tput)"
+
+echo "BENCH TABLE BEGIN"
+cat "$TABLE"
+echo "BENCH TABLE END"

@@ -1,0 +1,37 @@
+# shellcheck shell=bash
+# Helpers shared by the rate cases (rates.sh) and the shaping benchmark
+# (bench/vm/shaping.sh): a CNI call made the way libcni makes it, and the
+# figures of an iperf3 run. Source after lib.sh.
+
+# cni_call COMMAND BINARY CONFIG CONTAINER_ID NETNS: runs a CNI plugin in
+# the node namespace ($NODE_NS, default "node"; "." when already in it)
+# with the environment kubelet's runtime gives it.
+cni_call() {
+    local in_node=(ip netns exec "${NODE_NS:-node}")
+    [[ ${NODE_NS:-} != . ]] || in_node=()
+    CNI_COMMAND=$1 CNI_CONTAINERID=$4 CNI_NETNS=/run/netns/$5 CNI_IFNAME=eth0 \
+        CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=$5" \
+        CNI_PATH=/usr/lib/cni "${in_node[@]}" "$2" <<< "$3"
+}
+
+# Wire bit/s or bytes from iperf3's TCP payload: at MTU 1500 a full segment
+# (timestamps on) carries 1448 bytes in a 1514-byte frame, and a limit
+# counts frames as tc does.
+wire() { echo "$1 * 1514 / 1448" | bc -l; }
+pct() { printf '%.1f' "$(echo "100 * $1 / $2" | bc -l)"; }
+
+# iperf_figures JSON: from the receiver's 100 ms intervals (iperf3 -s -i 0.1,
+# client with --get-server-output; the last, partial interval holding the
+# tail of the queue is left out), sets on the wire:
+#   FIG_B0 FIG_S0   bytes in the first interval, and its length in seconds
+#   FIG_FIRST       bit/s over the first second
+#   FIG_STEADY      bit/s from 1 s to the end
+iperf_figures() {
+    local iv
+    iv=$(jq -c '[.server_output_json.intervals[].sum | {start, "end": .end, seconds, bytes}] | .[:-1]' <<< "$1")
+    (($(jq length <<< "$iv") >= 20)) || fail "too few 100 ms intervals from the receiver: $iv"
+    FIG_B0=$(wire "$(jq '.[0].bytes' <<< "$iv")")
+    FIG_S0=$(jq '.[0].seconds' <<< "$iv")
+    FIG_FIRST=$(wire "$(jq '[.[] | select(.end <= 1.0001) | .bytes] | add * 8' <<< "$iv")")
+    FIG_STEADY=$(wire "$(jq '[.[] | select(.start >= 0.9999)] | (map(.bytes) | add) * 8 / (map(.seconds) | add)' <<< "$iv")")
+}
