@@ -11,7 +11,29 @@
 //!   fast (the fastest tier when none is), so operators keep a few classes;
 //! - under `annotations = "ignore"` only the tier counts.
 
-use crate::config::{AnnotationPolicy, NodeConfig, Rate};
+use std::collections::BTreeSet;
+
+use crate::config::{AnnotationPolicy, NodeConfig, Rate, ShapingBackend};
+
+/// The masters the node files have shaped by EDT: `shaping = true`, or by
+/// default once `[shaping]` exists, unless the backend is HTB.
+pub fn shaping_masters(config: &NodeConfig) -> BTreeSet<String> {
+    let backend = config
+        .shaping
+        .as_ref()
+        .and_then(|s| s.backend)
+        .unwrap_or(ShapingBackend::Auto);
+    if backend == ShapingBackend::Htb {
+        return BTreeSet::new();
+    }
+    let by_default = config.shaping.is_some();
+    config
+        .masters
+        .iter()
+        .filter(|(_, m)| m.shaping.unwrap_or(by_default))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
 
 /// What one endpoint is limited to.
 #[derive(Debug, Clone, PartialEq, Eq)]

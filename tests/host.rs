@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{podnetctl, root_or_skip, ConfigDir, Netns};
+use common::{podnetctl, root_or_skip, run_ok, ConfigDir, Netns};
 
 const NODE: &str = r#"version = 1
 [masters.ens192]
@@ -453,4 +453,52 @@ fn a_step_that_interrupts_the_default_route_needs_force() {
     let run = podnetctl(&cfg.path, &ns, &["apply", "--force"]);
     assert_eq!(run.code, 0, "{run}");
     assert_eq!(ns.link("ens192").unwrap()["mtu"], 9000);
+}
+
+#[test]
+fn dry_run_says_what_podnetd_will_do_for_shaping() {
+    if !root_or_skip("dry_run_says_what_podnetd_will_do_for_shaping") {
+        return;
+    }
+    let (ns, cfg) = setup("shapeplan");
+    ns.veth("ens224");
+    cfg.write(&[(
+        "50-shaping.toml",
+        "[masters.ens224]\nkind = \"macvlan\"\nshaping = false\n[shaping]\n",
+    )]);
+    let before = ns.snapshot();
+    let run = podnetctl(&cfg.path, &ns, &["apply", "--dry-run"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout.contains(
+            "masters.ens192.shaping: egress shaping (EDT): podnetd will put fq at the root of ens192 (now the kernel's default, put back when shaping goes off)"
+        ),
+        "{run}"
+    );
+    assert!(!run.stdout.contains("ens224.shaping"), "{run}");
+    assert_eq!(ns.snapshot(), before, "dry-run changed the host");
+
+    // A root with podnet's handle: shaped when the files shape the master,
+    // to be taken off when they do not.
+    for dev in ["ens192", "ens224"] {
+        run_ok(
+            "tc",
+            &[
+                "-n", &ns.name, "qdisc", "add", "dev", dev, "root", "handle", "706e:", "tbf",
+                "rate", "1gbit", "burst", "64k", "latency", "10ms",
+            ],
+        );
+    }
+    let run = podnetctl(&cfg.path, &ns, &["apply", "--dry-run"]);
+    assert!(
+        run.stdout
+            .contains("ens192 is shaped (fq at the root, podnet's)"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains(
+            "podnetd will detach the EDT program from ens224 and put back the root qdisc fq replaced"
+        ),
+        "{run}"
+    );
 }

@@ -364,7 +364,7 @@ impl Engine {
         desired: &crate::config::NodeConfig,
         observed: &Observed,
     ) -> crate::error::Result<()> {
-        let configured = super::shaping::configured_devices(desired);
+        let configured = crate::policy::shaping_masters(desired);
         let horizon = super::shaping::horizon(desired);
         let mut shaped = BTreeMap::new();
         let result = self

@@ -10,28 +10,8 @@ use std::time::Duration;
 use tracing::warn;
 
 use crate::api::types::{EndpointRecord, Enforcement, Limits};
-use crate::config::{NodeConfig, ShapingBackend};
+use crate::config::NodeConfig;
 use crate::shaping::{EgressLimit, EndpointStats, Endpoints, DEFAULT_BURST_BYTES, DEFAULT_HORIZON};
-
-/// The masters the node files have shaped by EDT: `shaping = true`, or by
-/// default once `[shaping]` exists, unless the backend is HTB.
-pub fn configured_devices(desired: &NodeConfig) -> BTreeSet<String> {
-    let backend = desired
-        .shaping
-        .as_ref()
-        .and_then(|s| s.backend)
-        .unwrap_or(ShapingBackend::Auto);
-    if backend == ShapingBackend::Htb {
-        return BTreeSet::new();
-    }
-    let by_default = desired.shaping.is_some();
-    desired
-        .masters
-        .iter()
-        .filter(|(_, m)| m.shaping.unwrap_or(by_default))
-        .map(|(name, _)| name.clone())
-        .collect()
-}
 
 /// The drop horizon the node files set for every endpoint.
 pub fn horizon(desired: &NodeConfig) -> Duration {

@@ -193,7 +193,7 @@ pub fn plan(desired: &NodeConfig, observed: &Observed) -> Plan {
     Plan {
         actions: phases.into_iter().flatten().collect(),
         problems,
-        unsupported: unsupported(desired),
+        unsupported: unsupported(desired, observed),
     }
 }
 
@@ -328,9 +328,37 @@ fn snapshot(link: &Link, observed: &Observed) -> LinkSnapshot {
     }
 }
 
+/// What podnetd does on a master for shaping, as seen from its root qdisc:
+/// podnet's root (handle major `706e`) means shaped.
+fn shaping_step(name: &str, shapes: bool, observed: &Observed) -> Option<String> {
+    let root = observed
+        .qdiscs
+        .iter()
+        .find(|q| q.link == name && q.parent == "root");
+    let podnets = format!("{:x}:", crate::shaping::tc::PODNET_QDISC_MAJOR);
+    let ours = root.is_some_and(|q| q.handle.starts_with(&podnets));
+    match (shapes, ours) {
+        (true, true) => Some(format!(
+            "egress shaping (EDT): {name} is shaped (fq at the root, podnet's); podnetd keeps its program and map current"
+        )),
+        (true, false) if observed.link(name).is_some() => Some(format!(
+            "egress shaping (EDT): podnetd will put fq at the root of {name} (now {}, put back when shaping goes off) and attach the EDT program on its egress",
+            root.map_or("the kernel's default", |q| q.kind.as_str())
+        )),
+        (true, false) => Some(format!(
+            "egress shaping (EDT): podnetd will shape {name} once it exists"
+        )),
+        (false, true) => Some(format!(
+            "egress shaping off: podnetd will detach the EDT program from {name} and put back the root qdisc fq replaced"
+        )),
+        (false, false) => None,
+    }
+}
+
 /// Sections that validate but that this version does not apply yet, so they
-/// are listed instead of silently ignored.
-fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
+/// are listed instead of silently ignored, and the shaping steps podnetd
+/// (not podnetctl) takes.
+fn unsupported(c: &NodeConfig, observed: &Observed) -> Vec<Unsupported> {
     let mut out = Vec::new();
     let mut note = |key: String, what: &str| {
         out.push(Unsupported {
@@ -338,12 +366,10 @@ fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
             what: what.into(),
         })
     };
-    for (name, m) in &c.masters {
-        if m.shaping == Some(true) {
-            note(
-                format!("masters.{name}.shaping"),
-                "egress shaping (EDT): podnetd shapes the pods registered with it",
-            );
+    let shaping = crate::policy::shaping_masters(c);
+    for name in c.masters.keys() {
+        if let Some(step) = shaping_step(name, shaping.contains(name), observed) {
+            note(format!("masters.{name}.shaping"), &step);
         }
     }
     for (pf, s) in &c.sriov {

@@ -37,6 +37,7 @@ const TC_H_MIN_INGRESS: u32 = 0xffff_fff2;
 const TC_H_MIN_EGRESS: u32 = 0xffff_fff3;
 
 const TCA_OPTIONS: u16 = 2;
+const TCA_FQ_RATE_ENABLE: u16 = 5;
 const TCA_FQ_HORIZON: u16 = 14;
 const TCA_FQ_HORIZON_DROP: u16 = 15;
 
@@ -110,6 +111,7 @@ impl PreviousRoot {
 pub fn tc_handle(h: u32) -> String {
     match h {
         TC_H_ROOT => "root".into(),
+        TC_H_CLSACT => "ingress".into(),
         _ => format!("{:x}:{:x}", h >> 16, h & 0xffff),
     }
 }
@@ -274,6 +276,11 @@ fn fq_options() -> Vec<u8> {
     let mut v = Vec::new();
     push_attr(&mut v, TCA_FQ_HORIZON, &FQ_HORIZON_US.to_ne_bytes());
     push_attr(&mut v, TCA_FQ_HORIZON_DROP, &[1]);
+    // `nopacing`: fq holds a packet only to the departure time on it (the
+    // EDT program's stamp). It does not pace sockets at their own rate, so
+    // a pod the shaper does not limit sends as it did before fq came
+    // (under noqueue), and TCP does not switch to fq pacing.
+    push_attr(&mut v, TCA_FQ_RATE_ENABLE, &0u32.to_ne_bytes());
     v
 }
 
@@ -640,11 +647,14 @@ mod tests {
     #[test]
     fn fq_options_are_aligned_attributes() {
         let v = fq_options();
-        // horizon: 4-byte header + u32; horizon_drop: header + u8 + 3 pad
-        assert_eq!(v.len(), 8 + 8);
+        // horizon: 4-byte header + u32; horizon_drop: header + u8 + 3 pad;
+        // rate_enable: header + u32
+        assert_eq!(v.len(), 8 + 8 + 8);
         assert_eq!(u16::from_ne_bytes([v[2], v[3]]), TCA_FQ_HORIZON);
         assert_eq!(u32::from_ne_bytes([v[4], v[5], v[6], v[7]]), FQ_HORIZON_US);
         assert_eq!(u16::from_ne_bytes([v[8], v[9]]), 5);
         assert_eq!(u16::from_ne_bytes([v[10], v[11]]), TCA_FQ_HORIZON_DROP);
+        assert_eq!(u16::from_ne_bytes([v[18], v[19]]), TCA_FQ_RATE_ENABLE);
+        assert_eq!(u32::from_ne_bytes([v[20], v[21], v[22], v[23]]), 0);
     }
 }

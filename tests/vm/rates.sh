@@ -2,13 +2,18 @@
 # The body of the rate cases (cases/50-*, 51-*): for each of the $MODES of
 # $KIND, a master shaped by podnetd and pods made by Debian's $KIND +
 # host-local plugins chained with podnet-cni, as libcni runs a conflist.
-# Three pods per mode, limited at 10M (kubelet's egress annotation, with
-# kubelet's default burst), 100M (the node's default tier) and 1G (a tier
-# named in the attachment's args). Each sends with iperf3 as soon as it
-# exists, and the receiver's 100 ms intervals must show:
+# Pods limited at 10M (kubelet's egress annotation, with kubelet's default
+# burst) and 100M (the node's default tier) in every mode, and 1G (a tier
+# named in the attachment's args) in every mode but ipvlan l3/l3s
+# (RATE_ONE_G_MODES). Each pod sends with iperf3 as soon as it exists, and
+# the receiver's 100 ms intervals must show:
 #   - the first 100 ms: at most rate x 0.1 s + the tier's burst;
 #   - the first second: at most 110% of the limit;
 #   - the steady state (1 s to the end): within ±RATE_TOL % (3) of it.
+#     Above the band fails at once. Below it, the shaper let through all
+#     that came: at 1G a TCG vCPU sometimes cannot send that much (2 Gbit/s
+#     unshaped at best), so that run is made once more, and the summary
+#     says so; twice below fails.
 # Rates are bytes on the wire (1514-byte frames for 1448 payload bytes), as
 # tc counts them. Set KIND and MODES, source lib.sh, then this.
 
@@ -88,8 +93,15 @@ check() {
     echo "$RESULT" >> "$T/summary"
     (($(echo "$FIG_B0 <= $bound" | bc -l))) || fail "$label: the first 100 ms sent more than rate x 0.1 s + burst"
     (($(echo "$FIG_FIRST <= $limit * 1.10" | bc -l))) || fail "$label: first second above 110% of the limit"
-    (($(echo "$FIG_STEADY >= $limit * (100 - $TOL) / 100 && $FIG_STEADY <= $limit * (100 + $TOL) / 100" | bc -l))) ||
-        fail "$label: steady state off by more than $TOL%"
+    (($(echo "$FIG_STEADY <= $limit * (100 + $TOL) / 100" | bc -l))) ||
+        fail "$label: steady state more than $TOL% above the limit"
+    # Below the band: the shaper let everything through that came, so the
+    # sender (a TCG vCPU at 1G) fell short: say so, and let the caller run
+    # it once more.
+    (($(echo "$FIG_STEADY >= $limit * (100 - $TOL) / 100" | bc -l))) || {
+        log "$label: steady state more than $TOL% below the limit"
+        return 3
+    }
 }
 
 # pod_run MASTER_NO MODE NAME RUNTIME_BW ARGS_TIER LIMIT BURST: makes a pod
@@ -119,10 +131,16 @@ pod_run() {
         ip -n peer neigh replace "$ip" lladdr "$(ip -n node -j link show "m$m" | jq -r '.[0].address')" dev "p$m"
         ip -n node neigh replace "10.3$m.0.1" lladdr "$(ip -n peer -j link show "p$m" | jq -r '.[0].address')" dev "m$m"
     fi
-    local json
-    json=$(ip netns exec "$ns" iperf3 -c "10.3$m.0.1" -t "$SECS" -Z -J --get-server-output) ||
-        fail "m$m $name: iperf3 failed: $json"
-    check "$json" "$limit" "$burst" "$KIND $mode $name" || { tail -20 "$T/podnetd.log"; exit 1; }
+    local json try rc
+    for try in 1 2; do
+        json=$(ip netns exec "$ns" iperf3 -c "10.3$m.0.1" -t "$SECS" -Z -J --get-server-output) ||
+            fail "m$m $name: iperf3 failed: $json"
+        rc=0
+        check "$json" "$limit" "$burst" "$KIND $mode $name" || rc=$?
+        ((rc == 3 && try == 1)) || break
+        echo "(once more: below the band)" >> "$T/summary"
+    done
+    ((rc == 0)) || { tail -20 "$T/podnetd.log"; fail "$KIND $mode $name: steady state below the limit twice"; }
     cni DEL "$CNI" "$podnet" > /dev/null
     cni DEL "/usr/lib/cni/$KIND" "$main" > /dev/null
     ip netns del "$ns"
@@ -136,7 +154,12 @@ for i in "${!MODES[@]}"; do
     # which podnet leaves to the tier.
     pod_run "$m" "$mode" 10M '{"egressRate":10000000,"egressBurst":2147483647}' "" 10000000 "$STANDARD_BURST"
     pod_run "$m" "$mode" 100M '{}' "" 100000000 "$STANDARD_BURST"
-    pod_run "$m" "$mode" 1G '{}' gold 1000000000 "$GOLD_BURST"
+    # 1G: not for ipvlan l3/l3s by default. Under TCG the VM sends 2 Gbit/s
+    # unshaped at best, and less through l3/l3s's routing in the node
+    # namespace: there a 1G run measures the vCPU more than the shaper
+    # (it passes on a quiet machine: RATE_ONE_G_MODES="l2 l3 l3s").
+    [[ " ${RATE_ONE_G_MODES:-l2 bridge private vepa} " != *" $mode "* ]] ||
+        pod_run "$m" "$mode" 1G '{}' gold 1000000000 "$GOLD_BURST"
 done
 log "summary:"
 cat "$T/summary"
