@@ -25,12 +25,7 @@ CNI=$(podnet_bin podnet-cni)
 SECS=${BENCH_SECS:-5}
 ROUNDS=${BENCH_ROUNDS:-5}
 KUBELET_BURST=2147483647
-T=$PODNET_CASE_TMP
-mkdir -p "$T/cfg" "$T/state"
-mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
-PIN=/sys/fs/bpf/podnet-$PODNET_CASE
-cleanup_add rm -rf "$PIN"
-SOCK=$T/state/podnet.sock
+podnetd_layout
 
 # node: masters mi/mm (ipvlan l2 / macvlan bridge, shaped) and ui/um (the
 # same, not shaped), each a veth to "the network" (peer); ptp pods are

@@ -1,7 +1,21 @@
 # shellcheck shell=bash
-# Helpers shared by the rate cases (rates.sh) and the shaping benchmark
-# (bench/vm/shaping.sh): a CNI call made the way libcni makes it, and the
-# figures of an iperf3 run. Source after lib.sh.
+# Helpers shared by the podnetd shaping cases (podnetd-shaping.sh,
+# rates.sh) and the shaping benchmark (bench/vm/shaping.sh): a scratch
+# podnetd layout, a CNI call made the way libcni makes it, and the figures
+# of an iperf3 run. Source after lib.sh.
+
+# podnetd_layout: T (the case's scratch dir, with cfg/ for node files and
+# state/), PIN (the case's own BPF pin dir, removed at exit), SOCK, and
+# `api PATH [CURL ARGS...]` to call podnetd.
+podnetd_layout() {
+    T=$PODNET_CASE_TMP
+    mkdir -p "$T/cfg" "$T/state"
+    mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+    PIN=/sys/fs/bpf/podnet-$PODNET_CASE
+    cleanup_add rm -rf "$PIN"
+    SOCK=$T/state/podnet.sock
+}
+api() { curl -s --unix-socket "$SOCK" "http://x$1" "${@:2}"; }
 
 # cni_call COMMAND BINARY CONFIG CONTAINER_ID NETNS: runs a CNI plugin in
 # the node namespace ($NODE_NS, default "node"; "." when already in it)

@@ -10,6 +10,7 @@
 # pinned map; DEL frees the pod; turning shaping off in the files puts the
 # root qdisc back. Set KIND and MODE, source lib.sh, then this.
 
+source "$(dirname "${BASH_SOURCE[0]}")/measure.sh"
 
 need_module "$KIND" sch_fq
 need_cmd jq iperf3 tc curl bc
@@ -17,13 +18,7 @@ need_cmd jq iperf3 tc curl bc
 PODNETD=$(podnet_bin podnetd)
 CNI=$(podnet_bin podnet-cni)
 DEMO=$(podnet_bin examples/edt-demo)
-T=$PODNET_CASE_TMP
-mkdir -p "$T/cfg" "$T/state"
-mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
-PIN=/sys/fs/bpf/podnet-$PODNET_CASE
-cleanup_add rm -rf "$PIN"
-SOCK=$T/state/podnet.sock
-api() { curl -s --unix-socket "$SOCK" "http://x$1" "${@:2}"; }
+podnetd_layout
 
 netns_new node
 netns_new peer

@@ -27,13 +27,7 @@ PODNETD=$(podnet_bin podnetd)
 CNI=$(podnet_bin podnet-cni)
 TOL=${RATE_TOL:-3}
 SECS=${RATE_SECS:-5}
-T=$PODNET_CASE_TMP
-mkdir -p "$T/cfg" "$T/state"
-mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
-PIN=/sys/fs/bpf/podnet-$PODNET_CASE
-cleanup_add rm -rf "$PIN"
-SOCK=$T/state/podnet.sock
-api() { curl -s --unix-socket "$SOCK" "http://x$1" "${@:2}"; }
+podnetd_layout
 # The tiers' bursts, in bytes (the node file below says them in bits).
 STANDARD_BURST=$((1000000 / 8))
 GOLD_BURST=$((8000000 / 8))
