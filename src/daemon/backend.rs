@@ -49,8 +49,9 @@ impl Backend for DaemonBackend {
     fn endpoints(&self) -> Vec<EndpointRecord> {
         let shared = self.shared();
         let mut list = shared.registry.list();
+        let entries = shared.shaping.entries();
         for r in &mut list {
-            r.enforcement = shared.shaping.enforcement(r);
+            r.enforcement = shared.shaping.enforcement_in(r, &entries);
         }
         list
     }

@@ -122,11 +122,36 @@ impl ShapingView {
         done
     }
 
-    /// Whether the endpoint's egress limit is in force now: its master is
-    /// shaped and the map holds the right entry for each of its addresses.
-    /// None when podnet does not shape it (no egress limit, or a master
-    /// the node files do not shape).
+    /// The map's egress entries by address (one walk of the map).
+    pub fn entries(&self) -> Result<BTreeMap<IpAddr, EndpointStats>, String> {
+        let map = self
+            .map
+            .as_ref()
+            .ok_or_else(|| "the shaper's map is not open".to_string())?;
+        let stats = map
+            .stats()
+            .map_err(|err| format!("reading the shaper's map: {err}"))?;
+        Ok(stats
+            .into_iter()
+            .filter(|s| s.direction == "egress")
+            .map(|s| (s.ip, s))
+            .collect())
+    }
+
+    /// [`ShapingView::enforcement_in`] with the map read now.
     pub fn enforcement(&self, e: &EndpointRecord) -> Option<Enforcement> {
+        self.enforcement_in(e, &self.entries())
+    }
+
+    /// Whether the endpoint's egress limit is in force now: its master is
+    /// shaped and the map (`entries`, from [`ShapingView::entries`]) holds
+    /// the right entry for each of its addresses. None when podnet does not
+    /// shape it (no egress limit, or a master the node files do not shape).
+    pub fn enforcement_in(
+        &self,
+        e: &EndpointRecord,
+        entries: &Result<BTreeMap<IpAddr, EndpointStats>, String>,
+    ) -> Option<Enforcement> {
         let limit = e
             .limits
             .as_ref()
@@ -144,34 +169,25 @@ impl ShapingView {
             }
             _ => {}
         }
-        let have: BTreeMap<IpAddr, EndpointStats> = match self.map.as_ref().map(|m| m.stats()) {
-            Some(Ok(stats)) => stats
-                .into_iter()
-                .filter(|s| s.direction == "egress")
-                .map(|s| (s.ip, s))
-                .collect(),
-            Some(Err(err)) => {
-                problems.push(format!("reading the shaper's map: {err}"));
-                BTreeMap::new()
-            }
-            None => {
-                problems.push("the shaper's map is not open".into());
-                BTreeMap::new()
-            }
-        };
-        if self.map.is_some() && problems.is_empty() {
-            for ip in &e.endpoint.ips {
-                match have.get(&ip.addr()) {
-                    None => problems.push(format!("{}: no entry in the shaper's map", ip.addr())),
-                    Some(s) if !limit.matches(s) => problems.push(format!(
-                        "{}: the map holds {} bit/s, the limit is {} bit/s",
-                        ip.addr(),
-                        s.rate_bps,
-                        limit.rate_bps
-                    )),
-                    Some(_) => {}
+        match entries {
+            Err(err) => problems.push(err.clone()),
+            Ok(have) if problems.is_empty() => {
+                for ip in &e.endpoint.ips {
+                    match have.get(&ip.addr()) {
+                        None => {
+                            problems.push(format!("{}: no entry in the shaper's map", ip.addr()))
+                        }
+                        Some(s) if !limit.matches(s) => problems.push(format!(
+                            "{}: the map holds {} bit/s, the limit is {} bit/s",
+                            ip.addr(),
+                            s.rate_bps,
+                            limit.rate_bps
+                        )),
+                        Some(_) => {}
+                    }
                 }
             }
+            Ok(_) => {}
         }
         Some(Enforcement {
             enforced: problems.is_empty(),
