@@ -107,9 +107,26 @@ impl Route {
 pub struct Qdisc {
     pub link: String,
     pub kind: String,
-    /// `major:minor` as tc prints it.
-    pub handle: String,
-    pub parent: String,
+    /// Written `major:minor` (hex) as tc prints it, `root`, or `ingress`.
+    #[serde(with = "tc_handle_text")]
+    pub handle: u32,
+    #[serde(with = "tc_handle_text")]
+    pub parent: u32,
+}
+
+/// A tc handle as text, the way tc prints it, in serialized state.
+mod tc_handle_text {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::shaping::tc::tc_handle(*h))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::shaping::tc::parse_tc_handle(&text)
+            .ok_or_else(|| D::Error::custom(format!("not a tc handle: {text:?}")))
+    }
 }
 
 impl Observed {

@@ -1059,7 +1059,12 @@ fn the_blocking_client_needs_no_runtime() {
 async fn bind_makes_the_socket_and_refuses_to_steal_one() {
     let dir = fresh_dir();
     let socket = dir.join("a/b/podnet.sock");
-    let group = is_root().then_some(4242);
+    // Handing the socket to the podnet group takes root.
+    let group = require(
+        "bind_makes_the_socket_and_refuses_to_steal_one (the socket's group)",
+        &[ROOT],
+    )
+    .then_some(4242);
     let listener = bind(&socket, group).unwrap();
     let meta = std::fs::metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
@@ -1099,21 +1104,20 @@ async fn bind_makes_the_socket_and_refuses_to_steal_one() {
 // ---------------------------------------------------------------------------
 // The peer check, with real other users.
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+#[path = "common/prereq.rs"]
+mod prereq;
+use prereq::{require, ROOT};
 
 const GROUP: u32 = 4242;
 const NOBODY: u32 = 65534;
 
-/// Not a test of its own: the peer tests run this test binary again as
-/// another user, with `PODNET_PEER_HELPER` naming the socket, and read what
-/// it prints.
+/// Not a test of its own, so ignored: the peer tests run this test binary
+/// again as another user (`--ignored --exact peer_helper`), with
+/// `PODNET_PEER_HELPER` naming the socket, and read what it prints.
 #[test]
+#[ignore = "a helper the peer tests run as another user, not a test"]
 fn peer_helper() {
-    let Ok(socket) = std::env::var("PODNET_PEER_HELPER") else {
-        return;
-    };
+    let socket = std::env::var("PODNET_PEER_HELPER").expect("run by the peer tests only");
     let mode = std::env::var("PODNET_PEER_MODE").unwrap_or_default();
     let request = b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     let ask = |s: &mut std::os::unix::net::UnixStream| {
@@ -1160,10 +1164,16 @@ fn as_peer(
         .map(|g| nix::unistd::Gid::from_raw(*g))
         .collect();
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["--exact", "peer_helper", "--nocapture", "--test-threads=1"])
-        .env("PODNET_PEER_HELPER", socket)
-        .env("PODNET_PEER_MODE", mode)
-        .current_dir("/");
+    cmd.args([
+        "--ignored",
+        "--exact",
+        "peer_helper",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("PODNET_PEER_HELPER", socket)
+    .env("PODNET_PEER_MODE", mode)
+    .current_dir("/");
     // SAFETY: only async-signal-safe system calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -1190,8 +1200,8 @@ fn as_peer(
 
 #[tokio::test]
 async fn only_root_and_the_group_may_use_the_socket() {
-    if !is_root() {
-        eprintln!("SKIP only_root_and_the_group_may_use_the_socket: needs root to run a peer as another user");
+    // Running a peer as another user takes root.
+    if !require("only_root_and_the_group_may_use_the_socket", &[ROOT]) {
         return;
     }
     let d = Daemon::start(Policy {

@@ -5,9 +5,9 @@
 //!
 //! Without root: VERSION, the checks of the environment and the
 //! configuration in every command, and podnetd absent or hung. As root
-//! (skipped otherwise): against a real podnetd in a network namespace the
-//! test makes, in every spec version; then with that podnetd killed; and
-//! the ADD latency over 200 ADD+DEL rounds (printed, not asserted).
+//! (a loud skip otherwise, a failure under scripts/test): against a real
+//! podnetd in a network namespace the test makes, in every spec version;
+//! then with that podnetd killed. ADD latency is bench/shaping's.
 
 use std::io::Write;
 use std::os::unix::net::UnixListener;
@@ -559,14 +559,9 @@ fn a_hung_podnetd_costs_at_most_the_budget() {
 // ---------------------------------------------------------------------------
 // With a real podnetd (root).
 
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("skipping {test}: podnetd needs root (a network namespace)");
-        false
-    }
-}
+#[path = "common/prereq.rs"]
+mod prereq;
+use prereq::{require, ROOT};
 
 fn sh(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd).args(args).output().unwrap();
@@ -726,7 +721,10 @@ fn ips(list: &[&str]) -> Vec<ipnet::IpNet> {
 
 #[test]
 fn every_command_in_every_version_against_podnetd() {
-    if !root_or_skip("every_command_in_every_version_against_podnetd") {
+    if !require(
+        "every_command_in_every_version_against_podnetd",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let sandbox = Sandbox::new("conf");
@@ -865,7 +863,10 @@ fn every_command_in_every_version_against_podnetd() {
 
 #[test]
 fn with_podnetd_killed_add_fails_and_del_succeeds() {
-    if !root_or_skip("with_podnetd_killed_add_fails_and_del_succeeds") {
+    if !require(
+        "with_podnetd_killed_add_fails_and_del_succeeds",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let sandbox = Sandbox::new("kill");
@@ -909,40 +910,4 @@ fn with_podnetd_killed_add_fails_and_del_succeeds() {
     assert!(registered(&d, &pod).is_some());
     cni(&[("CNI_COMMAND", "GC")], &gc).ok();
     assert!(registered(&d, &pod).is_none());
-}
-
-#[test]
-fn add_latency_over_200_rounds() {
-    if !root_or_skip("add_latency_over_200_rounds") {
-        return;
-    }
-    let sandbox = Sandbox::new("lat");
-    let dir = TempDir::new("lat");
-    let d = Podnetd::start(&sandbox, &dir.0);
-    let pod = Pod::new("latency", &sandbox.path());
-    let prev = prev_result("1.1.0", &pod, &["172.51.0.30/24"]);
-    let conf = request(
-        "1.1.0",
-        entry(&d.socket, json!({"tier": "silver"})),
-        kubelet_bandwidth(),
-        Some(prev),
-    );
-    let (mut add, mut del) = (Vec::new(), Vec::new());
-    for _ in 0..200 {
-        add.push(pod.run("ADD", &conf).ok().took);
-        del.push(pod.run("DEL", &conf).ok().took);
-    }
-    let pct = |v: &mut Vec<Duration>, p: f64| {
-        v.sort();
-        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
-        v[i].as_secs_f64() * 1000.0
-    };
-    eprintln!(
-        "podnet-cni over 200 rounds ({} build): ADD p50 {:.2} ms p99 {:.2} ms; DEL p50 {:.2} ms p99 {:.2} ms",
-        if cfg!(debug_assertions) { "debug" } else { "release" },
-        pct(&mut add, 0.50),
-        pct(&mut add, 0.99),
-        pct(&mut del, 0.50),
-        pct(&mut del, 0.99),
-    );
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{root_or_skip, within, ConfigDir, Daemon, Netns};
+use common::{require, within, ConfigDir, Daemon, Netns, ROOT};
 use serde_json::{json, Value};
 
 const CNI_DIR: &str = "/usr/lib/cni";
@@ -139,17 +139,18 @@ fn conflist(second: Value, ipam_dir: &Path) -> Value {
     })
 }
 
-fn plugins_or_skip(test: &str) -> bool {
-    let ok = root_or_skip(test) && Path::new(CNI_DIR).join("macvlan").exists();
-    if !ok {
-        eprintln!("skipping {test}: needs root and containernetworking-plugins in {CNI_DIR}");
-    }
-    ok
-}
-
 #[test]
 fn macvlan_pods_chained_with_podnet_cni_are_registered_with_their_limits() {
-    if !plugins_or_skip("macvlan_pods_chained_with_podnet_cni_are_registered_with_their_limits") {
+    if !require(
+        "macvlan_pods_chained_with_podnet_cni_are_registered_with_their_limits",
+        &[
+            ROOT,
+            "ip",
+            "ping",
+            "/usr/lib/cni/macvlan",
+            "/usr/lib/cni/host-local",
+        ],
+    ) {
         return;
     }
     let node = Netns::new("chain");
@@ -218,7 +219,16 @@ fn macvlan_pods_chained_with_podnet_cni_are_registered_with_their_limits() {
 
 #[test]
 fn debians_bandwidth_plugin_refuses_a_macvlan_pod() {
-    if !plugins_or_skip("debians_bandwidth_plugin_refuses_a_macvlan_pod") {
+    if !require(
+        "debians_bandwidth_plugin_refuses_a_macvlan_pod",
+        &[
+            ROOT,
+            "ip",
+            "/usr/lib/cni/macvlan",
+            "/usr/lib/cni/host-local",
+            "/usr/lib/cni/bandwidth",
+        ],
+    ) {
         return;
     }
     // Why podnet exists: the reference bandwidth plugin needs a veth peer.

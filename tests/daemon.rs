@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{root_or_skip, within, ConfigDir, Daemon, Netns};
+use common::{require, within, ConfigDir, Daemon, Netns, ROOT};
 
 const NODE: &str = r#"version = 1
 [masters.ens192]
@@ -46,7 +46,10 @@ fn converged(ns: &Netns) -> bool {
 
 #[test]
 fn edits_of_every_kind_are_applied_within_a_second() {
-    if !root_or_skip("edits_of_every_kind_are_applied_within_a_second") {
+    if !require(
+        "edits_of_every_kind_are_applied_within_a_second",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg, state) = setup("edits");
@@ -97,7 +100,7 @@ fn edits_of_every_kind_are_applied_within_a_second() {
 
 #[test]
 fn an_invalid_edit_keeps_the_last_good_state() {
-    if !root_or_skip("an_invalid_edit_keeps_the_last_good_state") {
+    if !require("an_invalid_edit_keeps_the_last_good_state", &[ROOT, "ip"]) {
         return;
     }
     let (ns, cfg, state) = setup("invalid");
@@ -134,8 +137,9 @@ fn an_invalid_edit_keeps_the_last_good_state() {
 
 #[test]
 fn drift_on_owned_objects_is_repaired_within_a_second_and_foreign_links_are_untouched() {
-    if !root_or_skip(
+    if !require(
         "drift_on_owned_objects_is_repaired_within_a_second_and_foreign_links_are_untouched",
+        &[ROOT, "ip"],
     ) {
         return;
     }
@@ -195,7 +199,10 @@ fn drift_on_owned_objects_is_repaired_within_a_second_and_foreign_links_are_unto
 
 #[test]
 fn a_hundred_reapplies_change_nothing_in_the_kernel() {
-    if !root_or_skip("a_hundred_reapplies_change_nothing_in_the_kernel") {
+    if !require(
+        "a_hundred_reapplies_change_nothing_in_the_kernel",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg, state) = setup("quiet");
@@ -301,7 +308,10 @@ impl Drop for Flow {
 
 #[test]
 fn kill_9_mid_reconcile_then_restart_adopts_without_flapping() {
-    if !root_or_skip("kill_9_mid_reconcile_then_restart_adopts_without_flapping") {
+    if !require(
+        "kill_9_mid_reconcile_then_restart_adopts_without_flapping",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg, state) = setup("kill9");
@@ -413,7 +423,10 @@ fn podnetctl(d: &Daemon, cfg: &Path, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn podnetctl_goes_through_the_daemon_and_status_shows_a_rejected_edit() {
-    if !root_or_skip("podnetctl_goes_through_the_daemon_and_status_shows_a_rejected_edit") {
+    if !require(
+        "podnetctl_goes_through_the_daemon_and_status_shows_a_rejected_edit",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg, state) = setup("ctl");
@@ -473,7 +486,10 @@ fn podnetctl_goes_through_the_daemon_and_status_shows_a_rejected_edit() {
 
 #[test]
 fn a_thousand_kernel_events_make_a_handful_of_reconciles() {
-    if !root_or_skip("a_thousand_kernel_events_make_a_handful_of_reconciles") {
+    if !require(
+        "a_thousand_kernel_events_make_a_handful_of_reconciles",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg, state) = setup("burst");
@@ -521,7 +537,10 @@ fn take_address(ns: &Netns) {
 
 #[test]
 fn a_fight_with_another_agent_backs_off_and_shows_in_status() {
-    if !root_or_skip("a_fight_with_another_agent_backs_off_and_shows_in_status") {
+    if !require(
+        "a_fight_with_another_agent_backs_off_and_shows_in_status",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg, state) = setup("fight");
@@ -559,7 +578,7 @@ fn a_fight_with_another_agent_backs_off_and_shows_in_status() {
 
 #[test]
 fn try_rolls_back_by_itself_unless_confirmed() {
-    if !root_or_skip("try_rolls_back_by_itself_unless_confirmed") {
+    if !require("try_rolls_back_by_itself_unless_confirmed", &[ROOT, "ip"]) {
         return;
     }
     let (ns, cfg, state) = setup("try");
@@ -626,7 +645,10 @@ fn try_rolls_back_by_itself_unless_confirmed() {
 
 #[test]
 fn endpoints_get_their_limits_and_stale_ones_are_removed() {
-    if !root_or_skip("endpoints_get_their_limits_and_stale_ones_are_removed") {
+    if !require(
+        "endpoints_get_their_limits_and_stale_ones_are_removed",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg, state) = setup("limits");
@@ -710,7 +732,10 @@ fn endpoints_get_their_limits_and_stale_ones_are_removed() {
 
 #[test]
 fn endpoints_are_refused_until_the_node_has_converged() {
-    if !root_or_skip("endpoints_are_refused_until_the_node_has_converged") {
+    if !require(
+        "endpoints_are_refused_until_the_node_has_converged",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let ns = Netns::new("notready");

@@ -1,13 +1,14 @@
 //! Host tests: podnetctl against real kernel objects in a network namespace
 //! each test creates (and always removes). Masters are veth ends; shims are
 //! macvlan (the development kernel has no ipvlan: that is the VM lab's).
-//! Needs root; skipped with a message otherwise.
+//! Needs root and iproute2: a loud skip otherwise, and a failure under
+//! scripts/test (`PODNET_NO_SKIP=1`).
 
 mod common;
 
 use std::process::Command;
 
-use common::{podnetctl, root_or_skip, run_ok, ConfigDir, Netns};
+use common::{podnetctl, require, run_ok, ConfigDir, Netns, ROOT};
 
 const NODE: &str = r#"version = 1
 [masters.ens192]
@@ -52,9 +53,58 @@ fn addresses_of(ns: &Netns, dev: &str) -> Vec<String> {
         .collect()
 }
 
+/// The rule every host test keeps: one that cannot make its real check
+/// fails under scripts/test, naming what is missing and the package that
+/// brings it, and otherwise says "SKIPPED, NOT PASSED" past cargo's capture.
+/// Shown on a real host test, run again from this binary with a PATH where
+/// `ip` cannot be found.
+#[test]
+fn a_missing_prerequisite_fails_under_scripts_test_and_skips_loudly_otherwise() {
+    let empty = std::env::temp_dir().join(format!("podnet-empty-path-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let run = |strict: bool| {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "dry_run_lists_the_plan_and_changes_nothing"])
+            .env("PATH", &empty)
+            .env_remove("PODNET_NO_SKIP");
+        if strict {
+            cmd.env("PODNET_NO_SKIP", "1");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = run(true);
+    let _ = std::fs::remove_dir(&empty);
+    assert_eq!(code, Some(101), "under scripts/test it must fail: {out}");
+    let missing = if nix::unistd::geteuid().is_root() {
+        "`ip` (Debian package iproute2: run scripts/install-deps)"
+    } else {
+        "root"
+    };
+    assert!(
+        out.contains("dry_run_lists_the_plan_and_changes_nothing cannot make its real check")
+            && out.contains(missing)
+            && out.contains("a failure, not a skip"),
+        "{out}"
+    );
+    let (code, out) = run(false);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("SKIPPED, NOT PASSED") && out.contains(missing),
+        "{out}"
+    );
+}
+
 #[test]
 fn dry_run_lists_the_plan_and_changes_nothing() {
-    if !root_or_skip("dry_run_lists_the_plan_and_changes_nothing") {
+    if !require("dry_run_lists_the_plan_and_changes_nothing", &[ROOT, "ip"]) {
         return;
     }
     let (ns, cfg) = setup("dry");
@@ -83,7 +133,10 @@ fn dry_run_lists_the_plan_and_changes_nothing() {
 
 #[test]
 fn apply_creates_the_shim_and_a_second_apply_is_a_no_op() {
-    if !root_or_skip("apply_creates_the_shim_and_a_second_apply_is_a_no_op") {
+    if !require(
+        "apply_creates_the_shim_and_a_second_apply_is_a_no_op",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg) = setup("apply");
@@ -134,7 +187,10 @@ fn apply_creates_the_shim_and_a_second_apply_is_a_no_op() {
 
 #[test]
 fn drift_is_reported_by_status_and_repaired_by_apply() {
-    if !root_or_skip("drift_is_reported_by_status_and_repaired_by_apply") {
+    if !require(
+        "drift_is_reported_by_status_and_repaired_by_apply",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg) = setup("drift");
@@ -158,7 +214,7 @@ fn drift_is_reported_by_status_and_repaired_by_apply() {
 
 #[test]
 fn foreign_objects_are_left_alone() {
-    if !root_or_skip("foreign_objects_are_left_alone") {
+    if !require("foreign_objects_are_left_alone", &[ROOT, "ip"]) {
         return;
     }
     let (ns, cfg) = setup("foreign");
@@ -209,7 +265,10 @@ fn foreign_objects_are_left_alone() {
 
 #[test]
 fn a_foreign_link_holding_the_shim_name_is_never_taken_over() {
-    if !root_or_skip("a_foreign_link_holding_the_shim_name_is_never_taken_over") {
+    if !require(
+        "a_foreign_link_holding_the_shim_name_is_never_taken_over",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg) = setup("taken");
@@ -224,7 +283,10 @@ fn a_foreign_link_holding_the_shim_name_is_never_taken_over() {
 
 #[test]
 fn a_missing_master_is_an_error_and_nothing_is_half_applied() {
-    if !root_or_skip("a_missing_master_is_an_error_and_nothing_is_half_applied") {
+    if !require(
+        "a_missing_master_is_an_error_and_nothing_is_half_applied",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg) = setup("missing");
@@ -241,7 +303,10 @@ fn a_missing_master_is_an_error_and_nothing_is_half_applied() {
 
 #[test]
 fn invalid_files_report_every_error_exit_2_and_change_nothing() {
-    if !root_or_skip("invalid_files_report_every_error_exit_2_and_change_nothing") {
+    if !require(
+        "invalid_files_report_every_error_exit_2_and_change_nothing",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg) = setup("invalid");
@@ -269,7 +334,10 @@ fn invalid_files_report_every_error_exit_2_and_change_nothing() {
 
 #[test]
 fn a_failing_step_rolls_back_the_steps_before_it() {
-    if !root_or_skip("a_failing_step_rolls_back_the_steps_before_it") {
+    if !require(
+        "a_failing_step_rolls_back_the_steps_before_it",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg) = setup("rollback");
@@ -292,7 +360,7 @@ fn a_failing_step_rolls_back_the_steps_before_it() {
 
 #[test]
 fn a_mode_change_recreates_only_podnets_shim() {
-    if !root_or_skip("a_mode_change_recreates_only_podnets_shim") {
+    if !require("a_mode_change_recreates_only_podnets_shim", &[ROOT, "ip"]) {
         return;
     }
     let (ns, cfg) = setup("mode");
@@ -330,7 +398,10 @@ fn a_mode_change_recreates_only_podnets_shim() {
 
 #[test]
 fn show_prints_node_files_that_apply_as_a_no_op() {
-    if !root_or_skip("show_prints_node_files_that_apply_as_a_no_op") {
+    if !require(
+        "show_prints_node_files_that_apply_as_a_no_op",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg) = setup("show");
@@ -348,7 +419,10 @@ fn show_prints_node_files_that_apply_as_a_no_op() {
 
 #[test]
 fn podnetd_once_converges_then_finds_nothing_to_do() {
-    if !root_or_skip("podnetd_once_converges_then_finds_nothing_to_do") {
+    if !require(
+        "podnetd_once_converges_then_finds_nothing_to_do",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg) = setup("daemon");
@@ -385,7 +459,10 @@ fn podnetd_once_converges_then_finds_nothing_to_do() {
 
 #[test]
 fn every_example_plans_against_its_master_and_changes_nothing() {
-    if !root_or_skip("every_example_plans_against_its_master_and_changes_nothing") {
+    if !require(
+        "every_example_plans_against_its_master_and_changes_nothing",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -435,7 +512,10 @@ fn every_example_plans_against_its_master_and_changes_nothing() {
 
 #[test]
 fn a_step_that_interrupts_the_default_route_needs_force() {
-    if !root_or_skip("a_step_that_interrupts_the_default_route_needs_force") {
+    if !require(
+        "a_step_that_interrupts_the_default_route_needs_force",
+        &[ROOT, "ip"],
+    ) {
         return;
     }
     let (ns, cfg) = setup("defroute");
@@ -457,7 +537,10 @@ fn a_step_that_interrupts_the_default_route_needs_force() {
 
 #[test]
 fn dry_run_says_what_podnetd_will_do_for_shaping() {
-    if !root_or_skip("dry_run_says_what_podnetd_will_do_for_shaping") {
+    if !require(
+        "dry_run_says_what_podnetd_will_do_for_shaping",
+        &[ROOT, "ip", "tc"],
+    ) {
         return;
     }
     let (ns, cfg) = setup("shapeplan");
@@ -478,8 +561,8 @@ fn dry_run_says_what_podnetd_will_do_for_shaping() {
     assert!(!run.stdout.contains("ens224.shaping"), "{run}");
     assert_eq!(ns.snapshot(), before, "dry-run changed the host");
 
-    // A root with podnet's handle: shaped when the files shape the master,
-    // to be taken off when they do not.
+    // A tbf under podnet's handle is podnet's root but not fq: podnetd puts
+    // fq back on a master the files shape, and takes it off one they do not.
     for dev in ["ens192", "ens224"] {
         run_ok(
             "tc",
@@ -491,13 +574,15 @@ fn dry_run_says_what_podnetd_will_do_for_shaping() {
     }
     let run = podnetctl(&cfg.path, &ns, &["apply", "--dry-run"]);
     assert!(
-        run.stdout
-            .contains("ens192 is shaped (fq at the root, podnet's)"),
+        run.stdout.contains(
+            "ens192 has tbf at the root under podnet's handle, not fq: podnetd will put fq back"
+        ),
         "{run}"
     );
+    assert!(!run.stdout.contains("ens192 is shaped"), "{run}");
     assert!(
         run.stdout.contains(
-            "podnetd will detach the EDT program from ens224 and put back the root qdisc fq replaced"
+            "podnetd will detach the EDT program from ens224 and put back the root qdisc podnet replaced"
         ),
         "{run}"
     );

@@ -2,7 +2,6 @@
 
 use netlink_packet_route::tc::TcMessage;
 
-use crate::shaping::tc::tc_handle;
 use crate::state::Qdisc;
 
 pub(super) fn parse(msg: &TcMessage) -> (i32, Qdisc) {
@@ -12,8 +11,8 @@ pub(super) fn parse(msg: &TcMessage) -> (i32, Qdisc) {
         Qdisc {
             link: String::new(),
             kind,
-            handle: tc_handle(u32::from(msg.header.handle)),
-            parent: tc_handle(u32::from(msg.header.parent)),
+            handle: u32::from(msg.header.handle),
+            parent: u32::from(msg.header.parent),
         },
     )
 }

@@ -328,31 +328,39 @@ fn snapshot(link: &Link, observed: &Observed) -> LinkSnapshot {
     }
 }
 
-/// What podnetd does on a master for shaping, as seen from its root qdisc:
-/// podnet's root (handle major `706e`) means shaped.
+/// What podnetd does on a master for shaping, read from its root qdisc by
+/// the rule podnetd itself goes by ([`RootState`]).
 fn shaping_step(name: &str, shapes: bool, observed: &Observed) -> Option<String> {
-    let root = observed
-        .qdiscs
-        .iter()
-        .find(|q| q.link == name && q.parent == "root");
-    let podnets = format!("{:x}:", crate::shaping::tc::PODNET_QDISC_MAJOR);
-    let ours = root.is_some_and(|q| q.handle.starts_with(&podnets));
-    match (shapes, ours) {
-        (true, true) => Some(format!(
-            "egress shaping (EDT): {name} is shaped (fq at the root, podnet's); podnetd keeps its program and map current"
-        )),
-        (true, false) if observed.link(name).is_some() => Some(format!(
-            "egress shaping (EDT): podnetd will put fq at the root of {name} (now {}, put back when shaping goes off) and attach the EDT program on its egress",
-            root.map_or("the kernel's default", |q| q.kind.as_str())
-        )),
-        (true, false) => Some(format!(
-            "egress shaping (EDT): podnetd will shape {name} once it exists"
-        )),
-        (false, true) => Some(format!(
-            "egress shaping off: podnetd will detach the EDT program from {name} and put back the root qdisc fq replaced"
-        )),
-        (false, false) => None,
+    use crate::shaping::tc::{Qdiscs, RootState};
+    let mut root = Qdiscs::observed(observed, name).root_state();
+    if root == RootState::Missing && observed.link(name).is_some() {
+        // A link always has a root, noqueue at least; an observation without
+        // qdiscs (a golden case's) means the default.
+        root = RootState::Other {
+            kind: "noqueue".into(),
+            default: true,
+        };
     }
+    let step = match (shapes, &root) {
+        (true, RootState::Shaping) => format!(
+            "egress shaping (EDT): {name} is shaped (fq at the root, podnet's); podnetd keeps its program and map current"
+        ),
+        (true, RootState::PodnetsNotFq { kind }) => format!(
+            "egress shaping (EDT): {name} has {kind} at the root under podnet's handle, not fq: podnetd will put fq back and keep the EDT program on its egress"
+        ),
+        (true, RootState::Other { kind, default }) => format!(
+            "egress shaping (EDT): podnetd will put fq at the root of {name} (now {}, put back when shaping goes off) and attach the EDT program on its egress",
+            if *default { "the kernel's default".to_string() } else { kind.clone() }
+        ),
+        (true, RootState::Missing) => {
+            format!("egress shaping (EDT): podnetd will shape {name} once it exists")
+        }
+        (false, r) if r.is_podnets() => format!(
+            "egress shaping off: podnetd will detach the EDT program from {name} and put back the root qdisc podnet replaced"
+        ),
+        (false, _) => return None,
+    };
+    Some(step)
 }
 
 /// Sections that validate but that this version does not apply yet, so they

@@ -116,13 +116,101 @@ pub fn tc_handle(h: u32) -> String {
     }
 }
 
+/// Reads what [`tc_handle`] writes.
+pub fn parse_tc_handle(text: &str) -> Option<u32> {
+    match text {
+        "root" => Some(TC_H_ROOT),
+        "ingress" => Some(TC_H_CLSACT),
+        _ => {
+            let (major, minor) = text.split_once(':')?;
+            let major = u32::from_str_radix(major, 16).ok()?;
+            let minor = if minor.is_empty() {
+                0
+            } else {
+                u32::from_str_radix(minor, 16).ok()?
+            };
+            (major <= 0xffff && minor <= 0xffff).then_some(major << 16 | minor)
+        }
+    }
+}
+
+/// Whose root qdisc a device has, as far as shaping goes. The one rule both
+/// podnetd (before it touches the device) and the plan (what `--dry-run`
+/// says podnetd will do) decide by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootState {
+    /// podnet's fq, or podnet's mq with an fq on every queue: packets meet
+    /// fq, the device is shaped once the program is on its hook.
+    Shaping,
+    /// podnet's handle on something else (fq replaced behind podnet's back,
+    /// or a root set up half way): podnet's to put fq back on, or to take off.
+    PodnetsNotFq { kind: String },
+    /// Not podnet's: the kernel's default (`handle 0:`) or a qdisc someone
+    /// configured.
+    Other { kind: String, default: bool },
+    /// No root in the dump: the device went away meanwhile.
+    Missing,
+}
+
+impl RootState {
+    /// podnet's handle is on the root.
+    pub fn is_podnets(&self) -> bool {
+        matches!(self, RootState::Shaping | RootState::PodnetsNotFq { .. })
+    }
+}
+
 /// The egress qdiscs of one device (clsact/ingress left out).
 #[derive(Debug, Clone, Default)]
 pub struct Qdiscs(pub Vec<SavedQdisc>);
 
 impl Qdiscs {
+    /// The qdiscs of `link` in an observation of the host, for the plan.
+    pub fn observed(observed: &crate::state::Observed, link: &str) -> Qdiscs {
+        Qdiscs(
+            observed
+                .qdiscs
+                .iter()
+                .filter(|q| q.link == link && q.parent != TC_H_CLSACT)
+                .map(|q| SavedQdisc {
+                    kind: q.kind.clone(),
+                    handle: q.handle,
+                    parent: q.parent,
+                    options: Vec::new(),
+                })
+                .collect(),
+        )
+    }
+
     pub fn root(&self) -> Option<&SavedQdisc> {
         self.0.iter().find(|q| q.parent == TC_H_ROOT)
+    }
+
+    /// See [`RootState`].
+    pub fn root_state(&self) -> RootState {
+        let Some(root) = self.root() else {
+            return RootState::Missing;
+        };
+        if root.major() != PODNET_QDISC_MAJOR {
+            return RootState::Other {
+                kind: root.kind.clone(),
+                default: root.is_default(),
+            };
+        }
+        let fq = match root.kind.as_str() {
+            "fq" => true,
+            "mq" => {
+                let mut children = self.children_of(PODNET_QDISC_MAJOR).peekable();
+                children.peek().is_some() && children.all(|c| c.kind == "fq")
+            }
+            _ => false,
+        };
+        if fq {
+            RootState::Shaping
+        } else {
+            RootState::PodnetsNotFq {
+                kind: root.kind.clone(),
+            }
+        }
     }
 
     fn children_of(&self, major: u16) -> impl Iterator<Item = &SavedQdisc> {
@@ -131,21 +219,14 @@ impl Qdiscs {
             .filter(move |q| q.parent != TC_H_ROOT && q.parent_major() == major)
     }
 
-    /// podnet's root is in place (it may still need checking: `is_shaping`).
+    /// podnet's handle is on the root (it may still need checking: `is_shaping`).
     pub fn root_is_podnets(&self) -> bool {
-        self.root().is_some_and(|r| r.major() == PODNET_QDISC_MAJOR)
+        self.root_state().is_podnets()
     }
 
-    /// fq at the root, or mq whose every queue has fq: packets meet fq.
+    /// podnet's fq at the root, or mq whose every queue has fq: packets meet fq.
     pub fn is_shaping(&self) -> bool {
-        match self.root() {
-            Some(r) if r.major() == PODNET_QDISC_MAJOR && r.kind == "fq" => true,
-            Some(r) if r.major() == PODNET_QDISC_MAJOR && r.kind == "mq" => {
-                let mut children = self.children_of(PODNET_QDISC_MAJOR).peekable();
-                children.peek().is_some() && children.all(|c| c.kind == "fq")
-            }
-            _ => false,
-        }
+        self.root_state() == RootState::Shaping
     }
 
     /// What to put back later, or why podnet will not replace this root.
@@ -569,6 +650,70 @@ mod tests {
             parent,
             options: vec![1, 2, 3],
         }
+    }
+
+    #[test]
+    fn one_rule_says_whose_root_it_is() {
+        const PN: u32 = (PODNET_QDISC_MAJOR as u32) << 16;
+        let state = |qs: Vec<SavedQdisc>| Qdiscs(qs).root_state();
+        assert_eq!(state(vec![q("fq", PN, TC_H_ROOT)]), RootState::Shaping);
+        assert_eq!(
+            state(vec![
+                q("mq", PN, TC_H_ROOT),
+                q("fq", 0x0001_0000, PN | 1),
+                q("fq", 0x0002_0000, PN | 2),
+            ]),
+            RootState::Shaping
+        );
+        // One queue without fq, or none at all: not shaping, still podnet's.
+        for qs in [
+            vec![
+                q("mq", PN, TC_H_ROOT),
+                q("fq", 0x0001_0000, PN | 1),
+                q("pfifo_fast", 0, PN | 2),
+            ],
+            vec![q("mq", PN, TC_H_ROOT)],
+        ] {
+            assert_eq!(state(qs), RootState::PodnetsNotFq { kind: "mq".into() });
+        }
+        let tbf = state(vec![q("tbf", PN, TC_H_ROOT)]);
+        assert_eq!(tbf, RootState::PodnetsNotFq { kind: "tbf".into() });
+        assert!(tbf.is_podnets());
+        // fq under another handle is someone else's.
+        let theirs = state(vec![q("fq", 0x0001_0000, TC_H_ROOT)]);
+        assert_eq!(
+            theirs,
+            RootState::Other {
+                kind: "fq".into(),
+                default: false
+            }
+        );
+        assert!(!theirs.is_podnets());
+        assert_eq!(
+            state(vec![q("noqueue", 0, TC_H_ROOT)]),
+            RootState::Other {
+                kind: "noqueue".into(),
+                default: true
+            }
+        );
+        assert_eq!(state(vec![]), RootState::Missing);
+    }
+
+    #[test]
+    fn handles_read_back_as_tc_prints_them() {
+        for h in [
+            TC_H_ROOT,
+            TC_H_CLSACT,
+            0,
+            0x706e_0000,
+            0x0007_0002,
+            0xffff_0000,
+        ] {
+            assert_eq!(parse_tc_handle(&tc_handle(h)), Some(h), "{}", tc_handle(h));
+        }
+        assert_eq!(parse_tc_handle("706e:"), Some(0x706e_0000));
+        assert_eq!(parse_tc_handle("1:2:3"), None);
+        assert_eq!(parse_tc_handle("10000:0"), None);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! counters are checked exactly, with no qdisc and no device (the dev
 //! kernel has no fq; the VM lab checks the rates on the wire).
 //!
-//! Needs root (bpf() and a bpffs mount of its own); skipped otherwise.
+//! Needs root (bpf() and a bpffs mount of its own): a loud skip otherwise,
+//! and a failure under scripts/test.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -24,9 +25,9 @@ const CTX_WIRE_LEN: usize = 160;
 const TC_ACT_UNSPEC: u32 = u32::MAX;
 const TC_ACT_SHOT: u32 = 2;
 
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
+#[path = "../../tests/common/prereq.rs"]
+mod prereq;
+use prereq::{require, ROOT};
 
 /// A private bpffs, unmounted and removed on drop.
 struct BpfFs(PathBuf);
@@ -63,11 +64,10 @@ struct Datapath {
     endpoints: Endpoints,
 }
 
-/// The program loaded with its map on a private bpffs, or None (skip) when
-/// not root.
+/// The program loaded with its map on a private bpffs, or None (a loud
+/// skip, a failure under scripts/test) when not root.
 fn datapath(test: &str) -> Option<Datapath> {
-    if !is_root() {
-        eprintln!("skipping {test}: needs root (bpf(), mount)");
+    if !require(test, &[ROOT, "mount", "umount"]) {
         return None;
     }
     let fs = BpfFs::new(test);

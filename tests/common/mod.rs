@@ -10,15 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// True when the test may create namespaces; otherwise it prints why it skips.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("skipping {test}: host tests need root (network namespaces)");
-        false
-    }
-}
+#[path = "prereq.rs"]
+mod prereq;
+pub use prereq::{require, ROOT};
 
 /// A network namespace owned by one test, deleted on drop (even on panic).
 pub struct Netns {

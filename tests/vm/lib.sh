@@ -31,8 +31,12 @@ _lib_on_err() {
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
-# The runner shows the first "SKIP:" line of the log as the skip reason.
+# The runner shows the first "SKIP:" line of the log as the skip reason; a
+# skip fails the run unless PODNET_VM_ALLOW_SKIP names the case.
 skip() { printf 'SKIP: %s\n' "$*"; exit 77; }
+# untested WHAT: something this case could not test on this machine, and
+# why; the report lists it under the results and counts it in the summary.
+untested() { printf 'UNTESTED: %s\n' "$*"; }
 
 # ---- cleanup: LIFO stack run on exit, whatever the exit status -----------------
 _LIB_CLEANUPS=()
@@ -98,11 +102,14 @@ wait_until() {
 }
 
 # ---- environment -------------------------------------------------------------------
-# need_cmd CMD...   fail (not skip: the host/guest setup is broken) if missing
+# need_cmd CMD...   fail (not skip: the host/guest setup is broken) if missing,
+# naming the package scripts/deps.list has for it
 need_cmd() {
-    local c
+    local c pkg
     for c in "$@"; do
-        command -v "$c" >/dev/null || fail "command '$c' not found (install it in tests/vm/setup)"
+        pkg=$(awk -v t="$c" '!/^#/ { for (i = 4; i <= NF; i++) if ($i == t) { print $1; exit } }' "$PODNET_ROOT/scripts/deps.list")
+        [[ -n $pkg ]] || fail "command '$c' is not in scripts/deps.list: add the package that brings it (vm group)"
+        command -v "$c" >/dev/null || fail "command '$c' not found: Debian package $pkg (scripts/install-deps vm; tests/vm/setup runs it)"
     done
 }
 # need_module MOD...   modprobe modules, fail if one cannot be loaded

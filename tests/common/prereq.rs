@@ -1,0 +1,88 @@
+//! What a test needs before it can make its real check, looked up first.
+//!
+//! Under `scripts/test` (which sets `PODNET_NO_SKIP=1`) a missing
+//! prerequisite fails the test and names the Debian package that brings it,
+//! read from `scripts/deps.list`, the one list `scripts/install-deps`
+//! installs. Under a plain `cargo test` (say, as a normal user) the test
+//! skips instead, and says so on stderr directly: cargo hides what a passing
+//! test prints, and a skip must never pass for a pass unnoticed.
+//!
+//! Shared by the integration tests (`tests/common`) and the library's own
+//! root tests (`src/shaping/tests.rs`, through `#[path]`).
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::path::Path;
+
+/// The environment variable that turns every skip into a failure.
+pub const NO_SKIP: &str = "PODNET_NO_SKIP";
+
+/// Stands for "runs as root" in a list of needs.
+pub const ROOT: &str = "root";
+
+const DEPS: &str = include_str!("../../scripts/deps.list");
+
+/// The Debian package that brings `tool` (a command or an absolute path).
+pub fn package_of(tool: &str) -> Option<&'static str> {
+    DEPS.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[3..].contains(&tool))
+        .map(|f| f[0])
+}
+
+fn found(tool: &str) -> bool {
+    if tool.starts_with('/') {
+        return Path::new(tool).exists();
+    }
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(tool)).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+    })
+}
+
+/// True when skips are failures (`PODNET_NO_SKIP` set to anything but "" or "0").
+pub fn strict() -> bool {
+    std::env::var(NO_SKIP).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// True when `test` has everything in `needs` ([`ROOT`] and tools). When it
+/// has not: fails under `scripts/test`, otherwise says loudly that it skips
+/// and returns false. A tool missing from `scripts/deps.list` is a bug in
+/// the test and always fails.
+pub fn require(test: &str, needs: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    for &need in needs {
+        if need == ROOT {
+            if !nix::unistd::geteuid().is_root() {
+                missing.push("root (network namespaces, bpf(), mounts)".to_string());
+            }
+            continue;
+        }
+        let Some(package) = package_of(need) else {
+            panic!("{test} needs `{need}`, which scripts/deps.list does not list: add the package that brings it");
+        };
+        if !found(need) {
+            missing.push(format!(
+                "`{need}` (Debian package {package}: run scripts/install-deps)"
+            ));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let what = format!(
+        "{test} cannot make its real check: it needs {}",
+        missing.join(", ")
+    );
+    if strict() {
+        panic!("{what}. Under scripts/test ({NO_SKIP}=1) that is a failure, not a skip.");
+    }
+    // Straight to the process's stderr, past the test harness's capture.
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED, NOT PASSED: {what}");
+    false
+}
