@@ -9,6 +9,7 @@
 //! edt-demo ... set IP RATE [--horizon 2s] [--burst BYTES]
 //! edt-demo ... remove IP
 //! edt-demo ... stats
+//! edt-demo cost [--repeat N] [--rounds N] [--entries N]
 //! ```
 //!
 //! Output is JSON, one object per command, for `jq`.
@@ -21,7 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use podnet::config::{Horizon, Rate};
 use podnet::error::Result;
 use podnet::kernel::Kernel;
-use podnet::shaping::{AttachMode, EgressLimit, Endpoints, Shaper, ShaperPaths};
+use podnet::shaping::{cost, AttachMode, EgressLimit, Endpoints, Shaper, ShaperPaths};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -72,6 +73,16 @@ enum Cmd {
     Remove { ip: IpAddr },
     /// Every entry with its counters.
     Stats,
+    /// Time the program per packet in the kernel (BPF_PROG_TEST_RUN) beside
+    /// an empty tc program, on a private bpffs: bench/shaping's cost table.
+    Cost {
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        #[arg(long, default_value_t = 11)]
+        rounds: u32,
+        #[arg(long, default_value_t = 1_000)]
+        entries: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -171,5 +182,56 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         Cmd::Stats => {
             serde_json::to_value(Endpoints::open(&paths.pin_dir)?.stats()?).map_err(invalid)?
         }
+        Cmd::Cost {
+            repeat,
+            rounds,
+            entries,
+        } => {
+            let opts = cost::CostOptions {
+                repeat,
+                rounds,
+                entries,
+            };
+            let fs = PrivateBpfFs::mount()?;
+            let rows = cost::measure(&fs.0.join("podnet"), opts);
+            drop(fs);
+            let rows: Vec<_> = rows?
+                .into_iter()
+                .map(|r| json!({"what": r.what, "median_ns": r.median_ns, "min_ns": r.min_ns, "max_ns": r.max_ns}))
+                .collect();
+            json!({
+                "repeat": repeat, "rounds": rounds, "entries": entries,
+                "kernel": nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+                "budget_10g_ns": cost::budget_10g_ns(),
+                "rows": rows,
+            })
+        }
     })
+}
+
+/// A bpffs of its own in a temporary directory, unmounted and removed on
+/// drop, so measuring never touches the node's /sys/fs/bpf/podnet.
+struct PrivateBpfFs(PathBuf);
+
+impl PrivateBpfFs {
+    fn mount() -> Result<PrivateBpfFs> {
+        let dir = std::env::temp_dir().join(format!("podnet-cost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(invalid)?;
+        nix::mount::mount(
+            Some("bpf"),
+            &dir,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| invalid(format!("mount -t bpf {}: {e}", dir.display())))?;
+        Ok(PrivateBpfFs(dir))
+    }
+}
+
+impl Drop for PrivateBpfFs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount(&self.0);
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }

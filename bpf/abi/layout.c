@@ -27,6 +27,7 @@ FIELD(edt_info, bytes);
 FIELD(edt_info, packets);
 FIELD(edt_info, drops);
 FIELD(edt_info, drop_bytes);
+FIELD(edt_info, ns_per_byte_q24);
 FIELD(edt_info, reserved);
 
 /* The constants the Rust side repeats. */
@@ -36,3 +37,6 @@ const unsigned long layout_const__EDT_DIR_EGRESS = EDT_DIR_EGRESS;
 const unsigned long layout_const__EDT_DIR_INGRESS = EDT_DIR_INGRESS;
 const unsigned long layout_const__EDT_DEFAULT_HORIZON_NS = EDT_DEFAULT_HORIZON_NS;
 const unsigned long layout_const__EDT_MAP_MAX_ENTRIES = EDT_MAP_MAX_ENTRIES;
+const unsigned long layout_const__EDT_Q24_SHIFT = EDT_Q24_SHIFT;
+const unsigned long layout_const__EDT_Q24_MAX_LEN_BITS = EDT_Q24_MAX_LEN_BITS;
+const unsigned long layout_const__EDT_Q24_MIN_RATE_BYTES = EDT_Q24_MIN_RATE_BYTES;

@@ -55,12 +55,27 @@ struct edt_info {
 	__u64 packets;		/* packets passed */
 	__u64 drops;		/* packets dropped at the horizon */
 	__u64 drop_bytes;	/* their bytes */
-	__u64 reserved[4];	/* zero; room for part 2 without a new map */
+	/* configuration, written by podnet beside rate_bytes */
+	__u64 ns_per_byte_q24;	/* NSEC_PER_SEC * 2^24 / rate_bytes, rounded
+				 * up: the datapath multiplies by it instead
+				 * of dividing by the rate. 0 (an entry an
+				 * older podnet wrote, or a rate below
+				 * EDT_Q24_MIN_RATE_BYTES) = divide. */
+	__u64 reserved[3];	/* zero; room for part 2 without a new map */
 };
+
+/* ns_per_byte_q24's fixed point, and the bounds that keep len * it within
+ * 64 bits: a packet shorter than 2^EDT_Q24_MAX_LEN_BITS bytes (BIG TCP's
+ * 512 KiB GSO packets are), at a rate of at least EDT_Q24_MIN_RATE_BYTES
+ * (7.6 kbit/s), so that ns_per_byte_q24 < 2^(64 - EDT_Q24_MAX_LEN_BITS). */
+#define EDT_Q24_SHIFT 24
+#define EDT_Q24_MAX_LEN_BITS 20
+#define EDT_Q24_MIN_RATE_BYTES 954
 
 _Static_assert(sizeof(struct edt_key) == 20, "edt_key size");
 _Static_assert(offsetof(struct edt_key, family) == 16, "edt_key.family");
 _Static_assert(sizeof(struct edt_info) == 96, "edt_info size");
 _Static_assert(offsetof(struct edt_info, t_last) == 24, "edt_info.t_last");
+_Static_assert(offsetof(struct edt_info, ns_per_byte_q24) == 64, "edt_info.ns_per_byte_q24");
 
 #endif /* PODNET_EDT_ABI_H */

@@ -17,6 +17,13 @@ pub const EDT_DIR_INGRESS: u8 = 1;
 pub const EDT_DEFAULT_HORIZON_NS: u64 = 2_000_000_000;
 /// `EDT_MAP_MAX_ENTRIES`
 pub const EDT_MAP_MAX_ENTRIES: u32 = 65536;
+/// `EDT_Q24_SHIFT`: the fixed point of `ns_per_byte_q24`.
+pub const EDT_Q24_SHIFT: u32 = 24;
+/// `EDT_Q24_MAX_LEN_BITS`: the datapath multiplies only for packets shorter
+/// than 2^this bytes.
+pub const EDT_Q24_MAX_LEN_BITS: u32 = 20;
+/// `EDT_Q24_MIN_RATE_BYTES`: below this rate the datapath divides.
+pub const EDT_Q24_MIN_RATE_BYTES: u64 = 954;
 
 /// `struct edt_key`: one endpoint address in one direction.
 #[repr(C)]
@@ -43,7 +50,24 @@ pub struct EdtInfo {
     pub packets: u64,
     pub drops: u64,
     pub drop_bytes: u64,
-    pub reserved: [u64; 4],
+    /// See [`ns_per_byte_q24`]; 0 = the datapath divides by `rate_bytes`.
+    pub ns_per_byte_q24: u64,
+    pub reserved: [u64; 3],
+}
+
+/// `NSEC_PER_SEC * 2^EDT_Q24_SHIFT / rate_bytes`, rounded up so that the
+/// datapath's `len * it >> EDT_Q24_SHIFT` never spaces packets closer than
+/// the rate; 0 (divide) for no rate or one too low for `len * it` to fit in
+/// 64 bits.
+pub fn ns_per_byte_q24(rate_bytes: u64) -> u64 {
+    if rate_bytes < EDT_Q24_MIN_RATE_BYTES {
+        return 0;
+    }
+    let q = (1_000_000_000u128 << EDT_Q24_SHIFT).div_ceil(u128::from(rate_bytes));
+    u64::try_from(q)
+        .ok()
+        .filter(|q| q >> (64 - EDT_Q24_MAX_LEN_BITS) == 0)
+        .unwrap_or(0)
 }
 
 // SAFETY: both are #[repr(C)] with only integer fields and no implicit
@@ -116,6 +140,7 @@ mod tests {
         field!("edt_info", EdtInfo, packets);
         field!("edt_info", EdtInfo, drops);
         field!("edt_info", EdtInfo, drop_bytes);
+        field!("edt_info", EdtInfo, ns_per_byte_q24);
         field!("edt_info", EdtInfo, reserved);
         m.insert("const.EDT_FAMILY_IPV4", EDT_FAMILY_IPV4.into());
         m.insert("const.EDT_FAMILY_IPV6", EDT_FAMILY_IPV6.into());
@@ -123,7 +148,50 @@ mod tests {
         m.insert("const.EDT_DIR_INGRESS", EDT_DIR_INGRESS.into());
         m.insert("const.EDT_DEFAULT_HORIZON_NS", EDT_DEFAULT_HORIZON_NS);
         m.insert("const.EDT_MAP_MAX_ENTRIES", EDT_MAP_MAX_ENTRIES.into());
+        m.insert("const.EDT_Q24_SHIFT", EDT_Q24_SHIFT.into());
+        m.insert("const.EDT_Q24_MAX_LEN_BITS", EDT_Q24_MAX_LEN_BITS.into());
+        m.insert("const.EDT_Q24_MIN_RATE_BYTES", EDT_Q24_MIN_RATE_BYTES);
         m
+    }
+
+    #[test]
+    fn the_multiplier_spaces_packets_as_the_division_did() {
+        // Every rate the multiplier serves, with the longest packet it
+        // serves: no overflow, never closer than the rate, at most 1 ns a
+        // packet and 0.001% wider.
+        let max_len = (1u64 << EDT_Q24_MAX_LEN_BITS) - 1;
+        for rate_bytes in [
+            954,
+            1_000,
+            125_000,
+            1_250_000,
+            12_500_000,
+            125_000_000,
+            1_250_000_000,
+            12_500_000_000,
+            125_000_000_000,
+        ] {
+            let q = ns_per_byte_q24(rate_bytes);
+            assert_ne!(q, 0, "{rate_bytes}");
+            for len in [60u64, 1514, 9014, 65_536, max_len] {
+                let exact = u128::from(len) * 1_000_000_000 / u128::from(rate_bytes);
+                let product = u128::from(len) * u128::from(q);
+                assert!(product < 1 << 64, "{rate_bytes} B/s, {len} B: overflow");
+                let delay = (product >> EDT_Q24_SHIFT) as u64 as u128;
+                assert!(
+                    delay >= exact,
+                    "{rate_bytes} B/s, {len} B: {delay} < {exact}"
+                );
+                assert!(
+                    delay <= exact + 1 + exact / 100_000,
+                    "{rate_bytes} B/s, {len} B: {delay} vs {exact}"
+                );
+            }
+        }
+        assert_eq!(ns_per_byte_q24(0), 0);
+        assert_eq!(ns_per_byte_q24(953), 0);
+        // 1 Mbit/s: exactly 8,000 ns a byte.
+        assert_eq!(ns_per_byte_q24(125_000), 8_000 << EDT_Q24_SHIFT);
     }
 
     #[test]
@@ -149,7 +217,7 @@ mod tests {
     #[test]
     fn no_implicit_padding() {
         assert_eq!(size_of::<EdtKey>(), 16 + 1 + 1 + 2);
-        assert_eq!(size_of::<EdtInfo>(), 8 * 8 + 4 * 8);
+        assert_eq!(size_of::<EdtInfo>(), 9 * 8 + 3 * 8);
     }
 
     #[test]
