@@ -11,9 +11,8 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{require, within, ConfigDir, Daemon, Netns, ROOT};
+use common::{require, within, ConfigDir, Daemon, Netns, PROMPTLY, ROOT};
 use serde_json::{json, Value};
 
 const CNI_DIR: &str = "/usr/lib/cni";
@@ -160,9 +159,7 @@ fn macvlan_pods_chained_with_podnet_cni_are_registered_with_their_limits() {
     let state = cfg.path.with_extension("state");
     let d = Daemon::start(&node, &cfg.path, &state);
     let client = d.client();
-    within(Duration::from_secs(5), "converged", || {
-        client.status().unwrap().converged
-    });
+    within(PROMPTLY, "converged", || client.status().unwrap().converged);
 
     // The plugins run in the node's namespace, as kubelet's runtime does.
     let list = conflist(

@@ -299,6 +299,13 @@ impl Drop for Daemon {
 }
 
 /// Polls `check` every 10 ms; returns how long it took to hold, or panics.
+/// How long a test waits for podnetd to act on an event (an edit, drift, a
+/// request): far below the 3600 s timer the tests run it with, so a pass
+/// proves the event itself started the work, and far above the tens of
+/// milliseconds it takes (bench/daemon measures that), so a slow or busy
+/// machine does not fail a test of podnet.
+pub const PROMPTLY: Duration = Duration::from_secs(20);
+
 pub fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while start.elapsed() < limit {

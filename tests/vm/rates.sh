@@ -4,16 +4,21 @@
 # host-local plugins chained with podnet-cni, as libcni runs a conflist.
 # Pods limited at 10M (kubelet's egress annotation, with kubelet's default
 # burst) and 100M (the node's default tier) in every mode, and 1G (a tier
-# named in the attachment's args) in every mode but ipvlan l3/l3s
-# (RATE_ONE_G_MODES). Each pod sends with iperf3 as soon as it exists, and
-# the receiver's 100 ms intervals must show:
+# named in the attachment's args), in every mode. Each mode first measures
+# what its path carries with no limit in reach (a pod limited at 100G), and
+# tests a limit only when the path carries at least RATE_MARGIN (1.5) times
+# it: under TCG the guest carries 1-2 Gbit/s and drifts, so a 1G limit is
+# often more than it can show, and such a limit is reported as not tested
+# here (the case log's "UNTESTED:" lines, listed by the VM report), never
+# counted as a pass. Each tested pod sends with iperf3 as soon as it
+# exists, and the receiver's 100 ms intervals must show:
 #   - the first 100 ms: at most rate x 0.1 s + the tier's burst;
 #   - the first second: at most 110% of the limit;
 #   - the steady state (1 s to the end): within ±RATE_TOL % (3) of it.
-#     Above the band fails at once. Below it, the shaper let through all
-#     that came: at 1G a TCG vCPU sometimes cannot send that much (2 Gbit/s
-#     unshaped at best), so that run is made once more, and the summary
-#     says so; twice below fails.
+#     Above the band fails at once. Below it, the path is measured again:
+#     if it dropped under the margin meanwhile the limit was not testable
+#     (reported as such); if it still carries the limit, the run is made
+#     once more, and below twice fails.
 # Rates are bytes on the wire (1514-byte frames for 1448 payload bytes), as
 # tc counts them. Set KIND and MODES, source lib.sh, then this.
 
@@ -27,6 +32,8 @@ PODNETD=$(podnet_bin podnetd)
 CNI=$(podnet_bin podnet-cni)
 TOL=${RATE_TOL:-3}
 SECS=${RATE_SECS:-5}
+MARGIN=${RATE_MARGIN:-1.5}
+CEIL_SECS=${RATE_CEIL_SECS:-3}
 podnetd_layout
 # The tiers' bursts, in bytes (the node file below says them in bits).
 STANDARD_BURST=$((1000000 / 8))
@@ -89,71 +96,114 @@ check() {
     (($(echo "$FIG_FIRST <= $limit * 1.10" | bc -l))) || fail "$label: first second above 110% of the limit"
     (($(echo "$FIG_STEADY <= $limit * (100 + $TOL) / 100" | bc -l))) ||
         fail "$label: steady state more than $TOL% above the limit"
-    # Below the band: the shaper let everything through that came, so the
-    # sender (a TCG vCPU at 1G) fell short: say so, and let the caller run
-    # it once more.
+    # Below the band: the shaper let everything through that came, or held
+    # it back: the caller tells which by measuring the path again.
     (($(echo "$FIG_STEADY >= $limit * (100 - $TOL) / 100" | bc -l))) || {
         log "$label: steady state more than $TOL% below the limit"
         return 3
     }
 }
 
-# pod_run MASTER_NO MODE NAME RUNTIME_BW ARGS_TIER LIMIT BURST: makes a pod
-# on m<no> with the chain, checks podnetd registered the limit, sends, checks
-# the rates, deletes it.
-pod_run() {
-    local m=$1 mode=$2 name=$3 rc=$4 tier=$5 limit=$6 burst=$7
-    local id="rate$m$name" ns="pod$m$name" main podnet prev ip got
-    netns_new "$ns"
-    main=$(jq -nc --arg dir "$T/ipam" --arg kind "$KIND" --arg mode "$mode" --arg master "m$m" --arg sub "10.3$m.0.0/24" \
+# pod_add MASTER_NO MODE NAME RUNTIME_BW ARGS_TIER: a pod on m<no> made by
+# the chain; sets POD_ID POD_NS POD_MAIN POD_CONF POD_IP.
+pod_add() {
+    local m=$1 mode=$2 name=$3 rc=$4 tier=$5 prev
+    POD_ID="rate$m$name" POD_NS="pod$m$name"
+    ip netns add "$POD_NS"
+    ip -n "$POD_NS" link set lo up
+    POD_MAIN=$(jq -nc --arg dir "$T/ipam" --arg kind "$KIND" --arg mode "$mode" --arg master "m$m" --arg sub "10.3$m.0.0/24" \
         '{cniVersion:"1.0.0", name:"pods", type:$kind, master:$master, mode:$mode,
           ipam:{type:"host-local", ranges:[[{subnet:$sub, rangeStart:"10.3\($master[1:]).0.10", rangeEnd:"10.3\($master[1:]).0.99"}]], dataDir:$dir}}')
-    cni() { cni_call "$1" "$2" "$3" "$id" "$ns"; }
-    prev=$(cni ADD "/usr/lib/cni/$KIND" "$main")
-    podnet=$(jq -nc --arg sock "$SOCK" --arg master "m$m" --argjson prev "$prev" --argjson rc "$rc" --arg tier "$tier" \
+    prev=$(cni_call ADD "/usr/lib/cni/$KIND" "$POD_MAIN" "$POD_ID" "$POD_NS")
+    POD_CONF=$(jq -nc --arg sock "$SOCK" --arg master "m$m" --argjson prev "$prev" --argjson rc "$rc" --arg tier "$tier" \
         '{cniVersion:"1.0.0", name:"pods", type:"podnet-cni", socket:$sock, master:$master,
           capabilities:{bandwidth:true}, prevResult:$prev}
          + (if $rc == {} then {} else {runtimeConfig:{bandwidth:$rc}} end)
          + (if $tier == "" then {} else {args:{cni:{tier:$tier}}} end)')
-    cni ADD "$CNI" "$podnet" > /dev/null
-    ip=$(jq -r '.ips[0].address | split("/")[0]' <<< "$prev")
-    got=$(api "/v1/endpoints/$id/eth0" | jq -r '.limits.egress')
-    assert_eq "$limit" "$got" "m$m $name: registered egress limit"
+    cni_call ADD "$CNI" "$POD_CONF" "$POD_ID" "$POD_NS" > /dev/null
+    POD_IP=$(jq -r '.ips[0].address | split("/")[0]' <<< "$prev")
     # l3/l3s children answer no ARP and send none: "the network" has a
     # static route to the pod (here a neighbour entry), as routers do.
     if [[ $KIND == ipvlan && $mode != l2 ]]; then
-        ip -n peer neigh replace "$ip" lladdr "$(ip -n node -j link show "m$m" | jq -r '.[0].address')" dev "p$m"
+        ip -n peer neigh replace "$POD_IP" lladdr "$(ip -n node -j link show "m$m" | jq -r '.[0].address')" dev "p$m"
         ip -n node neigh replace "10.3$m.0.1" lladdr "$(ip -n peer -j link show "p$m" | jq -r '.[0].address')" dev "m$m"
     fi
-    local json try rc
+}
+# pod_del ID NS MAIN CONF: the chain's DEL in reverse, then the namespace.
+pod_del() {
+    cni_call DEL "$CNI" "$4" "$1" "$2" > /dev/null
+    cni_call DEL "/usr/lib/cni/$KIND" "$3" "$1" "$2" > /dev/null
+    ip netns del "$2"
+}
+
+# ceiling NS MASTER_NO: the steady wire rate the path from a pod in NS
+# carries, from a run like the rate runs (the pod is limited at 100G, so
+# its packets take the whole shaped path) -> CEILING (bit/s).
+ceiling() {
+    local json
+    json=$(ip netns exec "$1" iperf3 -c "10.3$2.0.1" -t "$CEIL_SECS" -Z -J --get-server-output) ||
+        fail "m$2: iperf3 failed: $json"
+    iperf_figures "$json"
+    CEILING=$FIG_STEADY
+    log "m$2: the path carries $(gbit "$CEILING") Gbit/s with no limit in reach"
+}
+gbit() { printf '%.2f' "$(echo "$1 / 10^9" | bc -l)"; }
+
+# pod_run MASTER_NO MODE NAME RUNTIME_BW ARGS_TIER LIMIT BURST: when the
+# path carries at least MARGIN x LIMIT, makes a pod, checks podnetd
+# registered the limit, sends, checks the rates, deletes the pod; otherwise
+# says it could not test that limit here, and why. A steady state below
+# the band is either the path (measured again right away: it dropped under
+# MARGIN x LIMIT, and the limit is reported as not tested) or the shaper
+# (the path still carries it: one run more, then a failure).
+pod_run() {
+    local m=$1 mode=$2 name=$3 rc=$4 tier=$5 limit=$6 burst=$7 label="$KIND $2 $3"
+    local got json try res
+    if (($(echo "$CEILING < $limit * $MARGIN" | bc -l))); then
+        # A lab that cannot carry even 100M with room to spare tests nothing.
+        ((limit >= 1000000000)) ||
+            fail "$label: the path carries only $(gbit "$CEILING") Gbit/s: the guest is too slow to test this"
+        untested "$label: the path carried $(gbit "$CEILING") Gbit/s with no limit in reach, under $MARGIN x the limit"
+        return
+    fi
+    pod_add "$m" "$mode" "$name" "$rc" "$tier"
+    got=$(api "/v1/endpoints/$POD_ID/eth0" | jq -r '.limits.egress')
+    assert_eq "$limit" "$got" "m$m $name: registered egress limit"
     for try in 1 2; do
-        json=$(ip netns exec "$ns" iperf3 -c "10.3$m.0.1" -t "$SECS" -Z -J --get-server-output) ||
+        json=$(ip netns exec "$POD_NS" iperf3 -c "10.3$m.0.1" -t "$SECS" -Z -J --get-server-output) ||
             fail "m$m $name: iperf3 failed: $json"
-        rc=0
-        check "$json" "$limit" "$burst" "$KIND $mode $name" || rc=$?
-        ((rc == 3 && try == 1)) || break
-        echo "(once more: below the band)" >> "$T/summary"
+        res=0
+        check "$json" "$limit" "$burst" "$label" || res=$?
+        ((res == 3)) || break
+        ceiling "$CEIL_NS" "$m"
+        if (($(echo "$CEILING < $limit * $MARGIN" | bc -l))); then
+            ((limit >= 1000000000)) ||
+                fail "$label: below the limit, and the path itself carries only $(gbit "$CEILING") Gbit/s: the guest is too slow to test this"
+            untested "$label: below the limit while the path itself dropped to $(gbit "$CEILING") Gbit/s, under $MARGIN x the limit"
+            echo "(not counted: the path dropped to $(gbit "$CEILING") Gbit/s)" >> "$T/summary"
+            res=0
+            break
+        fi
+        ((try == 2)) || echo "(once more: below the band while the path carries $(gbit "$CEILING") Gbit/s)" >> "$T/summary"
     done
-    ((rc == 0)) || { tail -20 "$T/podnetd.log"; fail "$KIND $mode $name: steady state below the limit twice"; }
-    cni DEL "$CNI" "$podnet" > /dev/null
-    cni DEL "/usr/lib/cni/$KIND" "$main" > /dev/null
-    ip netns del "$ns"
+    ((res == 0)) || { tail -20 "$T/podnetd.log"; fail "$label: steady state below the limit twice while the path carried $(gbit "$CEILING") Gbit/s"; }
+    pod_del "$POD_ID" "$POD_NS" "$POD_MAIN" "$POD_CONF"
 }
 
 for i in "${!MODES[@]}"; do
     m=$((i + 1))
     mode=${MODES[i]}
     log "=== $KIND $mode on m$m"
+    # What this path carries, from a pod kept for the mode's runs.
+    pod_add "$m" "$mode" ceil '{"egressRate":100000000000}' ""
+    CEIL_NS=$POD_NS
+    cleanup_add pod_del "$POD_ID" "$POD_NS" "$POD_MAIN" "$POD_CONF"
+    ceiling "$CEIL_NS" "$m"
     # kubelet's annotation: the rate, and its default burst (MaxInt32 bits),
     # which podnet leaves to the tier.
     pod_run "$m" "$mode" 10M '{"egressRate":10000000,"egressBurst":2147483647}' "" 10000000 "$STANDARD_BURST"
     pod_run "$m" "$mode" 100M '{}' "" 100000000 "$STANDARD_BURST"
-    # 1G: not for ipvlan l3/l3s by default. Under TCG the VM sends 2 Gbit/s
-    # unshaped at best, and less through l3/l3s's routing in the node
-    # namespace: there a 1G run measures the vCPU more than the shaper
-    # (it passes on a quiet machine: RATE_ONE_G_MODES="l2 l3 l3s").
-    [[ " ${RATE_ONE_G_MODES:-l2 bridge private vepa} " != *" $mode "* ]] ||
-        pod_run "$m" "$mode" 1G '{}' gold 1000000000 "$GOLD_BURST"
+    pod_run "$m" "$mode" 1G '{}' gold 1000000000 "$GOLD_BURST"
 done
 log "summary:"
 cat "$T/summary"
