@@ -16,9 +16,9 @@
 #   - the first second: at most 110% of the limit;
 #   - the steady state (1 s to the end): within ±RATE_TOL % (3) of it.
 #     Above the band fails at once. Below it, the path is measured again:
-#     if it dropped under the margin meanwhile the limit was not testable
-#     (reported as such); if it still carries the limit, the run is made
-#     once more, and below twice fails.
+#     if it carries less than RATE_BLAME_MARGIN (2) times the limit, the
+#     limit was not testable at that moment (reported as such); if it
+#     carries more, the run is made once more, and below twice fails.
 # Rates are bytes on the wire (1514-byte frames for 1448 payload bytes), as
 # tc counts them. Set KIND and MODES, source lib.sh, then this.
 
@@ -33,6 +33,7 @@ CNI=$(podnet_bin podnet-cni)
 TOL=${RATE_TOL:-3}
 SECS=${RATE_SECS:-5}
 MARGIN=${RATE_MARGIN:-1.5}
+BLAME_MARGIN=${RATE_BLAME_MARGIN:-2}
 CEIL_SECS=${RATE_CEIL_SECS:-3}
 podnetd_layout
 # The tiers' bursts, in bytes (the node file below says them in bits).
@@ -136,15 +137,19 @@ pod_del() {
     ip netns del "$2"
 }
 
-# ceiling NS MASTER_NO: the steady wire rate the path from a pod in NS
-# carries, from a run like the rate runs (the pod is limited at 100G, so
-# its packets take the whole shaped path) -> CEILING (bit/s).
+# ceiling NS MASTER_NO [RUNS]: the steady wire rate the path from a pod in
+# NS carries, the best of RUNS (1) runs like the rate runs (the pod is
+# limited at 100G, so its packets take the whole shaped path) -> CEILING
+# (bit/s).
 ceiling() {
-    local json
-    json=$(ip netns exec "$1" iperf3 -c "10.3$2.0.1" -t "$CEIL_SECS" -Z -J --get-server-output) ||
-        fail "m$2: iperf3 failed: $json"
-    iperf_figures "$json"
-    CEILING=$FIG_STEADY
+    local json n
+    CEILING=0
+    for ((n = 0; n < ${3:-1}; n++)); do
+        json=$(ip netns exec "$1" iperf3 -c "10.3$2.0.1" -t "$CEIL_SECS" -Z -J --get-server-output) ||
+            fail "m$2: iperf3 failed: $json"
+        iperf_figures "$json"
+        if (($(echo "$FIG_STEADY > $CEILING" | bc -l))); then CEILING=$FIG_STEADY; fi
+    done
     log "m$2: the path carries $(gbit "$CEILING") Gbit/s with no limit in reach"
 }
 gbit() { printf '%.2f' "$(echo "$1 / 10^9" | bc -l)"; }
@@ -153,9 +158,12 @@ gbit() { printf '%.2f' "$(echo "$1 / 10^9" | bc -l)"; }
 # path carries at least MARGIN x LIMIT, makes a pod, checks podnetd
 # registered the limit, sends, checks the rates, deletes the pod; otherwise
 # says it could not test that limit here, and why. A steady state below
-# the band is either the path (measured again right away: it dropped under
-# MARGIN x LIMIT, and the limit is reported as not tested) or the shaper
-# (the path still carries it: one run more, then a failure).
+# the band is either the path or the shaper. TCG's speed swings by tens of
+# percent from second to second, and a shaped flow cannot make up for a
+# slow second with a fast one as an unlimited flow does, so the shaper is
+# only blamed when the path, measured again right away, still carries
+# BLAME_MARGIN x LIMIT: then the run is made once more, and below twice
+# fails. Otherwise the limit is reported as not testable at that moment.
 pod_run() {
     local m=$1 mode=$2 name=$3 rc=$4 tier=$5 limit=$6 burst=$7 label="$KIND $2 $3"
     local got json try res
@@ -176,11 +184,11 @@ pod_run() {
         check "$json" "$limit" "$burst" "$label" || res=$?
         ((res == 3)) || break
         ceiling "$CEIL_NS" "$m"
-        if (($(echo "$CEILING < $limit * $MARGIN" | bc -l))); then
+        if (($(echo "$CEILING < $limit * $BLAME_MARGIN" | bc -l))); then
             ((limit >= 1000000000)) ||
                 fail "$label: below the limit, and the path itself carries only $(gbit "$CEILING") Gbit/s: the guest is too slow to test this"
-            untested "$label: below the limit while the path itself dropped to $(gbit "$CEILING") Gbit/s, under $MARGIN x the limit"
-            echo "(not counted: the path dropped to $(gbit "$CEILING") Gbit/s)" >> "$T/summary"
+            untested "$label: below the limit while the path carried $(gbit "$CEILING") Gbit/s, under $BLAME_MARGIN x the limit: TCG's speed, not the shaper's"
+            echo "(not counted: the path carried $(gbit "$CEILING") Gbit/s)" >> "$T/summary"
             res=0
             break
         fi
@@ -198,7 +206,9 @@ for i in "${!MODES[@]}"; do
     pod_add "$m" "$mode" ceil '{"egressRate":100000000000}' ""
     CEIL_NS=$POD_NS
     cleanup_add pod_del "$POD_ID" "$POD_NS" "$POD_MAIN" "$POD_CONF"
-    ceiling "$CEIL_NS" "$m"
+    # A first run in a new pod is slow under TCG: warm up, then the best of two.
+    ip netns exec "$CEIL_NS" iperf3 -c "10.3$m.0.1" -t 1 -Z > /dev/null
+    ceiling "$CEIL_NS" "$m" 2
     # kubelet's annotation: the rate, and its default burst (MaxInt32 bits),
     # which podnet leaves to the tier.
     pod_run "$m" "$mode" 10M '{"egressRate":10000000,"egressBurst":2147483647}' "" 10000000 "$STANDARD_BURST"
