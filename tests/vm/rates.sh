@@ -6,7 +6,7 @@
 # burst) and 100M (the node's default tier) in every mode, and 1G (a tier
 # named in the attachment's args), in every mode. Each mode first measures
 # what its path carries with no limit in reach (a pod limited at 100G), and
-# tests a limit only when the path carries at least RATE_MARGIN (1.5) times
+# tests a limit only when the path carries at least RATE_MARGIN (1.25) times
 # it: under TCG the guest carries 1-2 Gbit/s and drifts, so a 1G limit is
 # often more than it can show, and such a limit is reported as not tested
 # here (the case log's "UNTESTED:" lines, listed by the VM report), never
@@ -32,7 +32,7 @@ PODNETD=$(podnet_bin podnetd)
 CNI=$(podnet_bin podnet-cni)
 TOL=${RATE_TOL:-3}
 SECS=${RATE_SECS:-5}
-MARGIN=${RATE_MARGIN:-1.5}
+MARGIN=${RATE_MARGIN:-1.25}
 BLAME_MARGIN=${RATE_BLAME_MARGIN:-2}
 CEIL_SECS=${RATE_CEIL_SECS:-3}
 podnetd_layout
