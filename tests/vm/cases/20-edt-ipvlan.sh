@@ -59,10 +59,17 @@ within() { # VALUE LIMIT TOL%
     (($(echo "v = $1; l = $2; t = $3; (v >= l * (100 - t) / 100) && (v <= l * (100 + t) / 100)" | bc -l)))
 }
 
-# check_limited POD LIMIT_BPS SECONDS LABEL [JSON]: runs iperf3 (or reads
-# JSON) and asserts the first second and the steady state.
+# check_limited POD LIMIT_BPS SECONDS LABEL [JSON [SWAP]]: runs iperf3 (or
+# reads JSON) and asserts the first second and the steady state, and every
+# second within ±2 x TOL %. SWAP "A-B": the seconds (counted from 1) in
+# which a new program was loaded and swapped in. There only the upper bound
+# holds: loading a program (verifying it and compiling it to x86) takes the
+# guest's vCPUs for a while under TCG, and the sender with them, so such a
+# second may fall short; what the swap itself could do wrong shows as a
+# burst above the limit (a moment unshaped, or a clock reset) or as
+# retransmits (packets lost), and both are failures there too.
 check_limited() {
-    local pod=$1 limit=$2 secs=$3 label=$4 json=${5:-} first steady all i n
+    local pod=$1 limit=$2 secs=$3 label=$4 json=${5:-} swap=${6:-} first steady all i n retrans
     [[ -n $json ]] || json=$(iperf "$pod" "$secs")
     # The receiver's whole seconds (iperf3 ends with a short interval that
     # holds the tail of the queue: not a rate).
@@ -76,18 +83,25 @@ check_limited() {
     done
     steady=$(wire "$(echo "$steady / ($n - 1)" | bc -l)")
     all=$(wire "$(jq -r '.end.sum_received.bits_per_second' <<< "$json")")
+    retrans=$(jq -r '.end.sum_sent.retransmits' <<< "$json")
     log "$label: limit $limit bit/s; wire rate: first second $(pct "$first" "$limit")%," \
         "steady $(pct "$steady" "$limit")%, whole run $(pct "$all" "$limit")%;" \
         "per second (wire %): $(for v in "${ivals[@]}"; do printf '%s ' "$(pct "$(wire "$v")" "$limit")"; done)" \
-        "retransmits $(jq -r '.end.sum_sent.retransmits' <<< "$json")"
+        "retransmits $retrans"
     (($(echo "$first <= $limit * $FIRST_MAX / 100" | bc -l))) ||
         fail "$label: first second $(pct "$first" "$limit")% of the limit (max $FIRST_MAX%)"
     within "$steady" "$limit" "$TOL" ||
         fail "$label: steady state $(pct "$steady" "$limit")% of the limit (±$TOL%)"
     for ((i = 1; i < n; i++)); do
+        if [[ -n $swap ]] && ((i + 1 >= ${swap%-*} && i + 1 <= ${swap#*-})); then
+            (($(echo "$(wire "${ivals[i]}") <= $limit * (100 + TOL * 2) / 100" | bc -l))) ||
+                fail "$label: second $((i + 1)), the swap's, at $(pct "$(wire "${ivals[i]}")" "$limit")% of the limit (at most +$((TOL * 2))%)"
+            continue
+        fi
         within "$(wire "${ivals[i]}")" "$limit" "$((TOL * 2))" ||
             fail "$label: second $((i + 1)) at $(pct "$(wire "${ivals[i]}")" "$limit")% of the limit (±$((TOL * 2))%)"
     done
+    [[ -z $swap || $retrans == 0 ]] || fail "$label: $retrans retransmits: packets were lost around the swap"
 }
 
 root_qdisc() { tc -n node -j qdisc show dev m0 | jq -r '.[] | select(.root == true) | "\(.kind) \(.handle)"'; }
@@ -126,7 +140,8 @@ assert_eq 10.20.0.11 "$(jq -r '[.[].ip] | join(",")' <<< "$stats")" "only pod1 h
 (($(jq -r '.[0].bytes' <<< "$stats") > 0)) || fail "no bytes counted for pod1"
 
 # Upgrade during a run: a new process loads the program again and swaps it
-# into the pinned link; the link stays, the rate holds every second.
+# into the pinned link; the link stays, the rate holds (see check_limited
+# for the seconds of the swap), and no packet is lost.
 must demo set 10.20.0.11 100M
 ip netns exec pod1 iperf3 -c 10.20.0.1 -t 8 -J --get-server-output > "$PODNET_CASE_TMP/up.json" &
 iperf_pid=$!
@@ -137,7 +152,7 @@ assert_eq true "$(jq -r .replaced <<< "$out")" "re-attach replaces in place"
 wait "$iperf_pid"
 prog2=$(jq -r .tcx_program <<< "$(demo status m0)")
 assert_ne "$prog1" "$prog2" "program id after the upgrade"
-check_limited pod1 100000000 8 "tcx 100M, upgraded at 3 s" "$(cat "$PODNET_CASE_TMP/up.json")"
+check_limited pod1 100000000 8 "tcx 100M, upgraded at 3 s" "$(cat "$PODNET_CASE_TMP/up.json")" 3-5
 
 must demo detach m0
 assert_eq "noqueue 0:" "$(root_qdisc)" "root qdisc restored"
@@ -174,7 +189,7 @@ out=$(demo attach m0 --mode clsact)
 log "upgrade: $out"
 assert_eq true "$(jq -r .replaced <<< "$out")" "re-attach replaces in place"
 wait "$iperf_pid"
-check_limited pod1 100000000 8 "clsact 100M, upgraded at 3 s" "$(cat "$PODNET_CASE_TMP/up2.json")"
+check_limited pod1 100000000 8 "clsact 100M, upgraded at 3 s" "$(cat "$PODNET_CASE_TMP/up2.json")" 3-5
 assert_eq 1 "$(tc -n node -j filter show dev m0 egress | jq '[.[] | select(.options.handle != null)] | length')" "one filter after the upgrade"
 
 must demo detach m0
