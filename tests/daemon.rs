@@ -577,7 +577,7 @@ fn try_rolls_back_by_itself_unless_confirmed() {
     // Generation 2 changes the MTU; on trial for 2 s and not confirmed.
     cfg.write(&[("10-node.toml", &NODE.replace("9000", "8000"))]);
     within(PROMPTLY, "generation 2 applied", || {
-        mtu(&ns, "pn-shim0") == Some(8000)
+        mtu(&ns, "pn-shim0") == Some(8000) && client.status().unwrap().generation == 2
     });
     let (code, out) = podnetctl(&d, &cfg.path, &["try", "--timeout", "2s"]);
     assert_eq!(code, 0, "{out}");
@@ -590,7 +590,8 @@ fn try_rolls_back_by_itself_unless_confirmed() {
     within(
         Duration::from_secs(2) + PROMPTLY,
         "rollback to generation 1",
-        || mtu(&ns, "pn-shim0") == Some(9000),
+        // The link changes before the daemon records the rollback: wait for both.
+        || mtu(&ns, "pn-shim0") == Some(9000) && client.status().unwrap().generation == 1,
     );
     let status = client.status().unwrap();
     assert_eq!(status.generation, 1);
@@ -614,7 +615,7 @@ fn try_rolls_back_by_itself_unless_confirmed() {
     // Generation 3, tried and confirmed: it stays.
     cfg.write(&[("10-node.toml", &NODE.replace("9000", "7000"))]);
     within(PROMPTLY, "generation 3 applied", || {
-        mtu(&ns, "pn-shim0") == Some(7000)
+        mtu(&ns, "pn-shim0") == Some(7000) && client.status().unwrap().generation == 3
     });
     let (code, out) = podnetctl(&d, &cfg.path, &["try", "--timeout", "2s"]);
     assert_eq!(code, 0, "{out}");
