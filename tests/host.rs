@@ -185,6 +185,56 @@ fn apply_creates_the_shim_and_a_second_apply_is_a_no_op() {
     );
 }
 
+/// Re-addressing a shim is make-before-break: the new address and route
+/// are in place before the old ones go, so the kernel never flushes the
+/// shim's routes with its last address (and, within one subnet, the new
+/// address is not taken away with the old primary). One apply converges.
+#[test]
+fn a_readdressed_shim_keeps_its_route_throughout() {
+    if !require(
+        "a_readdressed_shim_keeps_its_route_throughout",
+        &[ROOT, "ip"],
+    ) {
+        return;
+    }
+    let node = |address: &str, route: &str| {
+        format!(
+            "version = 1\n[masters.ens192]\nkind = \"macvlan\"\n\
+             shim = {{ name = \"pn-shim0\", addresses = [\"{address}\"], routes = [\"{route}\"] }}\n"
+        )
+    };
+    for (old, new) in [
+        ("10.79.0.1/32", "10.79.0.2/32"),
+        ("10.79.0.1/24", "10.79.0.2/24"),
+    ] {
+        let (ns, cfg) = setup("readdr");
+        cfg.write(&[("10-node.toml", &node(old, "10.80.0.0/24"))]);
+        let run = podnetctl(&cfg.path, &ns, &["apply"]);
+        assert_eq!(run.code, 0, "{run}");
+
+        cfg.write(&[("10-node.toml", &node(new, "10.80.0.0/24"))]);
+        let monitor = ns.monitor();
+        let run = podnetctl(&cfg.path, &ns, &["apply"]);
+        let events = monitor.events();
+        assert_eq!(run.code, 0, "{old} -> {new}: {run}");
+        assert!(run.stdout.contains("verified"), "{old} -> {new}: {run}");
+        assert!(
+            !events
+                .lines()
+                .any(|l| l.starts_with("Deleted 10.80.0.0/24")),
+            "{old} -> {new}: the route went away meanwhile:\n{events}"
+        );
+        assert_eq!(addresses_of(&ns, "pn-shim0"), [new]);
+        assert!(
+            routes_of(&ns, "pn-shim0").contains(&"10.80.0.0/24 proto \"157\"".to_string()),
+            "{old} -> {new}: {:?}",
+            routes_of(&ns, "pn-shim0")
+        );
+        let again = podnetctl(&cfg.path, &ns, &["apply"]);
+        assert!(again.stdout.contains("No changes"), "{again}");
+    }
+}
+
 #[test]
 fn drift_is_reported_by_status_and_repaired_by_apply() {
     if !require(

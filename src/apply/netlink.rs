@@ -92,6 +92,9 @@ impl<'k> NetlinkBackend<'k> {
             }
             Change::DelAddress { prefix } => {
                 let i = self.index_of(name).await?;
+                if prefix.addr().is_ipv4() {
+                    keep_secondaries(name)?;
+                }
                 let msg = match prefix.addr() {
                     IpAddr::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new()
                         .index(i)
@@ -181,6 +184,23 @@ impl<'k> NetlinkBackend<'k> {
             return Err(refused(e).context("marking the new link as podnet's"));
         }
         Ok(())
+    }
+}
+
+/// Removing a primary IPv4 address removes the secondaries of its subnet
+/// with it, unless they are promoted: a shim re-addressed within one
+/// subnet (`.1/24` to `.2/24`, the new one added first) would lose both.
+/// Only ever called for podnet's own shims.
+fn keep_secondaries(name: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{name}/promote_secondaries");
+    match std::fs::read_to_string(&path) {
+        Ok(v) if v.trim() == "1" => Ok(()),
+        _ => std::fs::write(&path, "1").map_err(|e| {
+            Error::new(
+                ErrorKind::KernelRefused,
+                format!("{name}: setting promote_secondaries before removing an address: {e}"),
+            )
+        }),
     }
 }
 

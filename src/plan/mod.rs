@@ -4,8 +4,8 @@
 //! Order follows the kernel's constraints:
 //! 0. remove what podnet owns and no longer wants (frees names and addresses);
 //! 1. masters: raise MTU (children may not exceed it), bring up;
-//! 2. shims: create, MTU, addresses, up, then routes (a route needs its
-//!    device up);
+//! 2. shims: create, MTU, new addresses, up, new routes (a route needs its
+//!    device up), then old routes and old addresses: make before break;
 //! 3. masters: lower MTU, once their shims are lower.
 
 mod action;
@@ -265,29 +265,34 @@ fn plan_shim(
         .map(|a| a.prefix)
         .collect();
     let wanted: BTreeSet<IpNet> = addresses.iter().copied().collect();
-    out.extend(
-        have.difference(&wanted)
-            .map(|p| step(Change::DelAddress { prefix: *p })),
-    );
+    // Make before break: the new address first. Removing a link's last
+    // IPv4 address flushes its routes, and pods would lose the host route.
     out.extend(
         wanted
             .difference(&have)
             .map(|p| step(Change::AddAddress { prefix: *p })),
     );
+    let old_addresses: Vec<Action> = have
+        .difference(&wanted)
+        .map(|p| step(Change::DelAddress { prefix: *p }))
+        .collect();
     if !link.up {
         out.push(step(Change::SetUp { up: true }));
     }
     let have: BTreeSet<IpNet> = owned_routes(observed, name).collect();
     let wanted: BTreeSet<IpNet> = routes.iter().copied().collect();
-    out.extend(
-        have.difference(&wanted)
-            .map(|d| step(Change::DelRoute { dst: *d })),
-    );
+    // New routes before old ones go, and old addresses last, once the
+    // routes that may use them as source are replaced.
     out.extend(
         wanted
             .difference(&have)
             .map(|d| step(Change::AddRoute { dst: *d })),
     );
+    out.extend(
+        have.difference(&wanted)
+            .map(|d| step(Change::DelRoute { dst: *d })),
+    );
+    out.extend(old_addresses);
 }
 
 fn owned_routes<'a>(observed: &'a Observed, link: &'a str) -> impl Iterator<Item = IpNet> + 'a {
