@@ -520,6 +520,62 @@ fn take_address(ns: &Netns) {
         .status();
 }
 
+/// Another agent removes the shim's address again and again, until podnetd
+/// reports a fight.
+fn start_a_fight(
+    ns: &Netns,
+    client: &podnet::api::client::BlockingClient,
+) -> podnet::api::types::Fight {
+    let mut fight = None;
+    within(PROMPTLY, "a fight reported", || {
+        take_address(ns);
+        std::thread::sleep(Duration::from_millis(150));
+        fight = client.status().unwrap().fights.into_iter().next();
+        fight.is_some()
+    });
+    fight.unwrap()
+}
+
+/// podnetd backs off from another agent, never from the operator: an edit
+/// of the shim applies at once while the backoff (300 s here) runs.
+#[test]
+fn an_edit_applies_at_once_whatever_backoff_runs_against_another_agent() {
+    if !require(
+        "an_edit_applies_at_once_whatever_backoff_runs_against_another_agent",
+        &[ROOT, "ip"],
+    ) {
+        return;
+    }
+    let (ns, cfg, state) = setup("fightedit");
+    let d = Daemon::start_with(&ns, &cfg.path, &state, &["--fight-backoff", "300"]);
+    within(PROMPTLY, "first convergence", || converged(&ns));
+    let client = d.client();
+    let fight = start_a_fight(&ns, &client);
+    assert_eq!(fight.object, "shim pn-shim0");
+    assert!(d.log().contains("leaving it alone for 300s"), "{}", d.log());
+    cfg.write(&[(
+        "10-node.toml",
+        &NODE.replace(
+            "\"172.51.0.230/32\"",
+            "\"172.51.0.230/32\", \"172.51.0.231/32\"",
+        ),
+    )]);
+    within(PROMPTLY, "the edit applied during the backoff", || {
+        has_address(&ns, "pn-shim0", "172.51.0.231") && has_address(&ns, "pn-shim0", "172.51.0.230")
+    });
+    let status = client.status().unwrap();
+    assert!(
+        status.fights.is_empty(),
+        "the edit ended the backoff: {:?}",
+        status.fights
+    );
+    assert!(
+        d.log().contains("new node files: applying them now"),
+        "{}",
+        d.log()
+    );
+}
+
 #[test]
 fn a_fight_with_another_agent_backs_off_and_shows_in_status() {
     if !require(
@@ -532,15 +588,7 @@ fn a_fight_with_another_agent_backs_off_and_shows_in_status() {
     let d = Daemon::start(&ns, &cfg.path, &state);
     within(PROMPTLY, "first convergence", || converged(&ns));
     let client = d.client();
-    // Another agent removes the shim's address again and again.
-    let start = Instant::now();
-    let mut fight = None;
-    while start.elapsed() < Duration::from_secs(5) && fight.is_none() {
-        take_address(&ns);
-        std::thread::sleep(Duration::from_millis(150));
-        fight = client.status().unwrap().fights.into_iter().next();
-    }
-    let fight = fight.expect("no fight reported");
+    let fight = start_a_fight(&ns, &client);
     assert_eq!(fight.object, "shim pn-shim0");
     assert!(fight.repairs >= 3);
     assert!(d.log().contains("leaving it alone for 5s"), "{}", d.log());

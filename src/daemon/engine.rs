@@ -25,7 +25,6 @@ use crate::status::{node_info, object_states};
 /// How many repairs of one object within [`FIGHT_WINDOW`] make a fight.
 const FIGHT_REPAIRS: usize = 3;
 const FIGHT_WINDOW: Duration = Duration::from_secs(60);
-const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// What the socket reads, updated after every pass.
@@ -60,6 +59,11 @@ pub struct Engine {
     converged_generation: Option<u64>,
     rejected: Option<Rejection>,
     fights: BTreeMap<String, FightState>,
+    /// The first backoff of a fight (then doubled up to [`MAX_BACKOFF`]).
+    first_backoff: Duration,
+    /// The generation the last pass applied: fights are against another
+    /// agent, never against the operator's next edit.
+    last_in_force: Option<u64>,
     passes: u64,
     /// The files in force before the current generation, for `try`.
     previous: Option<(Loaded, u64)>,
@@ -83,6 +87,7 @@ impl Engine {
         shared: Arc<Mutex<Shared>>,
         watch: Arc<RwLock<Watch>>,
         shaping_paths: crate::shaping::ShaperPaths,
+        first_backoff: Duration,
     ) -> Self {
         Engine {
             kernel,
@@ -97,6 +102,8 @@ impl Engine {
             converged_generation: None,
             rejected: None,
             fights: BTreeMap::new(),
+            first_backoff: first_backoff.min(MAX_BACKOFF),
+            last_in_force: None,
             passes: 0,
             previous: None,
             pinned: None,
@@ -267,6 +274,19 @@ impl Engine {
             return report;
         };
         let desired = &loaded.config;
+        // A new generation (an edit, or a trial rolled back) applies at
+        // once, whatever podnetd was leaving alone; a fight that goes on
+        // is found again after three more repairs.
+        if self.last_in_force != Some(in_force) {
+            if !self.fights.is_empty() && self.last_in_force.is_some() {
+                info!(
+                    generation = in_force,
+                    "new node files: applying them now, fights with other agents start over"
+                );
+            }
+            self.fights.clear();
+            self.last_in_force = Some(in_force);
+        }
         let observed = match observe(&self.kernel).await {
             Ok(o) => o,
             Err(e) => {
@@ -494,7 +514,7 @@ impl Engine {
             f.repairs.push(now);
             if f.repairs.len() >= FIGHT_REPAIRS {
                 f.backoff = if f.backoff.is_zero() {
-                    FIRST_BACKOFF
+                    self.first_backoff
                 } else {
                     (f.backoff * 2).min(MAX_BACKOFF)
                 };

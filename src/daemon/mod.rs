@@ -47,6 +47,11 @@ pub struct Args {
     /// Seconds between two reconciles when nothing else wakes the daemon.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub interval: u64,
+    /// Seconds podnetd leaves alone an object that another agent changed
+    /// back three times within a minute (doubling while the fight lasts, up
+    /// to 300). An edit of the node files applies at once regardless.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub fight_backoff: u64,
     /// Reconcile once and exit (status 0 converged, 1 failed, 2 invalid files).
     #[arg(long)]
     pub once: bool,
@@ -138,6 +143,7 @@ async fn run(args: Args) -> ExitCode {
         shared.clone(),
         watch.clone(),
         shaping_paths,
+        Duration::from_secs(args.fight_backoff.max(1)),
     );
 
     if args.once {

@@ -233,6 +233,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(ns: &Netns, config: &Path, state: &Path) -> Daemon {
+        Daemon::start_with(ns, config, state, &[])
+    }
+
+    /// [`Daemon::start`] with more podnetd options.
+    pub fn start_with(ns: &Netns, config: &Path, state: &Path, extra: &[&str]) -> Daemon {
         std::fs::create_dir_all(state).unwrap();
         // One log per start, so a restarted daemon's log is its own.
         let starts = std::fs::read_dir(state).unwrap().filter(|e| {
@@ -258,6 +263,7 @@ impl Daemon {
             // Never the host's own pins (and not a bpffs: shaping is the VM lab's).
             .arg("--bpf-dir")
             .arg(state.join("bpf"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
