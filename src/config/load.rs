@@ -157,7 +157,12 @@ pub fn load_bytes(files: Vec<(PathBuf, Vec<u8>)>) -> Result<Loaded, Diagnostics>
     if !items.is_empty() {
         return Err(Diagnostics { items, sources });
     }
-    let root = merged.expect("at least one file was parsed");
+    let Some(root) = merged else {
+        return Err(Diagnostics {
+            items: vec![Diagnostic::new("", "no node files given")],
+            sources,
+        });
+    };
     let mut origins = Origins::new();
     let json = to_json(&root, String::new(), String::new(), &mut origins);
     match validate::validate(json, &origins, &sources) {
@@ -374,6 +379,13 @@ mod tests {
         );
         let l = loaded.locate("/masters/eth0/kind").unwrap();
         assert_eq!((l.file.to_str().unwrap(), l.line), ("10-base.toml", 3));
+    }
+
+    #[test]
+    fn no_files_is_an_error_not_a_panic() {
+        let d = load_files(Vec::new()).err().expect("no files must not load");
+        assert_eq!(d.items.len(), 1);
+        assert!(d.render().contains("no node files given"), "{}", d.render());
     }
 
     #[test]
