@@ -13,7 +13,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::MulticastGroup;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::api::types::{Reconcile, Trial, TryAnswer};
 use crate::api::Refusal;
@@ -70,10 +70,27 @@ pub fn watch_files(dir: &Path, tx: Triggers) -> notify::Result<notify::Recommend
     Ok(watcher)
 }
 
+/// How long the watcher waits before subscribing again after the kernel's
+/// event stream ended (or a new subscription failed).
+const RESUBSCRIBE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Subscribes to link, address, route and qdisc events and forwards the
 /// ones about watched objects (or about anything podnet marked as its own).
+/// Should the stream ever end, the watcher says so, subscribes again and
+/// asks for a full pass: the daemon never falls back to its timer unnoticed.
 pub fn watch_kernel(tx: Triggers, watch: Arc<RwLock<Watch>>) -> std::io::Result<()> {
-    let (connection, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
+    let first = subscribe()?;
+    tokio::spawn(forward(first, subscribe, tx, watch, RESUBSCRIBE_PAUSE));
+    Ok(())
+}
+
+type Event = (
+    NetlinkMessage<RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+);
+
+fn subscribe() -> std::io::Result<futures::channel::mpsc::UnboundedReceiver<Event>> {
+    let (connection, _handle, messages) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
@@ -82,7 +99,21 @@ pub fn watch_kernel(tx: Triggers, watch: Arc<RwLock<Watch>>) -> std::io::Result<
         MulticastGroup::Tc,
     ])?;
     tokio::spawn(connection);
-    tokio::spawn(async move {
+    Ok(messages)
+}
+
+/// Forwards relevant events from `messages` until the daemon stops
+/// listening; a stream that ends is replaced by a new `subscribe()`.
+async fn forward<S, A>(
+    mut messages: S,
+    mut subscribe: impl FnMut() -> std::io::Result<S>,
+    tx: Triggers,
+    watch: Arc<RwLock<Watch>>,
+    pause: std::time::Duration,
+) where
+    S: futures::Stream<Item = (NetlinkMessage<RouteNetlinkMessage>, A)> + Unpin,
+{
+    loop {
         while let Some((message, _)) = messages.next().await {
             let trigger = match relevant(&message, &watch) {
                 Some(what) => Trigger::Kernel(what),
@@ -93,8 +124,28 @@ pub fn watch_kernel(tx: Triggers, watch: Arc<RwLock<Watch>>) -> std::io::Result<
                 return;
             }
         }
-    });
-    Ok(())
+        error!("the kernel's event stream ended: subscribing again");
+        loop {
+            tokio::time::sleep(pause).await;
+            if tx.is_closed() {
+                return;
+            }
+            match subscribe() {
+                Ok(m) => {
+                    messages = m;
+                    break;
+                }
+                Err(e) => error!(
+                    "subscribing to kernel events again: {e}; retrying in {}s",
+                    pause.as_secs()
+                ),
+            }
+        }
+        // Nobody listened for a while: read the whole state again.
+        if tx.send(Trigger::Overrun).is_err() {
+            return;
+        }
+    }
 }
 
 /// A short description of the event when it concerns a watched object.
@@ -140,5 +191,44 @@ fn relevant(
                 .then(|| format!("qdisc on ifindex {index}"))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream that ends is replaced, and the loop is told to read the
+    /// state again; a failed subscription is retried, not the end.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_ended_event_stream_is_replaced_and_asks_for_a_full_pass() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let subscribe = move || {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n == 0 {
+                Err(std::io::Error::other("no socket"))
+            } else {
+                Ok(futures::stream::iter(Vec::<(
+                    NetlinkMessage<RouteNetlinkMessage>,
+                    (),
+                )>::new()))
+            }
+        };
+        let task = tokio::spawn(forward(
+            futures::stream::iter(Vec::new()),
+            subscribe,
+            tx,
+            Arc::new(RwLock::new(Watch::default())),
+            std::time::Duration::from_millis(1),
+        ));
+        for _ in 0..2 {
+            assert!(matches!(rx.recv().await, Some(Trigger::Overrun)));
+        }
+        drop(rx);
+        task.await.unwrap();
+        // One failed attempt, then one subscription per ended stream.
+        assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 3);
     }
 }
