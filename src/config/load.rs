@@ -383,9 +383,9 @@ mod tests {
 
     #[test]
     fn no_files_is_an_error_not_a_panic() {
-        let d = load_files(Vec::new())
-            .err()
-            .expect("no files must not load");
+        let Err(d) = load_files(Vec::new()) else {
+            panic!("no files must not load");
+        };
         assert_eq!(d.items.len(), 1);
         assert!(d.render().contains("no node files given"), "{}", d.render());
     }
