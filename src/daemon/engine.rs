@@ -74,6 +74,54 @@ pub struct Engine {
     reverted: Option<Reverted>,
 }
 
+/// Makes the shaper's map hold exactly the egress entries the registered
+/// endpoints on `devices` need. Registry and map are read and written under
+/// the one lock the request path holds to register an endpoint and write
+/// its entry, so a PUT lands wholly before or wholly after, never between
+/// the read of the registry and the removal of entries it does not list.
+/// A poisoned lock still holds a consistent registry (every change is
+/// undone in memory when it cannot be persisted): it is used, never read as
+/// empty.
+pub(super) fn sync_map(
+    shared: &Mutex<Shared>,
+    map: &mut crate::shaping::Endpoints,
+    devices: &std::collections::BTreeSet<String>,
+    horizon: Duration,
+) -> crate::error::Result<MapSync> {
+    let mut done = MapSync::default();
+    let shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let wanted = super::shaping::wanted(&shared.registry.list(), devices, horizon);
+    let have: BTreeMap<_, _> = map
+        .stats()?
+        .into_iter()
+        .filter(|s| s.direction == "egress")
+        .map(|s| (s.ip, s))
+        .collect();
+    for ip in have.keys().filter(|ip| !wanted.contains_key(ip)) {
+        map.remove(*ip)?;
+        done.removed += 1;
+        info!("{ip}: no longer shaped");
+    }
+    for (ip, limit) in &wanted {
+        if !have.get(ip).is_some_and(|s| limit.matches(s)) {
+            map.set(*ip, limit)?;
+            done.written += 1;
+            info!(
+                "{ip}: egress limited to {}",
+                crate::config::Rate(limit.rate_bps)
+            );
+        }
+    }
+    Ok(done)
+}
+
+/// What [`sync_map`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(super) struct MapSync {
+    pub removed: usize,
+    pub written: usize,
+}
+
 pub fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -274,6 +322,7 @@ impl Engine {
             return report;
         };
         let desired = &loaded.config;
+        self.registry_follows(desired);
         // A new generation (an edit, or a trial rolled back) applies at
         // once, whatever podnetd was leaving alone; a fight that goes on
         // is found again after three more repairs.
@@ -435,9 +484,11 @@ impl Engine {
         if self.shaper.is_some() && !map_pin(&self.shaping_paths.pin_dir).exists() {
             warn!("the endpoint map's pin is gone: loading the shaper again with a new map");
             self.shaper = None;
-            if let Ok(mut shared) = self.shared.lock() {
-                shared.shaping.map = None;
-            }
+            self.shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .shaping
+                .map = None;
         }
         if self.shaper.is_none() {
             self.shaper = Some(Shaper::load(&self.kernel, self.shaping_paths.clone())?);
@@ -455,31 +506,7 @@ impl Engine {
         }
         // The map first: a program swapped in (an upgrade, a new map) must
         // find every entry already there, or its pods would go unshaped.
-        let records = self
-            .shared
-            .lock()
-            .map(|s| s.registry.list())
-            .unwrap_or_default();
-        let wanted = super::shaping::wanted(&records, &devices, horizon);
-        let have: BTreeMap<_, _> = shaper
-            .stats()?
-            .into_iter()
-            .filter(|s| s.direction == "egress")
-            .map(|s| (s.ip, s))
-            .collect();
-        for ip in have.keys().filter(|ip| !wanted.contains_key(ip)) {
-            shaper.remove_endpoint(*ip)?;
-            info!("{ip}: no longer shaped");
-        }
-        for (ip, limit) in &wanted {
-            if !have.get(ip).is_some_and(|s| limit.matches(s)) {
-                shaper.set_endpoint(*ip, limit)?;
-                info!(
-                    "{ip}: egress limited to {}",
-                    crate::config::Rate(limit.rate_bps)
-                );
-            }
-        }
+        sync_map(&self.shared, shaper.endpoints(), &devices, horizon)?;
         // Then this daemon's program on every shaping device: attached
         // where missing, swapped in place where another one runs (the
         // previous podnetd's, or one reading a lost map).
@@ -558,8 +585,42 @@ impl Engine {
             .filter(|l| names.contains(&l.name) || l.is_owned())
             .map(|l| l.index)
             .collect();
-        if let Ok(mut w) = self.watch.write() {
-            *w = Watch { names, indexes };
+        *self.watch.write().unwrap_or_else(|p| p.into_inner()) = Watch { names, indexes };
+    }
+
+    /// The registry follows the files in force before anything reads it:
+    /// the request path computes new endpoints' limits with them, and
+    /// registered endpoints get the new limits, which this same pass then
+    /// writes to the shaper's map. Endpoints whose pod network namespace is
+    /// gone are removed.
+    fn registry_follows(&self, desired: &crate::config::NodeConfig) {
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if s.config.as_ref() != Some(desired) {
+            s.config = Some(desired.clone());
+            let relimited = s
+                .registry
+                .relimit(|e| super::backend::endpoint_limits(desired, e).ok());
+            match relimited {
+                Ok(0) => {}
+                Ok(n) => info!("limits of {n} endpoint(s) follow the new node files"),
+                Err(e) => error!("endpoint registry: {e}"),
+            }
+        }
+        match s.registry.prune(|e| {
+            e.endpoint
+                .netns
+                .as_deref()
+                .is_some_and(|p| !std::path::Path::new(p).exists())
+        }) {
+            Ok(gone) => {
+                for e in gone {
+                    info!(
+                        "endpoint {}/{} removed: its network namespace is gone",
+                        e.container_id, e.ifname
+                    );
+                }
+            }
+            Err(e) => error!("endpoint registry: {e}"),
         }
     }
 
@@ -611,7 +672,8 @@ impl Engine {
                 remaining.actions.is_empty() && remaining.problems.is_empty() && held.is_empty();
         }
         let node = desired.map(|d| node_info(d, in_force, self.converged_generation));
-        if let Ok(mut s) = self.shared.lock() {
+        {
+            let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
             status.shaping = s
                 .shaping
                 .shaped
@@ -624,36 +686,6 @@ impl Engine {
             s.status = status;
             if let Some(n) = node {
                 s.node = n;
-            }
-            if let Some(d) = desired {
-                if s.config.as_ref() != Some(d) {
-                    s.config = Some(d.clone());
-                    let relimited = s
-                        .registry
-                        .relimit(|e| super::backend::endpoint_limits(d, e).ok());
-                    match relimited {
-                        Ok(0) => {}
-                        Ok(n) => info!("limits of {n} endpoint(s) follow the new node files"),
-                        Err(e) => error!("endpoint registry: {e}"),
-                    }
-                }
-            }
-            // Endpoints whose pod network namespace is gone are stale.
-            match s.registry.prune(|e| {
-                e.endpoint
-                    .netns
-                    .as_deref()
-                    .is_some_and(|p| !std::path::Path::new(p).exists())
-            }) {
-                Ok(gone) => {
-                    for e in gone {
-                        info!(
-                            "endpoint {}/{} removed: its network namespace is gone",
-                            e.container_id, e.ifname
-                        );
-                    }
-                }
-                Err(e) => error!("endpoint registry: {e}"),
             }
         }
     }

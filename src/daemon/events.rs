@@ -156,7 +156,7 @@ fn relevant(
     let NetlinkPayload::InnerMessage(inner) = &message.payload else {
         return None;
     };
-    let w = watch.read().ok()?;
+    let w = watch.read().unwrap_or_else(|p| p.into_inner());
     match inner {
         RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
             let mut name = None;

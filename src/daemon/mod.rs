@@ -12,6 +12,8 @@ mod engine;
 mod events;
 pub mod registry;
 mod shaping;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

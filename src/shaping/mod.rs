@@ -654,4 +654,4 @@ impl Shaper {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

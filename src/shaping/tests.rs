@@ -21,7 +21,7 @@ mod prereq;
 use prereq::{require, ROOT};
 
 /// A private bpffs, unmounted and removed on drop.
-struct BpfFs(PathBuf);
+pub(crate) struct BpfFs(PathBuf);
 
 impl BpfFs {
     fn new(test: &str) -> BpfFs {
@@ -37,7 +37,7 @@ impl BpfFs {
         BpfFs(dir)
     }
 
-    fn pin_dir(&self) -> PathBuf {
+    pub(crate) fn pin_dir(&self) -> PathBuf {
         self.0.join("podnet")
     }
 }
@@ -69,6 +69,13 @@ fn datapath(test: &str) -> Option<Datapath> {
         ebpf,
         endpoints: Endpoints { map },
     })
+}
+
+/// The endpoint map alone (the program loaded and dropped), pinned on a
+/// private bpffs, for the tests of its users; None as [`datapath`].
+pub(crate) fn endpoint_map(test: &str) -> Option<(BpfFs, Endpoints)> {
+    let d = datapath(test)?;
+    Some((d._fs, d.endpoints))
 }
 
 /// What one run of the program did to one packet.

@@ -1,0 +1,155 @@
+//! The registry and the shaper's map against each other, on a real map (a
+//! private bpffs; no device, no qdisc): what the request path writes, a
+//! pass running at the same moment never undoes. Needs root: a loud skip
+//! otherwise, and a failure under scripts/test.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::backend::DaemonBackend;
+use super::engine::{sync_map, Shared};
+use super::registry::Registry;
+use crate::api::types::{Endpoint, MasterInfo};
+use crate::api::Backend;
+use crate::shaping::tests::{endpoint_map, BpfFs};
+use crate::shaping::{Endpoints, DEFAULT_HORIZON};
+
+const NODE: &str = "version = 1\n[masters.m0]\nkind = \"macvlan\"\n";
+
+/// A daemon's shared state on a shaped master `m0`, with the map open for
+/// the request path, and the handle a pass would use on the same map.
+fn node(test: &str) -> Option<(BpfFs, Arc<Mutex<Shared>>, Endpoints, std::path::PathBuf)> {
+    let (fs, pass_map) = endpoint_map(test)?;
+    let dir = std::env::temp_dir().join(format!("podnet-daemon-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (registry, _) = Registry::open(&dir.join("endpoints.json")).unwrap();
+    let config = crate::config::load_files(vec![("10-node.toml".into(), NODE.into())])
+        .unwrap()
+        .config;
+    let mut shared = Shared {
+        status: Default::default(),
+        node: Default::default(),
+        config: Some(config),
+        registry,
+        shaping: Default::default(),
+    };
+    shared.status.converged_generation = Some(1);
+    shared.node.masters.push(MasterInfo {
+        name: "m0".into(),
+        kind: "macvlan".into(),
+        mode: "bridge".into(),
+        mtu: None,
+        shim: None,
+    });
+    shared.shaping.configured = devices();
+    shared.shaping.shaped = [("m0".to_string(), 1)].into();
+    shared.shaping.horizon = DEFAULT_HORIZON;
+    shared.shaping.map = Some(Endpoints::open(&fs.pin_dir()).unwrap());
+    Some((fs, Arc::new(Mutex::new(shared)), pass_map, dir))
+}
+
+fn devices() -> BTreeSet<String> {
+    ["m0".to_string()].into()
+}
+
+fn pod(i: usize) -> Endpoint {
+    Endpoint {
+        netns: None,
+        ips: vec![format!("10.9.{}.{}/32", i / 250, 1 + i % 250)
+            .parse()
+            .unwrap()],
+        master: Some("m0".into()),
+        tier: None,
+        egress: Some(10_000_000),
+        ingress: None,
+    }
+}
+
+fn mapped(map: &Endpoints) -> BTreeSet<IpAddr> {
+    map.stats().unwrap().into_iter().map(|s| s.ip).collect()
+}
+
+/// 200 endpoints registered while passes sync the map back to back: after
+/// each PUT returns its entry is in the map, no pass ever removes one, and
+/// at the end map == registry. (A pass that read the registry, let go of the lock and then
+/// removed what it had not seen took new pods' entries away.)
+#[test]
+fn a_pass_never_undoes_a_put_that_lands_during_it() {
+    let Some((_fs, shared, mut pass_map, dir)) = node("put-during-pass") else {
+        return;
+    };
+    let (triggers, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let backend = DaemonBackend {
+        shared: shared.clone(),
+        triggers,
+    };
+    let probe = Endpoints::open(&_fs.pin_dir()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let passes = {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut n, mut removed) = (0u64, 0);
+            while !stop.load(Ordering::Relaxed) {
+                removed += sync_map(&shared, &mut pass_map, &devices(), DEFAULT_HORIZON)
+                    .unwrap()
+                    .removed;
+                n += 1;
+            }
+            (n, removed, pass_map)
+        })
+    };
+    let mut registered = BTreeSet::new();
+    for i in 0..200 {
+        let e = pod(i);
+        let ip = e.ips[0].addr();
+        let r = backend
+            .put_endpoint(&format!("c{i}"), "eth0", e)
+            .unwrap_or_else(|r| panic!("PUT {i}: {r:?}"));
+        assert_eq!(r.enforcement.map(|e| e.enforced), Some(true), "PUT {i}");
+        registered.insert(ip);
+        let have = mapped(&probe);
+        assert!(
+            registered.is_subset(&have),
+            "after PUT {i}, entries missing from the map: {:?}",
+            registered.difference(&have).collect::<Vec<_>>()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (n, removed, mut pass_map) = passes.join().unwrap();
+    assert!(n > 0, "no pass ran");
+    // Every entry a pass found was registered: it never removed one.
+    assert_eq!(
+        removed, 0,
+        "{n} passes removed {removed} registered pods' entries"
+    );
+    sync_map(&shared, &mut pass_map, &devices(), DEFAULT_HORIZON).unwrap();
+    assert_eq!(mapped(&probe), registered, "map == registry");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A panic while the lock was held (anywhere in the daemon) leaves the
+/// registry as it was: a pass keeps every registered pod shaped.
+#[test]
+fn a_poisoned_lock_unshapes_nobody() {
+    let Some((_fs, shared, mut pass_map, dir)) = node("poisoned") else {
+        return;
+    };
+    let (triggers, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let backend = DaemonBackend {
+        shared: shared.clone(),
+        triggers,
+    };
+    backend.put_endpoint("c0", "eth0", pod(0)).unwrap();
+    let poisoner = shared.clone();
+    let _ = std::thread::spawn(move || {
+        let _guard = poisoner.lock().unwrap();
+        panic!("a bug while holding the lock (expected by this test)");
+    })
+    .join();
+    assert!(shared.is_poisoned());
+    sync_map(&shared, &mut pass_map, &devices(), DEFAULT_HORIZON).unwrap();
+    assert_eq!(mapped(&pass_map), [pod(0).ips[0].addr()].into());
+    let _ = std::fs::remove_dir_all(dir);
+}
