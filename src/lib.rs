@@ -12,6 +12,7 @@ pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod failpoint;
 pub mod kernel;
 pub mod netns;
 pub mod observe;

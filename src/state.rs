@@ -16,6 +16,11 @@ pub const OWNER_ALIAS_PREFIX: &str = "podnet:";
 /// Route protocol (`proto 157` in `ip route`) marking routes podnet added.
 /// Not among iproute2's registered protocols (/etc/iproute2/rt_protos).
 pub const RTPROT_PODNET: u8 = 157;
+/// The link group (`IFLA_GROUP`) podnet puts on a link in the very request
+/// that creates it, as the kernel takes no ifalias there: a podnet crash
+/// between the create and the ifalias mark leaves a link that is still
+/// recognisably podnet's. The mark step puts the group back to 0.
+pub const PODNET_LINK_GROUP: u32 = 0x706e;
 
 /// The kernel's main routing table.
 pub const RT_TABLE_MAIN: u32 = 254;
@@ -56,9 +61,22 @@ pub struct Link {
     pub alias: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The link group (`IFLA_GROUP`); 0 is the kernel's default.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub group: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl Link {
+    /// A link podnet created but had no time to mark (it crashed between
+    /// the two requests): podnet's group, no ifalias at all.
+    pub fn is_half_created(&self) -> bool {
+        self.group == PODNET_LINK_GROUP && self.alias.is_none()
+    }
+
     /// Whether podnet created this link (its alias carries podnet's mark).
     pub fn is_owned(&self) -> bool {
         self.alias

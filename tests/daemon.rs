@@ -314,7 +314,15 @@ fn kill_9_mid_reconcile_then_restart_adopts_without_flapping() {
     pod.ip("link set pod0 up");
     pod.ip("route add default dev pod0");
 
-    let mut d = Daemon::start(&ns, &cfg.path, &state);
+    // It stops for good after the 50th step of an apply (the first
+    // convergence has fewer): the kill below lands in a pass under way.
+    let mut d = Daemon::start_with(
+        &ns,
+        &cfg.path,
+        &state,
+        &[],
+        &[("PODNET_FAILPOINT", "pause-after-step:50")],
+    );
     within(PROMPTLY, "first convergence", || converged(&ns));
     let client = d.client();
     for i in 0..3 {
@@ -344,7 +352,14 @@ fn kill_9_mid_reconcile_then_restart_adopts_without_flapping() {
         &format!("routes = [\"172.51.0.0/24\", {}]", routes.join(", ")),
     );
     cfg.write(&[("10-node.toml", &many)]);
-    std::thread::sleep(Duration::from_millis(25));
+    within(PROMPTLY, "the pass under way", || {
+        d.log().contains("failpoint pause-after-step:50")
+    });
+    let midway = ns.ip_json("route show proto 157").as_array().unwrap().len();
+    assert!(
+        midway > 1 && midway < 201,
+        "not in the middle of the pass: {midway} of 201 routes"
+    );
     d.kill9();
     let log_before = d.log();
 
@@ -504,6 +519,53 @@ fn a_thousand_kernel_events_make_a_handful_of_reconciles() {
     assert!(client.status().unwrap().converged);
 }
 
+/// podnetd killed exactly between creating the shim and marking it (a
+/// failpoint there, SIGKILL): the link is left with podnet's group and no
+/// ifalias. The restarted daemon takes up the same link (same ifindex),
+/// marks it, converges and serves ADDs; before, it refused the link as
+/// foreign and the node never converged.
+#[test]
+fn a_crash_between_create_and_mark_is_adopted_on_restart() {
+    if !require(
+        "a_crash_between_create_and_mark_is_adopted_on_restart",
+        &[ROOT, "ip"],
+    ) {
+        return;
+    }
+    let (ns, cfg, state) = setup("halfmade");
+    let mut d = Daemon::start_with(
+        &ns,
+        &cfg.path,
+        &state,
+        &[],
+        &[("PODNET_FAILPOINT", "after-create")],
+    );
+    within(PROMPTLY, "podnetd killed at the failpoint", || d.exited());
+    assert!(d.log().contains("failpoint after-create"), "{}", d.log());
+    let half = ns.link("pn-shim0").expect("the shim was created");
+    assert_eq!(half["group"], "28782", "{half}");
+    assert!(half.get("ifalias").is_none(), "marked already: {half}");
+
+    let d2 = Daemon::start(&ns, &cfg.path, &state);
+    within(PROMPTLY, "convergence after the restart", || converged(&ns));
+    let shim = ns.link("pn-shim0").unwrap();
+    assert_eq!(shim["ifindex"], half["ifindex"], "the shim was re-created");
+    assert_eq!(shim["ifalias"], "podnet:shim master=ens192");
+    assert_eq!(shim["group"], "default");
+    assert!(d2.log().contains("mark as podnet's"), "{}", d2.log());
+    let client = d2.client();
+    within(PROMPTLY, "the node converged", || {
+        client.status().unwrap().converged
+    });
+    let ep: podnet::api::types::Endpoint = serde_json::from_value(serde_json::json!({
+        "ips": ["172.51.0.10/32"], "master": "ens192"
+    }))
+    .unwrap();
+    client
+        .put_endpoint("pod0", "eth0", &ep)
+        .expect("ADD served after the restart");
+}
+
 /// What another agent fighting podnet does: remove the shim's address.
 fn take_address(ns: &Netns) {
     let _ = Command::new("ip")
@@ -547,7 +609,7 @@ fn an_edit_applies_at_once_whatever_backoff_runs_against_another_agent() {
         return;
     }
     let (ns, cfg, state) = setup("fightedit");
-    let d = Daemon::start_with(&ns, &cfg.path, &state, &["--fight-backoff", "300"]);
+    let d = Daemon::start_with(&ns, &cfg.path, &state, &["--fight-backoff", "300"], &[]);
     within(PROMPTLY, "first convergence", || converged(&ns));
     let client = d.client();
     let fight = start_a_fight(&ns, &client);

@@ -67,6 +67,7 @@ pub async fn apply(
             return Err(Error::new(e.kind, msg));
         }
         done.push(action);
+        crate::failpoint::after_step(done.len());
     }
     verify(kernel, desired).await?;
     Ok(Applied {

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
+use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::{RouteMessage, RouteProtocol, RouteScope};
 use rtnetlink::{AddressMessageBuilder, LinkIpVlan, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 
@@ -13,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{errno, refused, Kernel, EADDRNOTAVAIL, ENODEV, ESRCH};
 use crate::observe::{to_ipvlan_mode, to_macvlan_mode};
 use crate::plan::{Action, Change, NewLink};
-use crate::state::{RTPROT_PODNET, RT_TABLE_MAIN};
+use crate::state::{PODNET_LINK_GROUP, RTPROT_PODNET, RT_TABLE_MAIN};
 
 /// Executes plan steps, acting by ifindex once a name is resolved.
 pub struct NetlinkBackend<'k> {
@@ -115,6 +116,10 @@ impl<'k> NetlinkBackend<'k> {
                 let i = self.index_of(name).await?;
                 h.route().add(link_route(*dst, i)).execute().await
             }
+            Change::MarkLink { alias } => {
+                let i = self.index_of(name).await?;
+                h.link().set(mark(i, alias)).execute().await
+            }
             Change::DelRoute { dst } => {
                 let i = match self.index_of(name).await {
                     Ok(i) => i,
@@ -134,16 +139,21 @@ impl<'k> NetlinkBackend<'k> {
 
     async fn create(&mut self, name: &str, link: &NewLink) -> Result<()> {
         let parent = self.index_of(&link.parent).await?;
+        // podnet's group in the create request itself: should podnet stop
+        // before the mark below, the link is still known as podnet's.
+        let group = LinkAttribute::Group(PODNET_LINK_GROUP);
         let msg = match link.kind {
             ChildKind::Macvlan => {
-                let b = LinkMacVlan::new(name, parent, to_macvlan_mode(link.mode));
+                let b = LinkMacVlan::new(name, parent, to_macvlan_mode(link.mode))
+                    .append_extra_attribute(group);
                 match link.mtu {
                     Some(m) => b.mtu(m).build(),
                     None => b.build(),
                 }
             }
             ChildKind::Ipvlan => {
-                let b = LinkIpVlan::new(name, parent, to_ipvlan_mode(link.mode));
+                let b = LinkIpVlan::new(name, parent, to_ipvlan_mode(link.mode))
+                    .append_extra_attribute(group);
                 match link.mtu {
                     Some(m) => b.mtu(m).build(),
                     None => b.build(),
@@ -165,19 +175,12 @@ impl<'k> NetlinkBackend<'k> {
                 err
             }
         })?;
+        crate::failpoint::hit("after-create");
         // The kernel ignores IFLA_IFALIAS in a create request: the ownership
-        // mark needs its own RTM_SETLINK. Without the mark podnet would not
-        // recognise the link as its own, so take it back if marking fails.
+        // mark needs its own RTM_SETLINK. If marking fails, take the link
+        // back rather than leave it half-made.
         let i = self.index_of(name).await?;
-        let marked = h
-            .link()
-            .set(
-                LinkUnspec::new_with_index(i)
-                    .alias(link.alias.clone())
-                    .build(),
-            )
-            .execute()
-            .await;
+        let marked = h.link().set(mark(i, &link.alias)).execute().await;
         if let Err(e) = marked {
             let _ = h.link().del(i).execute().await;
             self.index.remove(name);
@@ -202,6 +205,14 @@ fn keep_secondaries(name: &str) -> Result<()> {
             )
         }),
     }
+}
+
+/// podnet's ifalias on link `index`, and its group back to the default.
+fn mark(index: u32, alias: &str) -> netlink_packet_route::link::LinkMessage {
+    LinkUnspec::new_with_index(index)
+        .alias(alias.to_string())
+        .append_extra_attribute(LinkAttribute::Group(0))
+        .build()
 }
 
 fn ignore(code: i32) -> impl Fn(rtnetlink::Error) -> std::result::Result<(), rtnetlink::Error> {

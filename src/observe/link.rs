@@ -26,12 +26,14 @@ pub(super) fn parse(msg: &LinkMessage) -> RawLink {
         oper: String::new(),
         alias: None,
         mac: None,
+        group: 0,
     };
     let mut parent_index = None;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Mtu(m) => link.mtu = *m,
+            LinkAttribute::Group(g) => link.group = *g,
             LinkAttribute::OperState(s) => link.oper = format!("{s:?}").to_lowercase(),
             LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a.clone()),
             LinkAttribute::Address(a) if a.len() == 6 => {

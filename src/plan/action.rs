@@ -93,6 +93,13 @@ pub enum Change {
     DelRoute {
         dst: IpNet,
     },
+    /// Puts podnet's ifalias mark on a link it created but could not mark
+    /// (podnet stopped between the two requests; see [`PODNET_LINK_GROUP`]).
+    ///
+    /// [`PODNET_LINK_GROUP`]: crate::state::PODNET_LINK_GROUP
+    MarkLink {
+        alias: String,
+    },
 }
 
 /// One step of a plan.
@@ -176,6 +183,9 @@ impl Action {
             Change::DelAddress { prefix } => back(Change::AddAddress { prefix: *prefix }),
             Change::AddRoute { dst } => back(Change::DelRoute { dst: *dst }),
             Change::DelRoute { dst } => back(Change::AddRoute { dst: *dst }),
+            // A marked link is one podnet can take back later (a stale one
+            // is removed by the next plan): the mark stays.
+            Change::MarkLink { .. } => Vec::new(),
         }
     }
 
@@ -184,7 +194,7 @@ impl Action {
         match self.change {
             Change::CreateLink(_) | Change::AddAddress { .. } | Change::AddRoute { .. } => '+',
             Change::DeleteLink { .. } | Change::DelAddress { .. } | Change::DelRoute { .. } => '-',
-            Change::SetMtu { .. } | Change::SetUp { .. } => '~',
+            Change::SetMtu { .. } | Change::SetUp { .. } | Change::MarkLink { .. } => '~',
         }
     }
 
@@ -223,6 +233,10 @@ impl fmt::Display for Action {
             Change::SetUp { up: false } => write!(f, "{sign} set down"),
             Change::AddAddress { prefix } => write!(f, "{sign} address {prefix}"),
             Change::DelAddress { prefix } => write!(f, "{sign} address {prefix}"),
+            Change::MarkLink { alias } => write!(
+                f,
+                "{sign} mark as podnet's, alias {alias:?} (created by podnet, which stopped before marking it)"
+            ),
             Change::AddRoute { dst } | Change::DelRoute { dst } => {
                 write!(
                     f,

@@ -158,7 +158,11 @@ pub fn plan(desired: &NodeConfig, observed: &Observed) -> Plan {
     }
 
     // Owned links nobody declares any more.
-    for link in observed.links.iter().filter(|l| l.is_owned()) {
+    for link in observed
+        .links
+        .iter()
+        .filter(|l| l.is_owned() || l.is_half_created())
+    {
         if !shims.contains_key(link.name.as_str()) {
             phases[0].push(Action::new(
                 Role::Stale,
@@ -224,7 +228,13 @@ fn plan_shim(
         create(out);
         return;
     };
-    if !link.is_owned() {
+    if link.is_half_created() {
+        // podnet made it and stopped before marking it: the same link, same
+        // ifindex, is taken up where the create left off.
+        out.push(step(Change::MarkLink {
+            alias: want.alias.clone(),
+        }));
+    } else if !link.is_owned() {
         problems.push(format!(
             "shim {name}: an interface of that name exists and is not podnet's (its alias has no \"{OWNER_ALIAS_PREFIX}\" mark); podnet will not take it over: rename the shim or remove the interface"
         ));

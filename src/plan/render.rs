@@ -56,7 +56,7 @@ fn counts(actions: &[Action]) -> (usize, usize, usize) {
     for a in actions {
         match a.change {
             Change::CreateLink(_) | Change::AddAddress { .. } | Change::AddRoute { .. } => c.0 += 1,
-            Change::SetMtu { .. } | Change::SetUp { .. } => c.1 += 1,
+            Change::SetMtu { .. } | Change::SetUp { .. } | Change::MarkLink { .. } => c.1 += 1,
             Change::DeleteLink { .. } | Change::DelAddress { .. } | Change::DelRoute { .. } => {
                 c.2 += 1
             }

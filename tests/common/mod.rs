@@ -233,11 +233,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(ns: &Netns, config: &Path, state: &Path) -> Daemon {
-        Daemon::start_with(ns, config, state, &[])
+        Daemon::start_with(ns, config, state, &[], &[])
     }
 
-    /// [`Daemon::start`] with more podnetd options.
-    pub fn start_with(ns: &Netns, config: &Path, state: &Path, extra: &[&str]) -> Daemon {
+    /// [`Daemon::start`] with more podnetd options and environment.
+    pub fn start_with(
+        ns: &Netns,
+        config: &Path,
+        state: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         std::fs::create_dir_all(state).unwrap();
         // One log per start, so a restarted daemon's log is its own.
         let starts = std::fs::read_dir(state).unwrap().filter(|e| {
@@ -264,6 +270,7 @@ impl Daemon {
             .arg("--bpf-dir")
             .arg(state.join("bpf"))
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -290,6 +297,11 @@ impl Daemon {
             c.status().is_ok()
         });
         c
+    }
+
+    /// Whether the process has ended (on its own, or by a failpoint).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
     }
 
     pub fn kill9(&mut self) {

@@ -59,18 +59,45 @@ within() { # VALUE LIMIT TOL%
     (($(echo "v = $1; l = $2; t = $3; (v >= l * (100 - t) / 100) && (v <= l * (100 + t) / 100)" | bc -l)))
 }
 
-# check_limited POD LIMIT_BPS SECONDS LABEL [JSON [SWAP]]: runs iperf3 (or
-# reads JSON) and asserts the first second and the steady state, and every
-# second within ±2 x TOL %. SWAP "A-B": the seconds (counted from 1) in
-# which a new program was loaded and swapped in. There only the upper bound
-# holds: loading a program (verifying it and compiling it to x86) takes the
-# guest's vCPUs for a while under TCG, and the sender with them, so such a
-# second may fall short; what the swap itself could do wrong shows as a
-# burst above the limit (a moment unshaped, or a clock reset) or as
-# retransmits (packets lost), and both are failures there too.
+# check_limited POD LIMIT_BPS SECONDS LABEL [RUN [SWAP]]: runs iperf3 (or
+# the function RUN, which prints iperf3's JSON) and asserts the first second
+# and the steady state, and every second within ±2 x TOL %. SWAP "A-B": the
+# seconds (counted from 1) in which a new program was loaded and swapped in.
+# There only the upper bound holds: loading a program (verifying it and
+# compiling it to x86) takes the guest's vCPUs for a while under TCG, and
+# the sender with them, so such a second may fall short; what the swap
+# itself could do wrong shows as a burst above the limit (a moment
+# unshaped, or a clock reset) or as retransmits (packets lost), and both
+# are failures there too.
+#
+# Above the limit is always a failure. Below it is the shaper's fault only
+# if the path still carries BLAME_MARGIN x the limit (pod2, no entry,
+# measured at once): then the run is made once more, and short twice
+# fails. A slower path (a busy machine starving TCG's vCPUs) makes it a
+# limit not tested, listed by the report, as the rate cases do.
+BLAME_MARGIN=${RATE_BLAME_MARGIN:-2}
 check_limited() {
-    local pod=$1 limit=$2 secs=$3 label=$4 json=${5:-} swap=${6:-} first steady all i n retrans
-    [[ -n $json ]] || json=$(iperf "$pod" "$secs")
+    local pod=$1 limit=$2 secs=$3 label=$4 run=${5:-} swap=${6:-} attempt short path
+    for attempt in 1 2; do
+        short=$(limited_once "$@") || exit 1
+        [[ -n $short ]] || return 0
+        path=$(wire "$(jq -r '.end.sum_received.bits_per_second' <<< "$(iperf pod2 3)")")
+        log "$label: $short; the path (pod2, no entry) carries $(pct "$path" "$limit")% of the limit"
+        if (($(echo "$path < $limit * $BLAME_MARGIN" | bc -l))); then
+            untested "$label: $short while the path carried $(pct "$path" "$limit")% of the limit, under $BLAME_MARGIN x: TCG's speed, not the shaper's"
+            return 0
+        fi
+        ((attempt == 1)) && log "$label: once more"
+    done
+    fail "$label: $short twice while the path carried $BLAME_MARGIN x the limit"
+}
+
+# limited_once ARGS (as check_limited): one run. Fails the case on what is
+# always wrong (above the limit, retransmits around a swap); prints why the
+# run fell short of the limit, or nothing.
+limited_once() {
+    local pod=$1 limit=$2 secs=$3 label=$4 run=${5:-} swap=${6:-} json first steady all i n retrans
+    if [[ -n $run ]]; then json=$($run) || exit 1; else json=$(iperf "$pod" "$secs"); fi
     # The receiver's whole seconds (iperf3 ends with a short interval that
     # holds the tail of the queue: not a rate).
     mapfile -t ivals < <(jq -r '.server_output_json.intervals[].sum | select(.seconds > 0.9) | .bits_per_second' <<< "$json")
@@ -87,21 +114,29 @@ check_limited() {
     log "$label: limit $limit bit/s; wire rate: first second $(pct "$first" "$limit")%," \
         "steady $(pct "$steady" "$limit")%, whole run $(pct "$all" "$limit")%;" \
         "per second (wire %): $(for v in "${ivals[@]}"; do printf '%s ' "$(pct "$(wire "$v")" "$limit")"; done)" \
-        "retransmits $retrans"
+        "retransmits $retrans" >&2
     (($(echo "$first <= $limit * $FIRST_MAX / 100" | bc -l))) ||
         fail "$label: first second $(pct "$first" "$limit")% of the limit (max $FIRST_MAX%)"
-    within "$steady" "$limit" "$TOL" ||
-        fail "$label: steady state $(pct "$steady" "$limit")% of the limit (±$TOL%)"
+    [[ -z $swap || $retrans == 0 ]] || fail "$label: $retrans retransmits: packets were lost around the swap"
+    (($(echo "$steady <= $limit * (100 + $TOL) / 100" | bc -l))) ||
+        fail "$label: steady state $(pct "$steady" "$limit")% of the limit (at most +$TOL%)"
+    for ((i = 1; i < n; i++)); do
+        (($(echo "$(wire "${ivals[i]}") <= $limit * (100 + TOL * 2) / 100" | bc -l))) ||
+            fail "$label: second $((i + 1)) at $(pct "$(wire "${ivals[i]}")" "$limit")% of the limit (at most +$((TOL * 2))%)"
+    done
+    if ! within "$steady" "$limit" "$TOL"; then
+        echo "steady state $(pct "$steady" "$limit")% of the limit (below -$TOL%)"
+        return 0
+    fi
     for ((i = 1; i < n; i++)); do
         if [[ -n $swap ]] && ((i + 1 >= ${swap%-*} && i + 1 <= ${swap#*-})); then
-            (($(echo "$(wire "${ivals[i]}") <= $limit * (100 + TOL * 2) / 100" | bc -l))) ||
-                fail "$label: second $((i + 1)), the swap's, at $(pct "$(wire "${ivals[i]}")" "$limit")% of the limit (at most +$((TOL * 2))%)"
             continue
         fi
-        within "$(wire "${ivals[i]}")" "$limit" "$((TOL * 2))" ||
-            fail "$label: second $((i + 1)) at $(pct "$(wire "${ivals[i]}")" "$limit")% of the limit (±$((TOL * 2))%)"
+        if ! within "$(wire "${ivals[i]}")" "$limit" "$((TOL * 2))"; then
+            echo "second $((i + 1)) at $(pct "$(wire "${ivals[i]}")" "$limit")% of the limit (below -$((TOL * 2))%)"
+            return 0
+        fi
     done
-    [[ -z $swap || $retrans == 0 ]] || fail "$label: $retrans retransmits: packets were lost around the swap"
 }
 
 root_qdisc() { tc -n node -j qdisc show dev m0 | jq -r '.[] | select(.root == true) | "\(.kind) \(.handle)"'; }
@@ -142,17 +177,26 @@ assert_eq 10.20.0.11 "$(jq -r '[.[].ip] | join(",")' <<< "$stats")" "only pod1 h
 # Upgrade during a run: a new process loads the program again and swaps it
 # into the pinned link; the link stays, the rate holds (see check_limited
 # for the seconds of the swap), and no packet is lost.
+# upgraded_run MODE: an 8 s run of pod1 during which, at 3 s, a new process
+# loads the program again and swaps it in; prints iperf3's JSON.
+upgraded_run() {
+    local out iperf_pid
+    ip netns exec pod1 iperf3 -c 10.20.0.1 -t 8 -J --get-server-output > "$PODNET_CASE_TMP/up.json" &
+    iperf_pid=$!
+    sleep 3
+    out=$(demo attach m0 --mode "$1")
+    log "upgrade: $out" >&2
+    [[ $(jq -r .replaced <<< "$out") == true ]] || fail "re-attach did not replace in place: $out"
+    wait "$iperf_pid" || fail "iperf3 failed during the upgrade"
+    cat "$PODNET_CASE_TMP/up.json"
+}
+tcx_upgrade() { upgraded_run tcx; }
+clsact_upgrade() { upgraded_run clsact; }
+
 must demo set 10.20.0.11 100M
-ip netns exec pod1 iperf3 -c 10.20.0.1 -t 8 -J --get-server-output > "$PODNET_CASE_TMP/up.json" &
-iperf_pid=$!
-sleep 3
-out=$(demo attach m0 --mode tcx)
-log "upgrade: $out"
-assert_eq true "$(jq -r .replaced <<< "$out")" "re-attach replaces in place"
-wait "$iperf_pid"
+check_limited pod1 100000000 8 "tcx 100M, upgraded at 3 s" tcx_upgrade 3-5
 prog2=$(jq -r .tcx_program <<< "$(demo status m0)")
 assert_ne "$prog1" "$prog2" "program id after the upgrade"
-check_limited pod1 100000000 8 "tcx 100M, upgraded at 3 s" "$(cat "$PODNET_CASE_TMP/up.json")" 3-5
 
 must demo detach m0
 assert_eq "noqueue 0:" "$(root_qdisc)" "root qdisc restored"
@@ -182,14 +226,7 @@ assert_eq true "$(jq -r .clsact_filter <<< "$(demo status m0)")" "clsact filter"
 must tc -n node filter show dev m0 egress
 
 check_limited pod1 100000000 5 "clsact 100M"
-ip netns exec pod1 iperf3 -c 10.20.0.1 -t 8 -J --get-server-output > "$PODNET_CASE_TMP/up2.json" &
-iperf_pid=$!
-sleep 3
-out=$(demo attach m0 --mode clsact)
-log "upgrade: $out"
-assert_eq true "$(jq -r .replaced <<< "$out")" "re-attach replaces in place"
-wait "$iperf_pid"
-check_limited pod1 100000000 8 "clsact 100M, upgraded at 3 s" "$(cat "$PODNET_CASE_TMP/up2.json")" 3-5
+check_limited pod1 100000000 8 "clsact 100M, upgraded at 3 s" clsact_upgrade 3-5
 assert_eq 1 "$(tc -n node -j filter show dev m0 egress | jq '[.[] | select(.options.handle != null)] | length')" "one filter after the upgrade"
 
 must demo detach m0
