@@ -26,7 +26,7 @@ ip -n node link add m0 type veth peer name p0
 ip -n node link set p0 netns peer
 ip -n peer link set p0 up
 ip -n peer addr add 10.20.0.1/24 dev p0
-node_file() { # SHAPING
+node_file() { # SHAPING [SILVER]
     cat > "$T/cfg/10-node.toml" <<TOML
 version = 1
 [masters.m0]
@@ -35,7 +35,7 @@ mode = "$MODE"
 shaping = $1
 shim = { name = "pn-shim0", addresses = ["10.20.0.250/32"], routes = ["10.20.0.0/24"] }
 [tiers.silver]
-egress = "100M"
+egress = "${2:-100M}"
 [shaping]
 default_tier = "silver"
 TOML
@@ -131,6 +131,58 @@ during_run "through a map loss" lose_map
 [[ -e $PIN/podnet_edt_v1 ]] || fail "the map was not pinned again"
 assert_ne "$before" "$(program)" "program id after the map loss"
 must plugin CHECK "$CNI" "$PODNET"
+
+REAPPLIES=${REAPPLIES:-100}
+log "=== $REAPPLIES re-applies on a shaped node write nothing"
+# Links, addresses, routes (ip monitor), qdiscs, classes and filters (tc
+# monitor), the program (its id) and the map (podnetd logs every entry it
+# writes or removes, and every attach).
+ip -n node monitor link address route > "$T/ip-monitor.txt" &
+ipmon=$!
+tc -n node monitor > "$T/tc-monitor.txt" &
+tcmon=$!
+sleep 0.5
+prog_before=$(program)
+log_before=$(wc -l < "$T/podnetd.log")
+started=$(date +%s%N)
+# The first through podnetctl, the others as the request it makes (a pass
+# each; podnetctl's own start costs ~1 s under TCG).
+"$(podnet_bin podnetctl)" --socket "$SOCK" -c "$T/cfg" apply > /dev/null || fail "podnetctl apply failed"
+for _ in $(seq 2 "$REAPPLIES"); do
+    api /v1/reconcile -X POST | jq -e '.reconcile.outcome == "converged"' > /dev/null ||
+        fail "a re-apply did not find the node converged"
+done
+took=$((($(date +%s%N) - started) / 1000000 / REAPPLIES))
+sleep 0.5
+kill "$ipmon" "$tcmon"
+wait "$ipmon" "$tcmon" 2> /dev/null || true
+[[ ! -s $T/ip-monitor.txt ]] || fail "re-applies changed links, addresses or routes: $(head -5 "$T/ip-monitor.txt")"
+[[ ! -s $T/tc-monitor.txt ]] || fail "re-applies changed qdiscs or filters: $(head -5 "$T/tc-monitor.txt")"
+assert_eq "$prog_before" "$(program)" "program on m0 after 100 re-applies"
+writes=$(tail -n +"$((log_before + 1))" "$T/podnetd.log" | grep -E "egress limited|no longer shaped|shaping with EDT|replaced in place" || true)
+[[ -z $writes ]] || fail "re-applies wrote the map or attached again: $writes"
+log "$REAPPLIES re-applies (${took} ms each): no kernel event, no map write, program $prog_before kept"
+
+log "=== a tier edit reaches the map in the pass that loads it"
+# Endpoints of the default tier (silver), registered through the API.
+for i in 1 2 3; do
+    must curl -sf --unix-socket "$SOCK" -X PUT -H 'content-type: application/json' \
+        -d "{\"ips\":[\"10.20.0.20$i/32\"],\"master\":\"m0\"}" "http://x/v1/endpoints/tier$i/eth0"
+done
+rates() { "$DEMO" --pin-dir "$PIN" stats | jq -c '[.[] | select(.ip | startswith("10.20.0.20")) | .rate_bps] | unique'; }
+assert_eq "[100000000]" "$(rates)" "silver entries before the edit"
+node_file true 200M
+started=$(date +%s%N)
+# The reconcile a request asks for reloads the files; when it returns, the
+# pass that loaded the edit has also written the map.
+log "reconcile: $(api /v1/reconcile -X POST)"
+took=$((($(date +%s%N) - started) / 1000000))
+assert_eq "[200000000]" "$(rates)" "silver entries after the pass that loaded the edit"
+for i in 1 2 3; do
+    assert_eq true "$(api "/v1/endpoints/tier$i/eth0" | jq -r .enforcement.enforced)" "tier$i enforced at once"
+done
+log "tier edit: every entry at the new rate ${took} ms after the edit"
+for i in 1 2 3; do api "/v1/endpoints/tier$i/eth0" -X DELETE > /dev/null; done
 
 log "=== DEL frees the pod"
 plugin DEL "$CNI" "$PODNET" > /dev/null

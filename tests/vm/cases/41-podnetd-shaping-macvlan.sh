@@ -3,5 +3,7 @@
 # vm: timeout=420
 KIND=macvlan
 MODE=bridge
+# The 100 re-applies are the ipvlan case's (40): 10 here.
+REAPPLIES=10
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/../podnetd-shaping.sh"
