@@ -5,11 +5,7 @@ use rtnetlink::Handle;
 
 use crate::error::{Error, ErrorKind};
 
-pub const ESRCH: i32 = 3;
-pub const EEXIST: i32 = 17;
-pub const ENODEV: i32 = 19;
-pub const EOPNOTSUPP: i32 = 95;
-pub const EADDRNOTAVAIL: i32 = 99;
+pub use nix::errno::Errno;
 
 /// A connected rtnetlink socket.
 #[derive(Clone)]
@@ -35,10 +31,10 @@ impl Kernel {
     }
 }
 
-/// The positive errno of a kernel refusal.
-pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
+/// The errno of a kernel refusal.
+pub fn errno(e: &rtnetlink::Error) -> Option<Errno> {
     match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| Errno::from_raw(-c.get())),
         _ => None,
     }
 }
@@ -46,7 +42,7 @@ pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
 /// A kernel refusal as a podnet error, naming the errno the way `ip` does.
 pub fn refused(e: rtnetlink::Error) -> Error {
     let kind = match errno(&e) {
-        Some(EOPNOTSUPP) => ErrorKind::NotSupported,
+        Some(Errno::EOPNOTSUPP) => ErrorKind::NotSupported,
         Some(_) => ErrorKind::KernelRefused,
         None => ErrorKind::Bug,
     };

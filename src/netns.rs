@@ -34,3 +34,14 @@ pub fn enter(name: &str) -> Result<()> {
         )
     })
 }
+
+/// `NSFS_MAGIC`: the filesystem of namespace files (`/proc/PID/ns/*` and
+/// their bind mounts, such as `/run/netns/NAME`).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Whether `path` is a namespace file now: a pod's network namespace is
+/// alive while its runtime keeps it mounted there. A path that is gone, or
+/// left behind as the plain file a bind mount sat on, is not.
+pub fn is_namespace(path: &std::path::Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
+}

@@ -163,7 +163,10 @@ impl Backend for Memory {
         Ok(self.endpoints.lock().unwrap().remove(&key).is_some())
     }
 
-    fn reconcile(&self) -> impl Future<Output = Result<ReconcileAnswer, Refusal>> + Send {
+    fn reconcile(
+        &self,
+        _options: podnet::api::types::ReconcileOptions,
+    ) -> impl Future<Output = Result<ReconcileAnswer, Refusal>> + Send {
         let n = self.reconciles.fetch_add(1, Ordering::SeqCst) + 1;
         async move {
             Ok(ReconcileAnswer {
@@ -950,6 +953,7 @@ async fn the_client_speaks_every_route() {
         tier: None,
         egress: Some(5_000_000),
         ingress: None,
+        network: None,
     };
     let record = c.put_endpoint("abc", "eth0", &ep).await.unwrap();
     assert_eq!(record.endpoint, ep);
@@ -1043,6 +1047,7 @@ fn the_blocking_client_needs_no_runtime() {
         tier: Some("silver".into()),
         egress: None,
         ingress: None,
+        network: None,
     };
     c.put_endpoint("c9", "net1", &ep).unwrap();
     assert_eq!(c.endpoints().unwrap().len(), 1);

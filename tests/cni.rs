@@ -756,6 +756,7 @@ fn every_command_in_every_version_against_podnetd() {
                 tier: Some("silver".into()),
                 egress: Some(100_000_000),
                 ingress: Some(1_000_000_000),
+                network: Some("pods".into()),
             }),
             "{version}"
         );
@@ -820,24 +821,23 @@ fn every_command_in_every_version_against_podnetd() {
     let status = request("1.1.0", entry(&d.socket, json!({})), Value::Null, None);
     cni(&[("CNI_COMMAND", "STATUS")], &status).ok();
 
-    let add = |id: &str, master: Option<&str>| {
+    // Two networks on the same master: "pods" and "batch".
+    let add = |id: &str, network: &str| {
         let pod = Pod::new(id, &netns);
-        let mut e = entry(&d.socket, json!({}));
-        match master {
-            Some(m) => e["master"] = m.into(),
-            None => {
-                e.as_object_mut().unwrap().remove("master");
-            }
-        }
+        let e = entry(&d.socket, json!({"name": network}));
         let prev = prev_result("1.1.0", &pod, &["172.51.0.50/24"]);
         pod.run("ADD", &request("1.1.0", e, Value::Null, Some(prev)))
             .ok();
         pod
     };
-    let keep = add("keep", Some("ens192"));
-    let stale1 = add("stale1", Some("ens192"));
-    let stale2 = add("stale2", Some("ens192"));
-    let other_network = add("other", None);
+    let keep = add("keep", "pods");
+    let stale1 = add("stale1", "pods");
+    let stale2 = add("stale2", "pods");
+    let other_network = add("other", "batch");
+    assert_eq!(
+        registered(&d, &other_network).unwrap().network.as_deref(),
+        Some("batch")
+    );
     let mut gc = status.clone();
     gc["cni.dev/valid-attachments"] = json!([
         {"containerID": "keep", "ifname": "eth0"},
@@ -847,14 +847,14 @@ fn every_command_in_every_version_against_podnetd() {
     assert!(registered(&d, &keep).is_some());
     assert!(registered(&d, &stale1).is_none());
     assert!(registered(&d, &stale2).is_none());
-    // Registered without a master: another network's, left alone.
+    // Another network's, on the same master: left alone.
     assert!(registered(&d, &other_network).is_some());
     // Nothing left to collect: GC again is a no-op.
     cni(&[("CNI_COMMAND", "GC")], &gc).ok();
     assert!(registered(&d, &keep).is_some());
-    // The master-less network's own GC with an empty list collects it.
+    // The other network's own GC with an empty list collects it.
     let mut gc_other = gc.clone();
-    gc_other.as_object_mut().unwrap().remove("master");
+    gc_other["name"] = "batch".into();
     gc_other["cni.dev/valid-attachments"] = json!([]);
     cni(&[("CNI_COMMAND", "GC")], &gc_other).ok();
     assert!(registered(&d, &other_network).is_none());

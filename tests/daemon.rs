@@ -425,6 +425,52 @@ fn podnetctl(d: &Daemon, cfg: &Path, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// `apply --force` and `apply --max-disruption` go through a running
+/// daemon, as plain `apply` does: one applier. The daemon's pass refuses
+/// what the default-route guard or the limit refuses (nothing applied) and
+/// applies a forced plan.
+#[test]
+fn apply_force_and_max_disruption_go_through_the_daemon() {
+    if !require(
+        "apply_force_and_max_disruption_go_through_the_daemon",
+        &[ROOT, "ip"],
+    ) {
+        return;
+    }
+    let (ns, cfg, state) = setup("force");
+    ns.ip("link set ens192 up");
+    ns.ip("addr add 10.99.0.2/24 dev ens192");
+    ns.ip("route add default via 10.99.0.1 dev ens192");
+    let d = Daemon::start(&ns, &cfg.path, &state);
+    let client = d.client();
+    within(PROMPTLY, "the first pass", || {
+        client.status().unwrap().last_reconcile.is_some()
+    });
+    // The master's MTU change flaps the link that carries the default route.
+    assert_eq!(
+        client.status().unwrap().last_reconcile.unwrap().outcome,
+        "blocked"
+    );
+    let (code, out) = podnetctl(
+        &d,
+        &cfg.path,
+        &["apply", "--force", "--max-disruption", "hitless"],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("--max-disruption is hitless"), "{out}");
+    let (code, out) = podnetctl(&d, &cfg.path, &["apply"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("carries the node's default route"), "{out}");
+    assert_eq!(mtu(&ns, "ens192"), Some(1500), "applied while refused");
+    assert!(ns.link("pn-shim0").is_none(), "half applied");
+
+    let (code, out) = podnetctl(&d, &cfg.path, &["apply", "--force"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("podnetd (generation 1): applied"), "{out}");
+    assert_eq!(mtu(&ns, "ens192"), Some(9000));
+    assert!(converged(&ns));
+}
+
 #[test]
 fn podnetctl_goes_through_the_daemon_and_status_shows_a_rejected_edit() {
     if !require(
@@ -517,6 +563,146 @@ fn a_thousand_kernel_events_make_a_handful_of_reconciles() {
     assert!(passes >= 1, "the events did not wake the daemon");
     assert!(passes <= 10, "{passes} reconciles for one burst");
     assert!(client.status().unwrap().converged);
+}
+
+/// A shaping attempt that fails is tried again after a backoff, not on the
+/// kernel events it caused itself. Here: a multiqueue master on a kernel
+/// without sch_fq (the development kernel), where the shaper puts mq at the
+/// root, cannot add fq under it and takes mq out again, which wakes
+/// podnetd; before, it tried again at once, for ever.
+#[test]
+fn a_failing_shaping_attempt_backs_off_instead_of_looping_on_its_own_events() {
+    if !require(
+        "a_failing_shaping_attempt_backs_off_instead_of_looping_on_its_own_events",
+        &[ROOT, "ip", "mount", "umount"],
+    ) {
+        return;
+    }
+    let ns = Netns::new("shapeloop");
+    ns.ip("link add ens192 numtxqueues 4 type veth peer name ens192-p");
+    ns.ip("link set ens192-p up");
+    let cfg = ConfigDir::new(&[
+        ("10-node.toml", NODE),
+        ("20-shaping.toml", "[masters.ens192]\nshaping = true\n"),
+    ]);
+    let state = cfg.path.with_extension("state");
+    let _ = std::fs::remove_dir_all(&state);
+    let bpf = state.join("bpf");
+    std::fs::create_dir_all(&bpf).unwrap();
+    common::run_ok("mount", &["-t", "bpf", "bpf", bpf.to_str().unwrap()]);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(bpf.clone());
+    let d = Daemon::start_with(&ns, &cfg.path, &state, &["--fight-backoff", "300"], &[]);
+    let client = d.client();
+    within(PROMPTLY, "the shaping failure reported", || {
+        client
+            .status()
+            .unwrap()
+            .problems
+            .iter()
+            .any(|p| p.starts_with("shaping:"))
+    });
+    let attempts = || d.log().matches("next attempt in 300s").count();
+    assert_eq!(attempts(), 1, "{}", d.log());
+    let passes = client.status().unwrap().passes;
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        attempts(),
+        1,
+        "tried again during the backoff:\n{}",
+        d.log()
+    );
+    let later = client.status().unwrap();
+    // The failed attempt's own events wake a pass or two, which leave
+    // shaping alone; a loop would make hundreds.
+    assert!(
+        later.passes < passes + 10,
+        "{} passes in 2 s with nothing to do",
+        later.passes - passes
+    );
+    assert!(
+        later.problems.iter().any(|p| p.contains("next attempt in")),
+        "{:?}",
+        later.problems
+    );
+    assert!(
+        converged(&ns),
+        "the links are applied whatever shaping does"
+    );
+}
+
+/// The systemd watchdog is fed by the reconcile loop, not by the API's
+/// thread: while the loop runs, `WATCHDOG=1` arrives at half the interval;
+/// once a pass hangs (a failpoint parks it mid-apply), the pings stop while
+/// the socket still answers, so systemd's WatchdogSec= restarts podnetd.
+#[test]
+fn the_watchdog_is_fed_by_the_reconcile_loop_and_stops_when_it_hangs() {
+    if !require(
+        "the_watchdog_is_fed_by_the_reconcile_loop_and_stops_when_it_hangs",
+        &[ROOT, "ip"],
+    ) {
+        return;
+    }
+    let (ns, cfg, state) = setup("watchdog");
+    std::fs::create_dir_all(&state).unwrap();
+    let notify_path = state.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let d = Daemon::start_with(
+        &ns,
+        &cfg.path,
+        &state,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+            ("PODNET_FAILPOINT", "pause-after-step:50"),
+        ],
+    );
+    within(PROMPTLY, "first convergence", || converged(&ns));
+    let mut pings = 0;
+    let mut buf = [0u8; 4096];
+    within(PROMPTLY, "three watchdog pings", || {
+        if let Ok(n) = notify.recv(&mut buf) {
+            pings += String::from_utf8_lossy(&buf[..n])
+                .matches("WATCHDOG=1")
+                .count();
+        }
+        pings >= 3
+    });
+    // A pass with 200 routes to add stops for good after its 50th step.
+    let routes: Vec<String> = (0..200)
+        .map(|i| format!("\"10.{}.{}.0/24\"", 200 + i / 250, i % 250))
+        .collect();
+    cfg.write(&[(
+        "10-node.toml",
+        &NODE.replace(
+            "routes = [\"172.51.0.0/24\"]",
+            &format!("routes = [\"172.51.0.0/24\", {}]", routes.join(", ")),
+        ),
+    )]);
+    within(PROMPTLY, "the pass hung", || {
+        d.log().contains("failpoint pause-after-step:50")
+    });
+    while notify.recv(&mut buf).is_ok() {}
+    // Five intervals later: no ping, while the API thread still answers.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut late = String::new();
+    while let Ok(n) = notify.recv(&mut buf) {
+        late.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        !late.contains("WATCHDOG=1"),
+        "fed while the loop hung: {late}"
+    );
+    assert!(d.client().status().is_ok(), "the socket stopped answering");
 }
 
 /// podnetd killed exactly between creating the shim and marking it (a
@@ -743,7 +929,7 @@ fn try_rolls_back_by_itself_unless_confirmed() {
 fn endpoints_get_their_limits_and_stale_ones_are_removed() {
     if !require(
         "endpoints_get_their_limits_and_stale_ones_are_removed",
-        &[ROOT, "ip"],
+        &[ROOT, "ip", "umount"],
     ) {
         return;
     }
@@ -758,9 +944,9 @@ fn endpoints_get_their_limits_and_stale_ones_are_removed() {
     let d = Daemon::start(&ns, &cfg.path, &state);
     within(PROMPTLY, "first convergence", || converged(&ns));
     let client = d.client();
-    // A pod whose network namespace is a file the test controls.
-    let pod_netns = state.join("pod-netns");
-    std::fs::write(&pod_netns, b"").unwrap();
+    // A pod with a network namespace of its own, mounted as runtimes do.
+    let pod = Netns::new("limitspod");
+    let pod_netns = format!("/run/netns/{}", pod.name);
     let put = |cid: &str, body: serde_json::Value| {
         client.put_endpoint(cid, "eth0", &serde_json::from_value(body).unwrap())
     };
@@ -806,8 +992,12 @@ fn endpoints_get_their_limits_and_stale_ones_are_removed() {
         record.limits.unwrap().egress == Some(200_000_000)
     });
 
-    // The pod's network namespace goes away: its endpoint goes too.
-    std::fs::remove_file(&pod_netns).unwrap();
+    // The runtime unmounts the pod's network namespace and leaves the file
+    // it was mounted on: the namespace is gone, and its endpoint goes too.
+    client.reconcile().unwrap();
+    assert!(client.endpoint("p1", "eth0").unwrap().is_some());
+    common::run_ok("umount", &[&pod_netns]);
+    assert!(Path::new(&pod_netns).exists());
     client.reconcile().unwrap();
     let left: Vec<String> = client
         .endpoints()

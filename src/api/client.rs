@@ -144,7 +144,16 @@ impl Client {
     /// Asks for a reconcile now and waits for it: give the client a timeout
     /// that covers one pass of the pipeline.
     pub async fn reconcile(&self) -> Result<ReconcileAnswer, Error> {
-        let (_, answer) = self.call(Method::POST, "/v1/reconcile", None).await?;
+        self.reconcile_with(Default::default()).await
+    }
+
+    /// [`Client::reconcile`] with options for that pass.
+    pub async fn reconcile_with(
+        &self,
+        options: crate::api::types::ReconcileOptions,
+    ) -> Result<ReconcileAnswer, Error> {
+        let path = format!("/v1/reconcile{}", options.query());
+        let (_, answer) = self.call(Method::POST, &path, None).await?;
         decode(&answer)
     }
 
@@ -358,6 +367,13 @@ impl BlockingClient {
 
     pub fn reconcile(&self) -> Result<ReconcileAnswer, Error> {
         self.runtime.block_on(self.client.reconcile())
+    }
+
+    pub fn reconcile_with(
+        &self,
+        options: crate::api::types::ReconcileOptions,
+    ) -> Result<ReconcileAnswer, Error> {
+        self.runtime.block_on(self.client.reconcile_with(options))
     }
 
     pub fn try_files(&self, timeout_seconds: u64) -> Result<TryAnswer, Error> {

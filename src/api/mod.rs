@@ -58,8 +58,13 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<EndpointRecord, Refusal>;
     /// Removes an endpoint; `Ok(false)` when it was not registered.
     fn delete_endpoint(&self, container_id: &str, ifname: &str) -> Result<bool, Refusal>;
-    /// Runs a reconcile now (coalesced with any already queued) and reports it.
-    fn reconcile(&self) -> impl Future<Output = Result<ReconcileAnswer, Refusal>> + Send;
+    /// Runs a reconcile now (coalesced with any already queued) and reports
+    /// it; `options` apply to that pass (forced if any request in it was;
+    /// the strictest disruption limit of them).
+    fn reconcile(
+        &self,
+        options: types::ReconcileOptions,
+    ) -> impl Future<Output = Result<ReconcileAnswer, Refusal>> + Send;
     /// Puts the node files in force on trial: unless [`Backend::confirm`]
     /// comes within `timeout_seconds`, the previous generation comes back.
     fn try_files(

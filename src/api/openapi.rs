@@ -172,8 +172,18 @@ pub fn openapi_json() -> Json {
             "/v1/reconcile": {"post": {
                 "operationId": "reconcile",
                 "summary": "Runs a reconcile now (coalesced with any already queued) and reports it.",
+                "parameters": [{
+                    "name": "force", "in": "query", "required": false,
+                    "description": "Apply even steps that interrupt the interface carrying the node's default route.",
+                    "schema": {"type": "boolean"}
+                }, {
+                    "name": "max_disruption", "in": "query", "required": false,
+                    "description": "Refuse the pass's plan, applying nothing, when a step is more disruptive than this.",
+                    "schema": {"type": "string", "enum": ["hitless", "link-flap", "vf-reset", "needs-reboot"]}
+                }],
                 "responses": common(Map::from_iter([
                     ("200".into(), ok("The reconcile that ran.", &reconcile)),
+                    ("400".into(), error_answer("An unknown option.")),
                     ("503".into(), error_answer("The daemon cannot reconcile now.")),
                 ]))
             }},

@@ -557,36 +557,37 @@ pub fn valid_container_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not
-/// UTF-8.
+/// What a path segment escapes: all but RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Decodes `%XX` escapes; `None` for a broken escape (a `%` not followed
+/// by two hex digits) or bytes that are not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+    let well_formed = b
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| {
+            b.get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 /// Escapes a path segment so [`percent_decode`] gives it back.
 pub(crate) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// An error answer: status, message and whether the connection must close
@@ -707,7 +708,11 @@ async fn handle<B: Backend>(
         (Route::Status, Method::GET) => Ok(json(ok, &backend.status())),
         (Route::Node, Method::GET) => Ok(json(ok, &backend.node())),
         (Route::Endpoints, Method::GET) => Ok(json(ok, &backend.endpoints())),
-        (Route::Reconcile, Method::POST) => Ok(json(ok, &backend.reconcile().await?)),
+        (Route::Reconcile, Method::POST) => {
+            let options = crate::api::types::ReconcileOptions::parse(req.uri().query())
+                .map_err(|e| failure(StatusCode::BAD_REQUEST, e))?;
+            Ok(json(ok, &backend.reconcile(options).await?))
+        }
         (Route::Try, Method::POST) => {
             let timeout = try_timeout(req.uri().query())?;
             Ok(json(ok, &backend.try_files(timeout).await?))

@@ -162,6 +162,10 @@ pub struct Endpoint {
     /// Explicit ingress rate, bit/s.
     #[serde(default)]
     pub ingress: Option<u64>,
+    /// The CNI network (the conflist's `name`) that registered it: GC of
+    /// one network leaves the endpoints of others alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// An endpoint as the registry holds it.
@@ -224,4 +228,54 @@ pub struct ApiError {
 pub struct ReconcileAnswer {
     pub generation: u64,
     pub reconcile: Reconcile,
+}
+
+/// What `POST /v1/reconcile` may ask of the pass it runs (query
+/// `?force=true&max_disruption=hitless`), as `podnetctl apply` does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileOptions {
+    /// Apply even steps that interrupt the interface carrying the node's
+    /// default route.
+    pub force: bool,
+    /// Refuse the pass's plan (nothing applied) when a step is more
+    /// disruptive than this.
+    pub max_disruption: Option<crate::plan::Disruption>,
+}
+
+impl ReconcileOptions {
+    /// The query string that carries these options ("" for none).
+    pub fn query(&self) -> String {
+        let mut parts = Vec::new();
+        if self.force {
+            parts.push("force=true".to_string());
+        }
+        if let Some(d) = self.max_disruption {
+            parts.push(format!("max_disruption={d}"));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    }
+
+    /// Parses [`ReconcileOptions::query`]'s output (without the `?`).
+    pub fn parse(query: Option<&str>) -> Result<ReconcileOptions, String> {
+        let mut o = ReconcileOptions::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("force", "true")) => o.force = true,
+                Some(("force", "false")) => o.force = false,
+                Some(("max_disruption", v)) => {
+                    o.max_disruption = Some(v.parse().map_err(|e: String| e)?)
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown reconcile option {pair:?} (force=true|false, max_disruption=LEVEL)"
+                    ))
+                }
+            }
+        }
+        Ok(o)
+    }
 }

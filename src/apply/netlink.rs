@@ -11,7 +11,7 @@ use rtnetlink::{AddressMessageBuilder, LinkIpVlan, LinkMacVlan, LinkUnspec, Rout
 
 use crate::config::ChildKind;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernel::{errno, refused, Kernel, EADDRNOTAVAIL, ENODEV, ESRCH};
+use crate::kernel::{errno, refused, Errno, Kernel};
 use crate::observe::{to_ipvlan_mode, to_macvlan_mode};
 use crate::plan::{Action, Change, NewLink};
 use crate::state::{PODNET_LINK_GROUP, RTPROT_PODNET, RT_TABLE_MAIN};
@@ -47,7 +47,7 @@ impl<'k> NetlinkBackend<'k> {
                 ErrorKind::NotFoundYet,
                 format!("no interface {name}"),
             )),
-            Err(e) if errno(&e) == Some(ENODEV) => Err(Error::new(
+            Err(e) if errno(&e) == Some(Errno::ENODEV) => Err(Error::new(
                 ErrorKind::NotFoundYet,
                 format!("no interface {name}"),
             )),
@@ -69,7 +69,11 @@ impl<'k> NetlinkBackend<'k> {
                     Err(e) => return Err(e),
                 };
                 self.index.remove(name);
-                h.link().del(i).execute().await.or_else(ignore(ENODEV))
+                h.link()
+                    .del(i)
+                    .execute()
+                    .await
+                    .or_else(ignore(Errno::ENODEV))
             }
             Change::SetMtu { to, .. } => {
                 let i = self.index_of(name).await?;
@@ -110,7 +114,7 @@ impl<'k> NetlinkBackend<'k> {
                     .del(msg)
                     .execute()
                     .await
-                    .or_else(ignore(EADDRNOTAVAIL))
+                    .or_else(ignore(Errno::EADDRNOTAVAIL))
             }
             Change::AddRoute { dst } => {
                 let i = self.index_of(name).await?;
@@ -131,7 +135,7 @@ impl<'k> NetlinkBackend<'k> {
                     .del(link_route(*dst, i))
                     .execute()
                     .await
-                    .or_else(ignore(ESRCH))
+                    .or_else(ignore(Errno::ESRCH))
             }
         }
         .map_err(refused)
@@ -215,7 +219,7 @@ fn mark(index: u32, alias: &str) -> netlink_packet_route::link::LinkMessage {
         .build()
 }
 
-fn ignore(code: i32) -> impl Fn(rtnetlink::Error) -> std::result::Result<(), rtnetlink::Error> {
+fn ignore(code: Errno) -> impl Fn(rtnetlink::Error) -> std::result::Result<(), rtnetlink::Error> {
     move |e| {
         if errno(&e) == Some(code) {
             Ok(())

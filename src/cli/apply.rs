@@ -17,7 +17,9 @@ pub struct Args {
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Format,
     /// Refuse a plan with a step more disruptive than this
-    /// (hitless, link-flap, vf-reset, needs-reboot).
+    /// (hitless, link-flap, vf-reset, needs-reboot). podnetd applies edits
+    /// as they land: to gate an edit, check its files first with
+    /// `podnetctl -c STAGING apply --dry-run --max-disruption LEVEL`.
     #[arg(long, value_name = "LEVEL")]
     pub max_disruption: Option<Disruption>,
     /// Apply even steps that interrupt the interface carrying the node's
@@ -29,9 +31,9 @@ pub struct Args {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     let loaded = super::load(cli)?;
     let desired = &loaded.config;
-    // A running daemon applies (one applier at a time); a dry run only
-    // reads, and --force is not something the daemon does on its own.
-    if !args.dry_run && !args.force && args.max_disruption.is_none() {
+    // A running daemon applies, --force and --max-disruption included: one
+    // applier at a time. A dry run only reads.
+    if !args.dry_run {
         if let Some(client) = super::daemon(cli)? {
             return through_daemon(&client, args);
         }
@@ -107,7 +109,12 @@ pub(crate) fn plan_json(plan: &Plan) -> serde_json::Value {
 }
 
 fn through_daemon(client: &crate::api::client::BlockingClient, args: &Args) -> Result<ExitCode> {
-    let answer = client.reconcile().map_err(super::api_error)?;
+    let answer = client
+        .reconcile_with(crate::api::types::ReconcileOptions {
+            force: args.force,
+            max_disruption: args.max_disruption,
+        })
+        .map_err(super::api_error)?;
     let r = &answer.reconcile;
     match args.output {
         Format::Json => println!("{}", serde_json::to_string(&answer).unwrap_or_default()),

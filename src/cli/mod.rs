@@ -18,7 +18,6 @@ use crate::api::client::BlockingClient;
 use crate::config::{self, Diagnostics, Loaded};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::Kernel;
-use crate::plan::Disruption;
 
 /// Declarative node network configurator for Kubernetes underlay networks.
 ///
@@ -167,18 +166,5 @@ impl Cli {
         self.socket
             .clone()
             .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET))
-    }
-}
-
-impl std::str::FromStr for Disruption {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "hitless" => Ok(Disruption::Hitless),
-            "link-flap" => Ok(Disruption::LinkFlap),
-            "vf-reset" => Ok(Disruption::VfReset),
-            "needs-reboot" => Ok(Disruption::NeedsReboot),
-            _ => Err("expected hitless, link-flap, vf-reset or needs-reboot".into()),
-        }
     }
 }

@@ -63,6 +63,7 @@ pub fn endpoint(
         tier,
         egress: conf.bandwidth.egress(),
         ingress: conf.bandwidth.ingress(),
+        network: Some(conf.name.clone()),
     })
 }
 
@@ -100,7 +101,7 @@ mod tests {
     }
 
     #[test]
-    fn the_endpoint_carries_netns_ips_master_and_rates() {
+    fn the_endpoint_carries_netns_ips_master_rates_and_network() {
         let c = conf(
             json!({"runtimeConfig": {"bandwidth": {"egressRate": 100000000u64, "egressBurst": 2147483647u64}}}),
         );
@@ -114,6 +115,7 @@ mod tests {
                 tier: None,
                 egress: Some(100_000_000),
                 ingress: None,
+                network: Some("pods".into()),
             }
         );
     }

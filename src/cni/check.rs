@@ -103,6 +103,7 @@ mod tests {
             tier: Some("gold".into()),
             egress: None,
             ingress: Some(1000),
+            network: None,
         }
     }
 

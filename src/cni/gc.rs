@@ -1,12 +1,11 @@
 //! GC: unregister this network's endpoints that are not in
 //! `cni.dev/valid-attachments`.
 //!
-//! podnetd's registry is node-wide and an endpoint does not record which
-//! CNI network registered it, so "this network's" endpoints are those with
-//! this entry's `master` (both unset counts as equal). Two podnet networks
-//! on one master must not GC each other: give them distinct masters, or
-//! set `disableGC` on all but one (a `network` field in the API's endpoint
-//! would lift this).
+//! podnetd's registry is node-wide; each endpoint records the CNI network
+//! (the conflist's `name`) that registered it, and GC only looks at its
+//! own network's. An endpoint registered before podnet recorded networks
+//! has none: it counts as this network's when its `master` is this entry's
+//! (both unset counts as equal).
 //!
 //! Unlike DEL, GC reports failures, podnetd being down included ("try again
 //! later", 11), as the spec asks: a failed GC blocks nothing (the runtime
@@ -35,7 +34,10 @@ pub fn gc(conf: &NetConf) -> Outcome {
         .map_err(|e| daemon_error(e, "list the registered endpoints for GC"))?;
     let stale: Vec<_> = registered
         .iter()
-        .filter(|r| r.endpoint.master == conf.master)
+        .filter(|r| match &r.endpoint.network {
+            Some(network) => *network == conf.name,
+            None => r.endpoint.master == conf.master,
+        })
         .filter(|r| !valid.contains(&(r.container_id.as_str(), r.ifname.as_str())))
         .collect();
     let mut failures = Vec::new();

@@ -1,6 +1,7 @@
 //! Configuration diagnostics, rendered like a compiler's: file, line, column,
 //! the key path, the source line and what was expected.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -189,3 +190,34 @@ impl fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+/// Where a merged value came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub file: usize,
+    /// The key's span (the whole value's for the document root).
+    pub key: Range<usize>,
+    /// Dotted key path for messages: `masters.ens192.shim.addresses[0]`.
+    pub dotted: String,
+}
+
+/// JSON pointer → origin of every merged value.
+pub(crate) type Origins = HashMap<String, Origin>;
+
+/// Appends a key to a dotted path, quoting it when TOML would need quotes.
+pub(crate) fn join_key(dotted: &str, key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let key = if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    };
+    if dotted.is_empty() {
+        key
+    } else {
+        format!("{dotted}.{key}")
+    }
+}

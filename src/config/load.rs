@@ -5,7 +5,7 @@
 //! replaced whole by a later file. Every value keeps the file and span it came
 //! from, so a problem found after merging still points at the right line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::diag::{locate, Diagnostic, Diagnostics, Location, Sources};
+use super::diag::{join_key, locate, Diagnostic, Diagnostics, Location, Origin, Origins, Sources};
 use super::{validate, NodeConfig};
 
 /// Where node files live unless `-c/--config-dir` says otherwise.
@@ -34,19 +34,6 @@ impl Loaded {
         Some(locate(&self.sources, o.file, o.key.clone()))
     }
 }
-
-/// Where a merged value came from.
-#[derive(Debug, Clone)]
-pub(crate) struct Origin {
-    pub file: usize,
-    /// The key's span (the whole value's for the document root).
-    pub key: Range<usize>,
-    /// Dotted key path for messages: `masters.ens192.shim.addresses[0]`.
-    pub dotted: String,
-}
-
-/// JSON pointer → origin of every merged value.
-pub(crate) type Origins = HashMap<String, Origin>;
 
 /// A parsed value that remembers its origin.
 struct Node {
@@ -324,24 +311,6 @@ fn to_json(node: &Node, pointer: String, dotted: String, origins: &mut Origins) 
         },
     );
     json
-}
-
-/// Appends a key to a dotted path, quoting it when TOML would need quotes.
-pub(crate) fn join_key(dotted: &str, key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let key = if bare {
-        key.to_string()
-    } else {
-        format!("{key:?}")
-    };
-    if dotted.is_empty() {
-        key
-    } else {
-        format!("{dotted}.{key}")
-    }
 }
 
 #[cfg(test)]

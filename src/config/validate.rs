@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value as Json;
 
-use super::diag::{locate, Diagnostic, Sources};
-use super::load::{join_key, Origins};
+use super::diag::{join_key, locate, Diagnostic, Origins, Sources};
 use super::schema::{validator, FORMATS};
 use super::units::Rate;
 use super::{ChildKind, ChildMode, NodeConfig, VERSION};
@@ -225,25 +224,10 @@ fn allowed_keys(schema: &Json, keyword_location: &str) -> Vec<String> {
 fn suggest(key: &str, allowed: &[String]) -> Option<String> {
     allowed
         .iter()
-        .map(|a| (edit_distance(key, a), a))
+        .map(|a| (strsim::levenshtein(key, a), a))
         .filter(|(d, a)| *d <= 2.max(a.len() / 3))
         .min()
         .map(|(_, a)| a.clone())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// A problem of meaning, at a JSON pointer, with other places involved.

@@ -4,24 +4,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::engine::{unix_millis, Shared};
 use super::events::{Trigger, Triggers};
+use super::shared::{endpoint_limits, unix_millis, Shared};
 use crate::api::types::{
-    Endpoint, EndpointRecord, Limits, Node, ReconcileAnswer, Status, Trial, TryAnswer,
+    Endpoint, EndpointRecord, Node, ReconcileAnswer, Status, Trial, TryAnswer,
 };
 use crate::api::{Backend, Refusal};
-use crate::config::NodeConfig;
-
-/// The limits the node's policy gives an endpoint.
-pub(super) fn endpoint_limits(config: &NodeConfig, e: &Endpoint) -> Result<Limits, String> {
-    let l = crate::policy::limits(config, e.tier.as_deref(), e.egress, e.ingress)?;
-    Ok(Limits {
-        egress: l.egress,
-        ingress: l.ingress,
-        burst: l.burst,
-        tier: l.tier,
-    })
-}
 
 /// A cheap, cloneable handle on the daemon's shared state and its loop.
 #[derive(Clone)]
@@ -121,20 +109,22 @@ impl Backend for DaemonBackend {
             .registry
             .delete(container_id, ifname)
             .map_err(|e| Refusal::new(503, format!("cannot persist the endpoint registry: {e}")))?;
-        let remaining = shared.registry.list();
-        if !shared.shaping.uninstall(&gone, &remaining) {
+        let Shared {
+            registry, shaping, ..
+        } = &mut *shared;
+        if !shaping.uninstall(&gone, |ip| registry.holds(ip)) {
             let _ = self.triggers.send(Trigger::Endpoints);
         }
         Ok(true)
     }
 
-    async fn reconcile(&self) -> Result<ReconcileAnswer, Refusal> {
+    async fn reconcile(
+        &self,
+        options: crate::api::types::ReconcileOptions,
+    ) -> Result<ReconcileAnswer, Refusal> {
         let (reply, answer) = oneshot::channel();
         self.triggers
-            .send(Trigger::Request {
-                force: false,
-                reply,
-            })
+            .send(Trigger::Request { options, reply })
             .map_err(|_| Refusal::new(503, "the daemon is shutting down"))?;
         let reconcile = answer
             .await

@@ -29,7 +29,7 @@ pub enum Trigger {
     /// An endpoint was registered or removed: the shaper's map follows.
     Endpoints,
     Request {
-        force: bool,
+        options: crate::api::types::ReconcileOptions,
         reply: oneshot::Sender<Reconcile>,
     },
     Try {

@@ -12,6 +12,7 @@ mod engine;
 mod events;
 pub mod registry;
 mod shaping;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -26,8 +27,9 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 pub use backend::DaemonBackend;
-use engine::{Engine, Shared};
+use engine::Engine;
 use events::Trigger;
+use shared::Shared;
 
 use crate::config::DEFAULT_CONFIG_DIR;
 use crate::kernel::Kernel;
@@ -149,7 +151,7 @@ async fn run(args: Args) -> ExitCode {
     );
 
     if args.once {
-        let report = engine.pass("start", true, false).await;
+        let report = engine.pass("start", true, Default::default()).await;
         return ExitCode::from(match report.outcome.as_str() {
             "converged" | "applied" => 0,
             _ if report.error.as_deref() == Some("no valid node files yet") => 2,
@@ -221,21 +223,42 @@ async fn run(args: Args) -> ExitCode {
         args.config_dir.display(),
         args.interval
     );
-    let report = engine.pass("start", true, false).await;
+    let report = engine.pass("start", true, Default::default()).await;
     notify_systemd(&report, true);
     let interval = Duration::from_secs(args.interval.max(1));
     let mut next_timer = Instant::now() + interval;
+    // systemd's watchdog is fed from this loop, between passes, never from
+    // the API's thread: a pass that hangs stops the pings, and systemd
+    // restarts podnetd while links, addresses, routes and the shaper's
+    // pinned program and map stay as they are.
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    if let Some(every) = watchdog {
+        info!("systemd watchdog: fed every {} ms", every.as_millis());
+    }
+    let mut next_ping = Instant::now();
     loop {
+        if let Some(every) = watchdog.filter(|_| Instant::now() >= next_ping) {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            next_ping = Instant::now() + every;
+        }
         let deadline = match engine.next_deadline() {
             Some(b) => next_timer.min(Instant::from_std(b)),
             None => next_timer,
         };
+        let wake = match watchdog {
+            Some(_) => deadline.min(next_ping),
+            None => deadline,
+        };
         let first = tokio::select! {
             t = rx.recv() => match t { Some(t) => Some(t), None => break },
-            _ = tokio::time::sleep_until(deadline) => None,
+            _ = tokio::time::sleep_until(wake) => None,
             _ = term.recv() => { info!("SIGTERM: exiting; links, addresses and routes stay as applied"); break; }
             _ = tokio::signal::ctrl_c() => { info!("interrupted: exiting"); break; }
         };
+        if first.is_none() && Instant::now() < deadline {
+            // Only the watchdog's turn.
+            continue;
+        }
         let mut batch: Vec<Trigger> = first.into_iter().collect();
         let woke = batch.is_empty();
         let reverting = woke && engine.revert_if_due();
@@ -281,9 +304,18 @@ async fn run(args: Args) -> ExitCode {
         }
         let files = batch.iter().any(|t| matches!(t, Trigger::Files));
         let request = batch.iter().any(|t| matches!(t, Trigger::Request { .. }));
-        let force = batch
-            .iter()
-            .any(|t| matches!(t, Trigger::Request { force: true, .. }));
+        // Options of the requests in this batch: forced if any asked, the
+        // strictest disruption limit of those given.
+        let mut options = crate::api::types::ReconcileOptions::default();
+        for t in &batch {
+            if let Trigger::Request { options: o, .. } = t {
+                options.force |= o.force;
+                options.max_disruption = match (options.max_disruption, o.max_disruption) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
         let trigger = if reverting {
             "try-timeout"
         } else if files {
@@ -297,7 +329,9 @@ async fn run(args: Args) -> ExitCode {
         } else {
             "kernel"
         };
-        let report = engine.pass(trigger, files || request || timer, force).await;
+        let report = engine
+            .pass(trigger, files || request || timer, options)
+            .await;
         notify_systemd(&report, false);
         for t in batch {
             if let Trigger::Request { reply, .. } = t {

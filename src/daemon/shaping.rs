@@ -101,18 +101,15 @@ impl ShapingView {
     }
 
     /// Removes the entries of an endpoint that is gone, except addresses
-    /// another registered endpoint still holds. False after a failed
-    /// removal (logged): then a pass must do it.
-    pub fn uninstall(&mut self, gone: &EndpointRecord, remaining: &[EndpointRecord]) -> bool {
+    /// another registered endpoint still holds (`held`). False after a
+    /// failed removal (logged): then a pass must do it.
+    pub fn uninstall(&mut self, gone: &EndpointRecord, held: impl Fn(IpAddr) -> bool) -> bool {
         let Some(map) = self.map.as_mut() else {
             return true;
         };
         let mut done = true;
         for ip in &gone.endpoint.ips {
-            let held = remaining
-                .iter()
-                .any(|r| r.endpoint.ips.iter().any(|i| i.addr() == ip.addr()));
-            if !held {
+            if !held(ip.addr()) {
                 if let Err(err) = map.remove(ip.addr()) {
                     warn!("{}: removing the map entry: {err}", ip.addr());
                     done = false;
@@ -138,9 +135,23 @@ impl ShapingView {
             .collect())
     }
 
-    /// [`ShapingView::enforcement_in`] with the map read now.
+    /// [`ShapingView::enforcement_in`] with the endpoint's own entries
+    /// read now: one lookup per address, whatever the map holds.
     pub fn enforcement(&self, e: &EndpointRecord) -> Option<Enforcement> {
-        self.enforcement_in(e, &self.entries())
+        let entries = match &self.map {
+            None => Err("the shaper's map is not open".to_string()),
+            Some(map) => e
+                .endpoint
+                .ips
+                .iter()
+                .filter_map(|ip| match map.get(ip.addr()) {
+                    Ok(Some(s)) => Some(Ok((s.ip, s))),
+                    Ok(None) => None,
+                    Err(err) => Some(Err(format!("reading the shaper's map: {err}"))),
+                })
+                .collect(),
+        };
+        self.enforcement_in(e, &entries)
     }
 
     /// Whether the endpoint's egress limit is in force now: its master is
@@ -213,6 +224,7 @@ mod tests {
                 tier: None,
                 egress,
                 ingress: None,
+                network: None,
             },
             registered_at: 0,
             limits: Some(Limits {

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::backend::DaemonBackend;
-use super::engine::{sync_map, Shared};
+use super::engine::sync_map;
 use super::registry::Registry;
+use super::shared::Shared;
 use crate::api::types::{Endpoint, MasterInfo};
 use crate::api::Backend;
 use crate::shaping::tests::{endpoint_map, BpfFs};
@@ -64,6 +65,7 @@ fn pod(i: usize) -> Endpoint {
         tier: None,
         egress: Some(10_000_000),
         ingress: None,
+        network: None,
     }
 }
 

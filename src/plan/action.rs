@@ -32,6 +32,19 @@ impl fmt::Display for Disruption {
     }
 }
 
+impl std::str::FromStr for Disruption {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "hitless" => Ok(Disruption::Hitless),
+            "link-flap" => Ok(Disruption::LinkFlap),
+            "vf-reset" => Ok(Disruption::VfReset),
+            "needs-reboot" => Ok(Disruption::NeedsReboot),
+            _ => Err("expected hitless, link-flap, vf-reset or needs-reboot".into()),
+        }
+    }
+}
+
 /// The role of the object a step acts on; plans group steps by object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

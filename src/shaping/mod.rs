@@ -48,7 +48,7 @@ use self::abi::{EdtInfo, EdtKey, EDT_DIR_EGRESS, EDT_DIR_INGRESS};
 use self::program::{Attached, EndpointMap};
 use self::tc::PreviousRoot;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernel::{errno, refused, Kernel, ENODEV};
+use crate::kernel::{errno, refused, Errno, Kernel};
 
 pub use self::program::{map_pin, CLSACT_HANDLE, CLSACT_PRIORITY, MAP, PROGRAM};
 
@@ -269,24 +269,39 @@ impl Endpoints {
                 Err(e) => return Err(program::bpf_error("reading the endpoint map", e)),
             };
             let Some(ip) = key.ip() else { continue };
-            out.push(EndpointStats {
-                ip,
-                direction: match key.direction {
-                    EDT_DIR_INGRESS => "ingress",
-                    _ => "egress",
-                },
-                rate_bps: info.rate_bytes.saturating_mul(8),
-                horizon_ns: info.horizon_ns,
-                burst_ns: info.burst_ns,
-                ns_per_byte_q24: info.ns_per_byte_q24,
-                bytes: info.bytes,
-                packets: info.packets,
-                drops: info.drops,
-                drop_bytes: info.drop_bytes,
-            });
+            out.push(EndpointStats::of(ip, key.direction, &info));
         }
         out.sort_by(|a, b| (a.ip, a.direction).cmp(&(b.ip, b.direction)));
         Ok(out)
+    }
+
+    /// `ip`'s egress entry, if any: one lookup, whatever the map holds.
+    pub fn get(&self, ip: IpAddr) -> Result<Option<EndpointStats>> {
+        match self.map.get(&EdtKey::new(ip, EDT_DIR_EGRESS), 0) {
+            Ok(info) => Ok(Some(EndpointStats::of(ip, EDT_DIR_EGRESS, &info))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(program::bpf_error(format!("reading the entry of {ip}"), e)),
+        }
+    }
+}
+
+impl EndpointStats {
+    fn of(ip: IpAddr, direction: u8, info: &EdtInfo) -> EndpointStats {
+        EndpointStats {
+            ip,
+            direction: match direction {
+                EDT_DIR_INGRESS => "ingress",
+                _ => "egress",
+            },
+            rate_bps: info.rate_bytes.saturating_mul(8),
+            horizon_ns: info.horizon_ns,
+            burst_ns: info.burst_ns,
+            ns_per_byte_q24: info.ns_per_byte_q24,
+            bytes: info.bytes,
+            packets: info.packets,
+            drops: info.drops,
+            drop_bytes: info.drop_bytes,
+        }
     }
 }
 
@@ -359,7 +374,7 @@ async fn device_info(kernel: &Kernel, device: &str) -> Result<DeviceInfo> {
     let msg = match found.try_next().await {
         Ok(Some(m)) => m,
         Ok(None) => return Err(missing()),
-        Err(e) if errno(&e) == Some(ENODEV) => return Err(missing()),
+        Err(e) if errno(&e) == Some(Errno::ENODEV) => return Err(missing()),
         Err(e) => return Err(refused(e).context(format!("reading {device}"))),
     };
     let tx_queues = msg

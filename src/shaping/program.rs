@@ -41,8 +41,7 @@ pub const MAP: &str = "podnet_edt_v1";
 pub const CLSACT_PRIORITY: u16 = 1;
 pub const CLSACT_HANDLE: u16 = 0x706e;
 
-const ENOENT: i32 = 2;
-const ENOLINK: i32 = 67;
+use nix::errno::Errno;
 
 pub type EndpointMap = BpfHashMap<MapData, EdtKey, EdtInfo>;
 
@@ -59,12 +58,13 @@ fn is_not_found(e: &LinkError) -> bool {
     matches!(e, LinkError::SyscallError(SyscallError { io_error, .. }) if io_error.kind() == io::ErrorKind::NotFound)
 }
 
-fn os_error(e: &ProgramError) -> Option<i32> {
+fn os_error(e: &ProgramError) -> Option<Errno> {
     match e {
         ProgramError::SyscallError(SyscallError { io_error, .. }) => io_error.raw_os_error(),
         ProgramError::TcError(aya::programs::tc::TcError::NetlinkError(n)) => n.raw_os_error(),
         _ => None,
     }
+    .map(Errno::from_raw)
 }
 
 pub(super) fn bpf_error(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
@@ -240,7 +240,7 @@ pub fn attach_tcx(
                 }
                 // The device the link was made for is gone (ifindex reused):
                 // a stale pin, not ours to update.
-                Err(e) if os_error(&e) == Some(ENOLINK) => {
+                Err(e) if os_error(&e) == Some(Errno::ENOLINK) => {
                     std::fs::remove_file(&pin).map_err(|e| {
                         Error::new(
                             ErrorKind::Host,
@@ -349,7 +349,7 @@ pub fn attach_clsact(prog: &mut SchedClassifier, device: &str, exists: bool) -> 
 pub fn detach_clsact(device: &str) -> Result<bool> {
     match clsact_link(device)?.detach() {
         Ok(()) => Ok(true),
-        Err(e) if os_error(&e) == Some(ENOENT) => Ok(false),
+        Err(e) if os_error(&e) == Some(Errno::ENOENT) => Ok(false),
         Err(e) => Err(program_error(
             format!("{device}: removing the clsact filter"),
             e,

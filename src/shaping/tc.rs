@@ -15,7 +15,7 @@ use rtnetlink::packet_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernel::{errno, refused, Kernel, EEXIST, ENODEV};
+use crate::kernel::{errno, refused, Errno, Kernel};
 
 /// Handle major of every qdisc podnet puts at the root of a shaped device
 /// (`706e:` = "pn"): how podnet recognises its own root after a restart.
@@ -484,7 +484,7 @@ pub async fn restore(
             match delete(kernel, qdisc_msg(ifindex, TC_H_ROOT, root, "", &[])).await {
                 Ok(()) => Ok(()),
                 // Already gone (or the device is): nothing of ours left.
-                Err(e) if matches!(errno(&e), Some(ENOENT) | Some(ENODEV)) => Ok(()),
+                Err(e) if matches!(errno(&e), Some(Errno::ENOENT) | Some(Errno::ENODEV)) => Ok(()),
                 Err(e) => Err(ctx(e)),
             }
         }
@@ -520,8 +520,6 @@ pub async fn restore(
     }
 }
 
-const ENOENT: i32 = 2;
-
 /// Adds clsact; false when one was already there.
 pub async fn add_clsact(kernel: &Kernel, device: &str, ifindex: u32) -> Result<bool> {
     let m = qdisc_msg(ifindex, TC_H_CLSACT, CLSACT_HANDLE, "clsact", &[]);
@@ -533,7 +531,7 @@ pub async fn add_clsact(kernel: &Kernel, device: &str, ifindex: u32) -> Result<b
     .await
     {
         Ok(()) => Ok(true),
-        Err(e) if errno(&e) == Some(EEXIST) => Ok(false),
+        Err(e) if errno(&e) == Some(Errno::EEXIST) => Ok(false),
         Err(e) => Err(refused(e).context(format!("{device}: adding clsact"))),
     }
 }
@@ -558,7 +556,9 @@ async fn filters(kernel: &Kernel, ifindex: u32, parent: u32) -> Result<Vec<Filte
     let msgs: Vec<TcMessage> = match req.execute().try_collect().await {
         Ok(m) => m,
         // No clsact, no filters.
-        Err(e) if matches!(errno(&e), Some(EINVAL) | Some(ENOENT)) => return Ok(Vec::new()),
+        Err(e) if matches!(errno(&e), Some(Errno::EINVAL) | Some(Errno::ENOENT)) => {
+            return Ok(Vec::new())
+        }
         Err(e) => return Err(refused(e).context("reading tc filters")),
     };
     Ok(msgs
@@ -577,8 +577,6 @@ async fn filters(kernel: &Kernel, ifindex: u32, parent: u32) -> Result<Vec<Filte
         })
         .collect())
 }
-
-const EINVAL: i32 = 22;
 
 /// The `TCA_KIND` of a qdisc or filter message (`fq`, `bpf`...).
 pub fn kind(msg: &TcMessage) -> String {
@@ -634,7 +632,14 @@ pub async fn remove_clsact_if_unused(kernel: &Kernel, device: &str, ifindex: u32
     .await
     {
         Ok(()) => Ok(()),
-        Err(e) if matches!(errno(&e), Some(ENOENT) | Some(EINVAL) | Some(ENODEV)) => Ok(()),
+        Err(e)
+            if matches!(
+                errno(&e),
+                Some(Errno::ENOENT) | Some(Errno::EINVAL) | Some(Errno::ENODEV)
+            ) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(refused(e).context(format!("{device}: removing clsact"))),
     }
 }

@@ -1,20 +1,20 @@
 //! One reconcile pass at a time: load (when the files may have changed),
 //! observe, plan, apply, verify, and the bookkeeping around it: the config
 //! generation, the rejected edit, fights with other agents, the status the
-//! socket serves.
+//! socket serves. Trials (`try`/`confirm`), fights with other agents and
+//! shaping live in their own files: `trial.rs`, `fights.rs`, `shaping.rs`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
 use super::events::Watch;
-use super::registry::Registry;
-use crate::api::types::{Fight, Node, Reconcile, Rejection, Reverted, Status, Trial};
-use crate::api::Refusal;
+use super::shared::{unix_millis, Shared};
+use crate::api::types::{Fight, Reconcile, Rejection, Reverted, Status, Trial};
 use crate::config::{load_dir, Loaded};
 use crate::kernel::Kernel;
 use crate::observe::observe;
@@ -22,28 +22,17 @@ use crate::plan::{default_route_hazards, plan, Plan};
 use crate::state::Observed;
 use crate::status::{node_info, object_states};
 
-/// How many repairs of one object within [`FIGHT_WINDOW`] make a fight.
-const FIGHT_REPAIRS: usize = 3;
-const FIGHT_WINDOW: Duration = Duration::from_secs(60);
+mod fights;
+mod shaping;
+mod trial;
+
+use fights::FightState;
+#[cfg(test)]
+pub(super) use shaping::sync_map;
+use shaping::ShapingFailure;
+
+/// The longest backoff, for fights and for shaping failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// What the socket reads, updated after every pass.
-pub struct Shared {
-    pub status: Status,
-    pub node: Node,
-    /// The node files in force (for the endpoints' limits).
-    pub config: Option<crate::config::NodeConfig>,
-    pub registry: Registry,
-    /// What the request path knows about shaping.
-    pub shaping: super::shaping::ShapingView,
-}
-
-/// An object something else keeps changing back.
-struct FightState {
-    repairs: Vec<Instant>,
-    backoff: Duration,
-    until: Option<Instant>,
-}
 
 pub struct Engine {
     kernel: Kernel,
@@ -64,6 +53,7 @@ pub struct Engine {
     /// The generation the last pass applied: fights are against another
     /// agent, never against the operator's next edit.
     last_in_force: Option<u64>,
+    shaping_failure: Option<ShapingFailure>,
     passes: u64,
     /// The files in force before the current generation, for `try`.
     previous: Option<(Loaded, u64)>,
@@ -72,60 +62,6 @@ pub struct Engine {
     pinned: Option<(Loaded, u64)>,
     trial: Option<(Trial, Instant)>,
     reverted: Option<Reverted>,
-}
-
-/// Makes the shaper's map hold exactly the egress entries the registered
-/// endpoints on `devices` need. Registry and map are read and written under
-/// the one lock the request path holds to register an endpoint and write
-/// its entry, so a PUT lands wholly before or wholly after, never between
-/// the read of the registry and the removal of entries it does not list.
-/// A poisoned lock still holds a consistent registry (every change is
-/// undone in memory when it cannot be persisted): it is used, never read as
-/// empty.
-pub(super) fn sync_map(
-    shared: &Mutex<Shared>,
-    map: &mut crate::shaping::Endpoints,
-    devices: &std::collections::BTreeSet<String>,
-    horizon: Duration,
-) -> crate::error::Result<MapSync> {
-    let mut done = MapSync::default();
-    let shared = shared.lock().unwrap_or_else(|p| p.into_inner());
-    let wanted = super::shaping::wanted(&shared.registry.list(), devices, horizon);
-    let have: BTreeMap<_, _> = map
-        .stats()?
-        .into_iter()
-        .filter(|s| s.direction == "egress")
-        .map(|s| (s.ip, s))
-        .collect();
-    for ip in have.keys().filter(|ip| !wanted.contains_key(ip)) {
-        map.remove(*ip)?;
-        done.removed += 1;
-        info!("{ip}: no longer shaped");
-    }
-    for (ip, limit) in &wanted {
-        if !have.get(ip).is_some_and(|s| limit.matches(s)) {
-            map.set(*ip, limit)?;
-            done.written += 1;
-            info!(
-                "{ip}: egress limited to {}",
-                crate::config::Rate(limit.rate_bps)
-            );
-        }
-    }
-    Ok(done)
-}
-
-/// What [`sync_map`] changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub(super) struct MapSync {
-    pub removed: usize,
-    pub written: usize,
-}
-
-pub fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Engine {
@@ -152,6 +88,7 @@ impl Engine {
             fights: BTreeMap::new(),
             first_backoff: first_backoff.min(MAX_BACKOFF),
             last_in_force: None,
+            shaping_failure: None,
             passes: 0,
             previous: None,
             pinned: None,
@@ -165,7 +102,8 @@ impl Engine {
     pub fn next_deadline(&self) -> Option<Instant> {
         let backoff = self.fights.values().filter_map(|f| f.until).min();
         let trial = self.trial.as_ref().map(|(_, d)| *d);
-        backoff.into_iter().chain(trial).min()
+        let shaping = self.shaping_failure.as_ref().map(|f| f.until);
+        backoff.into_iter().chain(trial).chain(shaping).min()
     }
 
     /// The files in force and their generation.
@@ -173,80 +111,6 @@ impl Engine {
         self.pinned
             .clone()
             .or_else(|| self.loaded.clone().map(|l| (l, self.generation)))
-    }
-
-    /// Puts the current files on trial: the previous generation comes back
-    /// at the deadline unless [`Engine::confirm`] comes first.
-    pub fn arm_trial(&mut self, timeout: Duration) -> Result<Trial, Refusal> {
-        if let Some((t, _)) = &self.trial {
-            return Err(Refusal::new(
-                409,
-                format!("generation {} is already on trial", t.generation),
-            ));
-        }
-        self.reload();
-        if let Some(r) = &self.rejected {
-            return Err(Refusal::new(
-                422,
-                format!("the node files are invalid: {}", r.errors.join("; ")),
-            ));
-        }
-        if let Some((_, g)) = &self.pinned {
-            return Err(Refusal::new(
-                409,
-                format!("these files were tried and rolled back to generation {g}; edit them to try again"),
-            ));
-        }
-        let Some((_, previous)) = &self.previous else {
-            return Err(Refusal::new(409, "no earlier generation to go back to"));
-        };
-        let trial = Trial {
-            generation: self.generation,
-            previous_generation: *previous,
-            deadline: unix_millis() + timeout.as_millis() as u64,
-        };
-        info!(
-            generation = trial.generation,
-            "on trial for {}s: confirm, or generation {previous} comes back",
-            timeout.as_secs()
-        );
-        self.trial = Some((trial.clone(), Instant::now() + timeout));
-        Ok(trial)
-    }
-
-    /// Keeps the generation on trial.
-    pub fn confirm(&mut self) -> Result<Trial, Refusal> {
-        let (trial, _) = self
-            .trial
-            .take()
-            .ok_or_else(|| Refusal::new(409, "no trial is pending"))?;
-        info!(generation = trial.generation, "trial confirmed");
-        Ok(trial)
-    }
-
-    /// Rolls a trial back once its deadline passed; true when it did.
-    pub fn revert_if_due(&mut self) -> bool {
-        let due = self
-            .trial
-            .as_ref()
-            .is_some_and(|(_, d)| *d <= Instant::now());
-        if !due {
-            return false;
-        }
-        let Some((trial, _)) = self.trial.take() else {
-            return false;
-        };
-        warn!(
-            generation = trial.generation,
-            "trial not confirmed in time: rolling back to generation {}", trial.previous_generation
-        );
-        self.pinned = self.previous.clone();
-        self.reverted = Some(Reverted {
-            generation: trial.generation,
-            to_generation: trial.previous_generation,
-            at: unix_millis(),
-        });
-        true
     }
 
     /// Reads the node files. A valid set with new content is a new
@@ -301,7 +165,12 @@ impl Engine {
     }
 
     /// One pass of the pipeline.
-    pub async fn pass(&mut self, trigger: &str, reload: bool, force: bool) -> Reconcile {
+    pub async fn pass(
+        &mut self,
+        trigger: &str,
+        reload: bool,
+        options: crate::api::types::ReconcileOptions,
+    ) -> Reconcile {
         let start = Instant::now();
         self.passes += 1;
         if reload || self.loaded.is_none() {
@@ -334,6 +203,7 @@ impl Engine {
                 );
             }
             self.fights.clear();
+            self.shaping_failure = None;
             self.last_in_force = Some(in_force);
         }
         let observed = match observe(&self.kernel).await {
@@ -347,9 +217,17 @@ impl Engine {
             }
         };
         let mut plan = plan(desired, &observed);
-        if !force {
+        if !options.force {
             let hazards = default_route_hazards(&plan, &observed);
             plan.problems.extend(hazards);
+        }
+        if let Some(max) = options.max_disruption {
+            if plan.max_disruption() > max {
+                plan.problems.push(format!(
+                    "the plan is {} but --max-disruption is {max}; nothing was changed",
+                    plan.max_disruption()
+                ));
+            }
         }
         // Leave alone what another agent keeps changing back, for a while.
         let now = Instant::now();
@@ -399,12 +277,11 @@ impl Engine {
                 }
             }
         }
-        if let Err(e) = self.converge_shaping(desired, &observed).await {
-            error!("shaping: {e}");
-            remaining.problems.push(format!("shaping: {e}"));
+        if let Some(problem) = self.shape(desired, &observed).await {
+            remaining.problems.push(problem.clone());
             if report.outcome == "converged" || report.outcome == "applied" {
                 report.outcome = "failed".into();
-                report.error = Some(format!("shaping: {e}"));
+                report.error = Some(problem);
             }
         }
         self.forget_quiet_fights(&remaining);
@@ -421,153 +298,6 @@ impl Engine {
             &held_actions,
         );
         report
-    }
-
-    /// The EDT shaper on every shaping master, the endpoint map matching
-    /// the registry, and shaping taken off the devices that no longer shape
-    /// (their previous root qdisc put back). Does nothing, and loads
-    /// nothing, on a node that never shaped. The request path's view of
-    /// shaping is refreshed with what this pass left, error or not.
-    async fn converge_shaping(
-        &mut self,
-        desired: &crate::config::NodeConfig,
-        observed: &Observed,
-    ) -> crate::error::Result<()> {
-        let configured = crate::policy::shaping_masters(desired);
-        let horizon = super::shaping::horizon(desired);
-        let mut shaped = BTreeMap::new();
-        let result = self
-            .converge_shaping_devices(&configured, horizon, observed, &mut shaped)
-            .await;
-        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        let view = &mut shared.shaping;
-        view.configured = configured;
-        view.horizon = horizon;
-        view.shaped = shaped;
-        if self.shaper.is_none() {
-            view.map = None;
-        } else if view.map.is_none() {
-            match crate::shaping::Endpoints::open(&self.shaping_paths.pin_dir) {
-                Ok(m) => view.map = Some(m),
-                Err(e) => warn!("opening the endpoint map for requests: {e}"),
-            }
-        }
-        result
-    }
-
-    async fn converge_shaping_devices(
-        &mut self,
-        configured: &std::collections::BTreeSet<String>,
-        horizon: Duration,
-        observed: &Observed,
-        shaped: &mut BTreeMap<String, u32>,
-    ) -> crate::error::Result<()> {
-        use crate::shaping::{map_pin, recorded_devices, AttachMode, Shaper};
-        let devices: std::collections::BTreeSet<String> = configured
-            .iter()
-            .filter(|name| observed.link(name).is_some())
-            .cloned()
-            .collect();
-        let recorded = recorded_devices(&self.shaping_paths.state_dir);
-        let stale: Vec<&str> = observed
-            .links
-            .iter()
-            .filter(|l| !devices.contains(&l.name) && recorded.contains(&l.index))
-            .map(|l| l.name.as_str())
-            .collect();
-        if devices.is_empty() && stale.is_empty() && self.shaper.is_none() {
-            return Ok(());
-        }
-        // The map's pin gone (removed by hand, or the BPF filesystem
-        // remounted): the entries went with it. Load again: a new map,
-        // filled below before the program that reads it is swapped in.
-        if self.shaper.is_some() && !map_pin(&self.shaping_paths.pin_dir).exists() {
-            warn!("the endpoint map's pin is gone: loading the shaper again with a new map");
-            self.shaper = None;
-            self.shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .shaping
-                .map = None;
-        }
-        if self.shaper.is_none() {
-            self.shaper = Some(Shaper::load(&self.kernel, self.shaping_paths.clone())?);
-            info!(
-                "EDT shaper loaded; map pinned under {}",
-                self.shaping_paths.pin_dir.display()
-            );
-        }
-        let Some(shaper) = self.shaper.as_mut() else {
-            return Ok(());
-        };
-        for dev in &stale {
-            shaper.detach(dev).await?;
-            info!("{dev}: shaping off; its previous root qdisc is back");
-        }
-        // The map first: a program swapped in (an upgrade, a new map) must
-        // find every entry already there, or its pods would go unshaped.
-        sync_map(&self.shared, shaper.endpoints(), &devices, horizon)?;
-        // Then this daemon's program on every shaping device: attached
-        // where missing, swapped in place where another one runs (the
-        // previous podnetd's, or one reading a lost map).
-        let ours = shaper.program_id()?;
-        for dev in &devices {
-            let st = shaper.status(dev).await?;
-            if !st.shaped() || st.program() != Some(ours) {
-                let a = shaper.attach(dev, AttachMode::auto()).await?;
-                match st.program().filter(|_| a.replaced) {
-                    Some(old) => info!(
-                        "{dev}: EDT program {old} replaced in place by {ours} ({})",
-                        a.mode
-                    ),
-                    None => info!("{dev}: shaping with EDT ({}, fq at the root)", a.mode),
-                }
-            }
-            shaped.insert(dev.clone(), ours);
-        }
-        Ok(())
-    }
-
-    fn record_repairs(&mut self, plan: &Plan) {
-        let now = Instant::now();
-        let objects: HashSet<String> = plan.actions.iter().map(|a| a.object()).collect();
-        for object in objects {
-            let f = self.fights.entry(object.clone()).or_insert(FightState {
-                repairs: Vec::new(),
-                backoff: Duration::ZERO,
-                until: None,
-            });
-            f.repairs.retain(|t| now.duration_since(*t) < FIGHT_WINDOW);
-            f.repairs.push(now);
-            if f.repairs.len() >= FIGHT_REPAIRS {
-                f.backoff = if f.backoff.is_zero() {
-                    self.first_backoff
-                } else {
-                    (f.backoff * 2).min(MAX_BACKOFF)
-                };
-                f.until = Some(now + f.backoff);
-                warn!(
-                    "{object}: changed back {} times within {}s by something else; leaving it alone for {}s",
-                    f.repairs.len(),
-                    FIGHT_WINDOW.as_secs(),
-                    f.backoff.as_secs()
-                );
-            }
-        }
-    }
-
-    /// A fight ends once its object stayed converged through a whole window.
-    fn forget_quiet_fights(&mut self, remaining: &Plan) {
-        let now = Instant::now();
-        let pending: HashSet<String> = remaining.actions.iter().map(|a| a.object()).collect();
-        self.fights.retain(|object, f| {
-            let backing_off = f.until.is_some_and(|u| u > now);
-            let recent = f
-                .repairs
-                .iter()
-                .any(|t| now.duration_since(*t) < FIGHT_WINDOW);
-            backing_off || recent || pending.contains(object)
-        });
     }
 
     /// The names and ifindexes whose kernel events should wake the daemon.
@@ -592,14 +322,14 @@ impl Engine {
     /// the request path computes new endpoints' limits with them, and
     /// registered endpoints get the new limits, which this same pass then
     /// writes to the shaper's map. Endpoints whose pod network namespace is
-    /// gone are removed.
+    /// gone (its path no longer a namespace file) are removed.
     fn registry_follows(&self, desired: &crate::config::NodeConfig) {
         let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         if s.config.as_ref() != Some(desired) {
             s.config = Some(desired.clone());
             let relimited = s
                 .registry
-                .relimit(|e| super::backend::endpoint_limits(desired, e).ok());
+                .relimit(|e| super::shared::endpoint_limits(desired, e).ok());
             match relimited {
                 Ok(0) => {}
                 Ok(n) => info!("limits of {n} endpoint(s) follow the new node files"),
@@ -610,7 +340,7 @@ impl Engine {
             e.endpoint
                 .netns
                 .as_deref()
-                .is_some_and(|p| !std::path::Path::new(p).exists())
+                .is_some_and(|p| !crate::netns::is_namespace(std::path::Path::new(p)))
         }) {
             Ok(gone) => {
                 for e in gone {
