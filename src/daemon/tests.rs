@@ -51,6 +51,15 @@ fn node(test: &str) -> Option<(BpfFs, Arc<Mutex<Shared>>, Endpoints, std::path::
     Some((fs, Arc::new(Mutex::new(shared)), pass_map, dir))
 }
 
+/// The request path on `shared` (its triggers go nowhere: no loop runs).
+fn request_path(shared: &Arc<Mutex<Shared>>) -> DaemonBackend {
+    let (triggers, _) = tokio::sync::mpsc::unbounded_channel();
+    DaemonBackend {
+        shared: shared.clone(),
+        triggers,
+    }
+}
+
 fn devices() -> BTreeSet<String> {
     ["m0".to_string()].into()
 }
@@ -75,18 +84,15 @@ fn mapped(map: &Endpoints) -> BTreeSet<IpAddr> {
 
 /// 200 endpoints registered while passes sync the map back to back: after
 /// each PUT returns its entry is in the map, no pass ever removes one, and
-/// at the end map == registry. (A pass that read the registry, let go of the lock and then
-/// removed what it had not seen took new pods' entries away.)
+/// at the end map == registry. (A pass that read the registry, let go of
+/// the lock and then removed what it had not seen took new pods' entries
+/// away.)
 #[test]
 fn a_pass_never_undoes_a_put_that_lands_during_it() {
     let Some((_fs, shared, mut pass_map, dir)) = node("put-during-pass") else {
         return;
     };
-    let (triggers, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let backend = DaemonBackend {
-        shared: shared.clone(),
-        triggers,
-    };
+    let backend = request_path(&shared);
     let probe = Endpoints::open(&_fs.pin_dir()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let passes = {
@@ -138,11 +144,7 @@ fn a_poisoned_lock_unshapes_nobody() {
     let Some((_fs, shared, mut pass_map, dir)) = node("poisoned") else {
         return;
     };
-    let (triggers, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let backend = DaemonBackend {
-        shared: shared.clone(),
-        triggers,
-    };
+    let backend = request_path(&shared);
     backend.put_endpoint("c0", "eth0", pod(0)).unwrap();
     let poisoner = shared.clone();
     let _ = std::thread::spawn(move || {
