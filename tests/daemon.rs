@@ -20,6 +20,25 @@ mtu = 9000
 shim = { name = "pn-shim0", addresses = ["172.51.0.230/32"], routes = ["172.51.0.0/24"] }
 "#;
 
+/// Edits the node files to add 200 routes to the shim, then waits until a
+/// daemon started with `PODNET_FAILPOINT=pause-after-step:50` has stopped
+/// that pass for good after its 50th step.
+fn stop_a_pass_midway(d: &Daemon, cfg: &ConfigDir) {
+    let routes: Vec<String> = (0..200)
+        .map(|i| format!("\"10.{}.{}.0/24\"", 200 + i / 250, i % 250))
+        .collect();
+    cfg.write(&[(
+        "10-node.toml",
+        &NODE.replace(
+            "routes = [\"172.51.0.0/24\"]",
+            &format!("routes = [\"172.51.0.0/24\", {}]", routes.join(", ")),
+        ),
+    )]);
+    within(PROMPTLY, "the pass stopped midway", || {
+        d.log().contains("failpoint pause-after-step:50")
+    });
+}
+
 fn mtu(ns: &Netns, link: &str) -> Option<u64> {
     ns.link(link).and_then(|l| l["mtu"].as_u64())
 }
@@ -344,17 +363,7 @@ fn kill_9_mid_reconcile_then_restart_adopts_without_flapping() {
     });
 
     // Kill it in the middle of a pass: an edit that adds many routes.
-    let routes: Vec<String> = (0..200)
-        .map(|i| format!("\"10.{}.{}.0/24\"", 200 + i / 250, i % 250))
-        .collect();
-    let many = NODE.replace(
-        "routes = [\"172.51.0.0/24\"]",
-        &format!("routes = [\"172.51.0.0/24\", {}]", routes.join(", ")),
-    );
-    cfg.write(&[("10-node.toml", &many)]);
-    within(PROMPTLY, "the pass under way", || {
-        d.log().contains("failpoint pause-after-step:50")
-    });
+    stop_a_pass_midway(&d, &cfg);
     let midway = ns.ip_json("route show proto 157").as_array().unwrap().len();
     assert!(
         midway > 1 && midway < 201,
@@ -677,20 +686,7 @@ fn the_watchdog_is_fed_by_the_reconcile_loop_and_stops_when_it_hangs() {
         }
         pings >= 3
     });
-    // A pass with 200 routes to add stops for good after its 50th step.
-    let routes: Vec<String> = (0..200)
-        .map(|i| format!("\"10.{}.{}.0/24\"", 200 + i / 250, i % 250))
-        .collect();
-    cfg.write(&[(
-        "10-node.toml",
-        &NODE.replace(
-            "routes = [\"172.51.0.0/24\"]",
-            &format!("routes = [\"172.51.0.0/24\", {}]", routes.join(", ")),
-        ),
-    )]);
-    within(PROMPTLY, "the pass hung", || {
-        d.log().contains("failpoint pause-after-step:50")
-    });
+    stop_a_pass_midway(&d, &cfg);
     while notify.recv(&mut buf).is_ok() {}
     // Five intervals later: no ping, while the API thread still answers.
     std::thread::sleep(Duration::from_secs(1));

@@ -21,6 +21,12 @@ pub(super) struct FightState {
     pub(super) until: Option<Instant>,
 }
 
+/// The backoff after `previous` (none: `first`), doubling up to
+/// [`MAX_BACKOFF`]. Fights and shaping failures both go by it.
+pub(super) fn next_backoff(first: Duration, previous: Option<Duration>) -> Duration {
+    previous.map_or(first, |b| (b * 2).min(MAX_BACKOFF))
+}
+
 impl Engine {
     pub(super) fn record_repairs(&mut self, plan: &Plan) {
         let now = Instant::now();
@@ -34,11 +40,8 @@ impl Engine {
             f.repairs.retain(|t| now.duration_since(*t) < FIGHT_WINDOW);
             f.repairs.push(now);
             if f.repairs.len() >= FIGHT_REPAIRS {
-                f.backoff = if f.backoff.is_zero() {
-                    self.first_backoff
-                } else {
-                    (f.backoff * 2).min(MAX_BACKOFF)
-                };
+                f.backoff =
+                    next_backoff(self.first_backoff, Some(f.backoff).filter(|b| !b.is_zero()));
                 f.until = Some(now + f.backoff);
                 warn!(
                     "{object}: changed back {} times within {}s by something else; leaving it alone for {}s",

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use super::{Engine, MAX_BACKOFF};
+use super::fights::next_backoff;
+use super::Engine;
 use crate::daemon::shared::Shared;
 use crate::state::Observed;
 
@@ -70,7 +71,7 @@ pub(in crate::daemon) struct MapSync {
 impl Engine {
     /// [`Engine::converge_shaping`], unless it failed recently: a failure
     /// is tried again after a backoff (the fights' first backoff, doubling
-    /// up to [`MAX_BACKOFF`]; a new generation tries at once), not on every
+    /// up to 300 s, as [`next_backoff`] says; a new generation tries at once), not on every
     /// event its own attempt caused. The problem to report, if any.
     pub(super) async fn shape(
         &mut self,
@@ -93,10 +94,10 @@ impl Engine {
                 None
             }
             Err(e) => {
-                let backoff = self
-                    .shaping_failure
-                    .as_ref()
-                    .map_or(self.first_backoff, |f| (f.backoff * 2).min(MAX_BACKOFF));
+                let backoff = next_backoff(
+                    self.first_backoff,
+                    self.shaping_failure.as_ref().map(|f| f.backoff),
+                );
                 error!("shaping: {e}; next attempt in {}s", backoff.as_secs());
                 self.shaping_failure = Some(ShapingFailure {
                     error: e.to_string(),
