@@ -11,7 +11,12 @@
 //!   fast (the fastest tier when none is), so operators keep a few classes;
 //! - under `annotations = "ignore"` only the tier counts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::api::types::{EndpointRecord, Limits as RecordLimits};
+use crate::shaping::{EgressLimit, DEFAULT_BURST_BYTES, DEFAULT_HORIZON};
 
 use crate::config::{AnnotationPolicy, NodeConfig, Rate, ShapingBackend};
 
@@ -33,6 +38,51 @@ pub fn shaping_masters(config: &NodeConfig) -> BTreeSet<String> {
         .filter(|(_, m)| m.shaping.unwrap_or(by_default))
         .map(|(name, _)| name.clone())
         .collect()
+}
+
+/// The drop horizon the node files set for every endpoint.
+pub fn horizon(desired: &NodeConfig) -> Duration {
+    desired
+        .shaping
+        .as_ref()
+        .and_then(|s| s.horizon)
+        .map_or(DEFAULT_HORIZON, |h| h.0)
+}
+
+/// The map entry an endpoint's limits call for, if any.
+pub fn egress_limit(limits: &RecordLimits, horizon: Duration) -> Option<EgressLimit> {
+    limits.egress.map(|rate| EgressLimit {
+        rate_bps: rate,
+        horizon,
+        burst_bytes: limits.burst.map_or(DEFAULT_BURST_BYTES, |bits| bits / 8),
+    })
+}
+
+/// Whether an endpoint's traffic leaves through a device in `devices`
+/// (an endpoint that names no master may leave through any).
+pub fn leaves_through(e: &EndpointRecord, devices: &BTreeSet<String>) -> bool {
+    e.endpoint
+        .master
+        .as_ref()
+        .map_or(!devices.is_empty(), |m| devices.contains(m))
+}
+
+/// The map's egress entries that the registered endpoints on `devices` need.
+pub fn wanted(
+    records: &[EndpointRecord],
+    devices: &BTreeSet<String>,
+    horizon: Duration,
+) -> BTreeMap<IpAddr, EgressLimit> {
+    let mut wanted = BTreeMap::new();
+    for e in records.iter().filter(|e| leaves_through(e, devices)) {
+        let Some(limit) = e.limits.as_ref().and_then(|l| egress_limit(l, horizon)) else {
+            continue;
+        };
+        for ip in &e.endpoint.ips {
+            wanted.insert(ip.addr(), limit);
+        }
+    }
+    wanted
 }
 
 /// What one endpoint is limited to.

@@ -35,6 +35,93 @@ pub struct Observed {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub qdiscs: Vec<Qdisc>,
+    /// What podnet's shaper holds on each link that has any of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shaping: Vec<LinkShaping>,
+    /// The shaper's pinned endpoint map; None when it is not pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_map: Option<EndpointMap>,
+    /// What this kernel can do, as far as the plan must know.
+    #[serde(default)]
+    pub kernel: KernelFeatures,
+}
+
+/// Kernel features the plan decides by. The defaults are a full kernel
+/// (Linux >= 6.6 with sch_fq), so an observation written by hand (a golden
+/// case's) needs to say only what is missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelFeatures {
+    /// The fq qdisc is built in, loaded or loadable as a module.
+    #[serde(default = "yes")]
+    pub sch_fq: bool,
+    /// tc programs attach as TCX links (Linux >= 6.6).
+    #[serde(default = "yes")]
+    pub tcx: bool,
+}
+
+impl Default for KernelFeatures {
+    fn default() -> Self {
+        KernelFeatures {
+            sch_fq: true,
+            tcx: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A BPF program the kernel runs, as the plan tells one from another: the
+/// id changes with every load, the tag (a hash of the instructions) only
+/// with the program, and the maps say which entries it reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfProgram {
+    pub id: u32,
+    /// The kernel's tag, in hex as `bpftool` prints it.
+    pub tag: String,
+    #[serde(default)]
+    pub map_ids: Vec<u32>,
+}
+
+/// podnet's shaper on one link: the program on its egress hook (each way it
+/// can hang there) and the ledger entry of the root qdisc podnet replaced.
+/// The root qdisc itself is in [`Observed::qdiscs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkShaping {
+    pub link: String,
+    /// The program of podnet's pinned TCX link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcx: Option<BpfProgram>,
+    /// The program of podnet's clsact egress filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clsact: Option<BpfProgram>,
+    /// What podnet will put back at the root (its record from this boot);
+    /// the kernel cannot tell what a replaced qdisc was, so this one fact
+    /// comes from podnet's own ledger under /var/lib/podnet/shaping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_root: Option<String>,
+}
+
+/// The endpoint map as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointMap {
+    pub id: u32,
+    /// Egress entries, sorted by address.
+    #[serde(default)]
+    pub entries: Vec<MapEntry>,
+}
+
+/// One egress entry of the endpoint map: the limit part (its clock and
+/// counters are the datapath's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapEntry {
+    pub ip: IpAddr,
+    pub rate_bps: u64,
+    pub horizon_ns: u64,
+    pub burst_ns: u64,
+    #[serde(default)]
+    pub ns_per_byte_q24: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +151,18 @@ pub struct Link {
     /// The link group (`IFLA_GROUP`); 0 is the kernel's default.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub group: u32,
+    /// Transmit queues (`IFLA_NUM_TX_QUEUES`): more than one gets mq with
+    /// an fq per queue when shaped.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub tx_queues: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(v: &u32) -> bool {
+    *v == 1
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -154,6 +253,11 @@ impl Observed {
 
     pub fn addresses_of<'a>(&'a self, link: &'a str) -> impl Iterator<Item = &'a Address> + 'a {
         self.addresses.iter().filter(move |a| a.link == link)
+    }
+
+    /// podnet's shaper on `link`, if it has any of it.
+    pub fn shaping_of(&self, link: &str) -> Option<&LinkShaping> {
+        self.shaping.iter().find(|s| s.link == link)
     }
 
     /// Children (macvlan/ipvlan/vlan...) whose lower device is `parent`.

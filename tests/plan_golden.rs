@@ -1,11 +1,13 @@
 //! Golden plan cases: `tests/golden/<case>/` holds `node.toml` (desired),
-//! `observed.json` (a host snapshot) and `plan.txt` (what `apply --dry-run`
-//! prints). Pure: no root, no kernel. `PODNET_BLESS=1` rewrites plan.txt.
+//! `observed.json` (a host snapshot), optionally `inputs.json` (the
+//! endpoint registry and the program podnet attaches) and `plan.txt` (what
+//! `apply --dry-run` prints). Pure: no root, no kernel. `PODNET_BLESS=1`
+//! rewrites plan.txt.
 
 use std::path::Path;
 
 use podnet::config::load_files;
-use podnet::plan::{default_route_hazards, plan};
+use podnet::plan::{default_route_hazards, plan, Inputs};
 use podnet::state::Observed;
 
 #[test]
@@ -28,7 +30,12 @@ fn golden_plans() {
         let observed: Observed =
             serde_json::from_str(&std::fs::read_to_string(case.join("observed.json")).unwrap())
                 .unwrap_or_else(|e| panic!("{name}: observed.json: {e}"));
-        let mut plan = plan(&desired, &observed);
+        let inputs: Inputs = match std::fs::read_to_string(case.join("inputs.json")) {
+            Ok(text) => serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{name}: inputs.json: {e}")),
+            Err(_) => Inputs::default(),
+        };
+        let mut plan = plan(&desired, &observed, &inputs);
         // As podnetctl and podnetd do without --force.
         let hazards = default_route_hazards(&plan, &observed);
         plan.problems.extend(hazards);

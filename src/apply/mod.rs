@@ -3,16 +3,18 @@
 //! than stopping at the first), then observe again and verify.
 
 mod netlink;
+mod shaping;
 
 use std::time::{Duration, Instant};
 
 pub use netlink::NetlinkBackend;
+pub use shaping::{Fixed, Registry, RegistryView, Shaping, ShapingBackend};
 
 use crate::config::NodeConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::Kernel;
-use crate::observe::observe;
-use crate::plan::{plan, Action, Plan};
+use crate::observe::observe_with_shaping;
+use crate::plan::{plan, Action, Plan, Role};
 use crate::state::Observed;
 
 /// What an apply did.
@@ -27,6 +29,21 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok
     s.serialize_f64(d.as_secs_f64() * 1e3)
 }
 
+/// The backends a plan's steps run through, one per kind of state.
+struct Backends<'k, 's, 'a> {
+    netlink: NetlinkBackend<'k>,
+    shaping: ShapingBackend<'s, 'a>,
+}
+
+impl Backends<'_, '_, '_> {
+    async fn execute(&mut self, action: &Action) -> Result<()> {
+        match action.role {
+            Role::Shaping | Role::Endpoint => self.shaping.execute(action).await,
+            Role::Master | Role::Shim | Role::Stale => self.netlink.execute(action).await,
+        }
+    }
+}
+
 /// Applies `plan` (made from `observed`), then verifies the host against
 /// `desired`. A plan with problems changes nothing.
 pub async fn apply(
@@ -34,6 +51,7 @@ pub async fn apply(
     desired: &NodeConfig,
     observed: &Observed,
     plan: &Plan,
+    shaping: &mut Shaping<'_>,
 ) -> Result<Applied> {
     let start = Instant::now();
     if !plan.problems.is_empty() {
@@ -47,10 +65,17 @@ pub async fn apply(
         .iter()
         .map(|l| (l.name.clone(), l.index))
         .collect();
-    let mut backend = NetlinkBackend::new(kernel, index);
+    let mut backend = Backends {
+        netlink: NetlinkBackend::new(kernel, index),
+        shaping: ShapingBackend::new(shaping),
+    };
     let mut done: Vec<&Action> = Vec::with_capacity(plan.actions.len());
     for action in &plan.actions {
-        if let Err(e) = backend.execute(action).await {
+        let result = match crate::failpoint::fail_step(done.len() + 1) {
+            Some(e) => Err(e),
+            None => backend.execute(action).await,
+        };
+        if let Err(e) = result {
             let failed = format!(
                 "{}: {}: {e}",
                 action.object(),
@@ -69,14 +94,15 @@ pub async fn apply(
         done.push(action);
         crate::failpoint::after_step(done.len());
     }
-    verify(kernel, desired).await?;
+    drop(backend);
+    verify(kernel, desired, shaping).await?;
     Ok(Applied {
         actions: plan.actions.len(),
         took: start.elapsed(),
     })
 }
 
-async fn undo(backend: &mut NetlinkBackend<'_>, done: &[&Action]) -> Vec<String> {
+async fn undo(backend: &mut Backends<'_, '_, '_>, done: &[&Action]) -> Vec<String> {
     let mut errors = Vec::new();
     for action in done.iter().rev() {
         for step in action.undo() {
@@ -89,9 +115,14 @@ async fn undo(backend: &mut NetlinkBackend<'_>, done: &[&Action]) -> Vec<String>
 }
 
 /// Observes again: the host must now need no step.
-pub async fn verify(kernel: &Kernel, desired: &NodeConfig) -> Result<()> {
-    let after = observe(kernel).await?;
-    let left = plan(desired, &after);
+pub async fn verify(
+    kernel: &Kernel,
+    desired: &NodeConfig,
+    shaping: &mut Shaping<'_>,
+) -> Result<()> {
+    let mut after = observe_with_shaping(kernel, &shaping.paths).await?;
+    let inputs = shaping.inputs(&mut after)?;
+    let left = plan(desired, &after, &inputs);
     if left.actions.is_empty() && left.problems.is_empty() {
         return Ok(());
     }
@@ -108,4 +139,21 @@ pub async fn verify(kernel: &Kernel, desired: &NodeConfig) -> Result<()> {
             steps.join("\n  ")
         ),
     ))
+}
+
+/// The host and the plan's inputs, as a pass and `podnetctl apply` read
+/// them: the kernel's state with the shaper's part, the shaper loaded if
+/// shaping is in play (`create`: even if that pins a new map; a dry run
+/// passes false), and the registry with the map's entries read under one
+/// lock.
+pub async fn observe_for_plan(
+    kernel: &Kernel,
+    desired: &NodeConfig,
+    shaping: &mut Shaping<'_>,
+    create: bool,
+) -> Result<(Observed, crate::plan::Inputs)> {
+    let mut observed = observe_with_shaping(kernel, &shaping.paths).await?;
+    shaping.prepare(desired, &observed, create)?;
+    let inputs = shaping.inputs(&mut observed)?;
+    Ok((observed, inputs))
 }

@@ -137,6 +137,12 @@ impl<'k> NetlinkBackend<'k> {
                     .await
                     .or_else(ignore(Errno::ESRCH))
             }
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Bug,
+                    format!("{}: {other:?} is not a netlink step", action.object()),
+                ))
+            }
         }
         .map_err(refused)
     }

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use super::{Cli, Format};
 use crate::apply::apply;
 use crate::error::{Error, ErrorKind, Result};
-use crate::observe::observe;
-use crate::plan::{default_route_hazards, plan, Disruption, Plan};
+use crate::plan::{default_route_hazards, Disruption, Plan};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,43 +38,57 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
         }
     }
     super::with_kernel(cli, async |kernel| {
-        let observed = observe(kernel).await?;
-        let mut plan = plan(desired, &observed);
-        if !args.force {
-            let hazards = default_route_hazards(&plan, &observed);
-            plan.problems.extend(hazards);
-        }
-        print_plan(&plan, args.output);
-        if !plan.problems.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Host,
-                "the plan cannot run; nothing was changed",
-            ));
-        }
-        if let Some(max) = args.max_disruption {
-            if plan.max_disruption() > max {
+        super::planned(cli, kernel, desired, !args.dry_run, async |observed, mut plan, shaping| {
+            if !args.force {
+                let hazards = default_route_hazards(&plan, observed);
+                plan.problems.extend(hazards);
+            }
+            print_plan(&plan, args.output);
+            if !plan.problems.is_empty() {
                 return Err(Error::new(
                     ErrorKind::Host,
-                    format!(
-                        "the plan is {} but --max-disruption is {max}; nothing was changed",
-                        plan.max_disruption()
-                    ),
+                    "the plan cannot run; nothing was changed",
                 ));
             }
-        }
-        if args.dry_run || plan.is_empty() {
-            return Ok(ExitCode::SUCCESS);
-        }
-        let applied = apply(kernel, desired, &observed, &plan).await?;
-        if args.output == Format::Text {
-            println!(
-                "Applied {} step(s) in {:.1} ms; verified: the host matches the node files.",
-                applied.actions,
-                applied.took.as_secs_f64() * 1e3
-            );
-        }
-        Ok(ExitCode::SUCCESS)
+            if let Some(max) = args.max_disruption {
+                if plan.max_disruption() > max {
+                    return Err(Error::new(
+                        ErrorKind::Host,
+                        format!(
+                            "the plan is {} but --max-disruption is {max}; nothing was changed",
+                            plan.max_disruption()
+                        ),
+                    ));
+                }
+            }
+            if !args.dry_run && !plan.is_empty() {
+                let applied = apply(kernel, desired, observed, &plan, shaping).await?;
+                if args.output == Format::Text {
+                    println!(
+                        "Applied {} step(s) in {:.1} ms; verified: the host matches the node files.",
+                        applied.actions,
+                        applied.took.as_secs_f64() * 1e3
+                    );
+                }
+            }
+            unmet(&plan)
+        })
+        .await
     })
+}
+
+/// What the host cannot do fails the command (after the rest is applied).
+fn unmet(plan: &Plan) -> Result<ExitCode> {
+    if plan.unmet.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(Error::new(
+        ErrorKind::NotSupported,
+        format!(
+            "not everything the node files ask can be done here: {}",
+            plan.unmet.join("; ")
+        ),
+    ))
 }
 
 fn print_plan(plan: &Plan, format: Format) {
@@ -103,6 +116,7 @@ pub(crate) fn plan_json(plan: &Plan) -> serde_json::Value {
     serde_json::json!({
         "actions": actions,
         "problems": plan.problems,
+        "unmet": plan.unmet,
         "unsupported": plan.unsupported,
         "max_disruption": plan.max_disruption(),
     })

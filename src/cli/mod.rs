@@ -42,6 +42,14 @@ pub struct Cli {
     /// Work on the host directly even when podnetd runs.
     #[arg(long, global = true)]
     pub direct: bool,
+    /// podnetd's state directory: the endpoint registry a direct apply
+    /// plans the shaper's map entries against, and the shaping records.
+    #[arg(long, global = true, value_name = "DIR", default_value = crate::daemon::registry::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Where the shaper's map and links are pinned (bpffs), as podnetd's
+    /// `--bpf-dir`.
+    #[arg(long, global = true, value_name = "DIR", default_value = crate::shaping::DEFAULT_PIN_DIR)]
+    pub bpf_dir: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -158,6 +166,47 @@ pub(crate) fn require_daemon(cli: &Cli, why: &str) -> Result<BlockingClient> {
 
 pub(crate) fn api_error(e: crate::api::client::Error) -> Error {
     Error::new(ErrorKind::Host, e.to_string())
+}
+
+/// Observes the host and plans, as podnetd would: the registry read from
+/// podnetd's state directory (it does not change while no daemon runs),
+/// the shaper loaded when shaping is in play (`create`: even if that pins
+/// its map; a dry run never does). Runs `f` with the shaping context, so
+/// an apply uses the same shaper and registry.
+pub(crate) async fn planned<T>(
+    cli: &Cli,
+    kernel: &Kernel,
+    desired: &crate::config::NodeConfig,
+    create: bool,
+    f: impl AsyncFnOnce(
+        &crate::state::Observed,
+        crate::plan::Plan,
+        &mut crate::apply::Shaping<'_>,
+    ) -> Result<T>,
+) -> Result<T> {
+    let path = cli.state_dir.join("endpoints.json");
+    let endpoints = crate::daemon::registry::Registry::read(&path).map_err(|e| {
+        Error::new(
+            ErrorKind::Host,
+            format!("reading the endpoint registry {}: {e}", path.display()),
+        )
+    })?;
+    let registry = crate::apply::Fixed(endpoints);
+    let mut shaper = None;
+    let mut shaping = crate::apply::Shaping {
+        shaper: &mut shaper,
+        kernel: kernel.clone(),
+        paths: crate::shaping::ShaperPaths {
+            pin_dir: cli.bpf_dir.clone(),
+            state_dir: cli.state_dir.join("shaping"),
+        },
+        registry: &registry,
+        mode: crate::shaping::AttachMode::from_env(),
+    };
+    let (observed, inputs) =
+        crate::apply::observe_for_plan(kernel, desired, &mut shaping, create).await?;
+    let plan = crate::plan::plan(desired, &observed, &inputs);
+    f(&observed, plan, &mut shaping).await
 }
 
 impl Cli {

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use super::{Cli, Format};
 use crate::error::Result;
-use crate::observe::observe;
-use crate::plan::{plan, Role};
+use crate::plan::Role;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,8 +26,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     }
     let loaded = super::load(cli)?;
     let desired = &loaded.config;
-    let observed = super::with_kernel(cli, async |k| observe(k).await)?;
-    let plan = plan(desired, &observed);
+    let (observed, plan) = super::with_kernel(cli, async |k| {
+        super::planned(cli, k, desired, false, async |o, p, _| Ok((o.clone(), p))).await
+    })?;
     let (_, foreign) = super::show::host_as_config(&observed);
 
     let objects = crate::status::object_states(desired, &observed, &plan);
@@ -38,7 +38,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
         .filter(|a| a.role == Role::Stale)
         .map(|a| format!("{}: {a}", a.object()))
         .collect();
-    let converged = plan.actions.is_empty() && plan.problems.is_empty();
+    let converged = plan.actions.is_empty() && plan.problems.is_empty() && plan.unmet.is_empty();
 
     match args.output {
         Format::Json => println!(
@@ -48,6 +48,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                 "objects": objects,
                 "stale": stale,
                 "problems": plan.problems,
+                "unmet": plan.unmet,
                 "unsupported": plan.unsupported,
                 "foreign": foreign,
             })

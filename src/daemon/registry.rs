@@ -48,6 +48,78 @@ enum Change {
 
 type Key = (String, String);
 
+/// The registry's content from its snapshot and log. `aside`: a part that
+/// cannot be parsed is moved aside and reported (podnetd); else it is an
+/// error (a reader, such as `podnetctl apply` with no daemon running).
+fn replay(path: &Path, aside: bool) -> io::Result<(BTreeMap<Key, EndpointRecord>, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let mut entries: BTreeMap<Key, EndpointRecord> = match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice::<File>(&bytes) {
+            Ok(f) => f.endpoints.into_iter().map(|e| (key_of(&e), e)).collect(),
+            Err(e) if !aside => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                ))
+            }
+            Err(e) => {
+                let aside = path.with_extension("corrupt");
+                std::fs::rename(path, &aside)?;
+                warnings.push(format!(
+                    "endpoint registry {} unreadable ({e}); moved to {} and starting from its log",
+                    path.display(),
+                    aside.display()
+                ));
+                BTreeMap::new()
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(e),
+    };
+    let log_path = path.with_extension("log");
+    match std::fs::File::open(&log_path) {
+        Ok(f) => {
+            let lines: Vec<String> = io::BufReader::new(f).lines().collect::<io::Result<_>>()?;
+            let last = lines.len().saturating_sub(1);
+            for (n, line) in lines.iter().enumerate().filter(|(_, l)| !l.is_empty()) {
+                match serde_json::from_str::<Change>(line) {
+                    Ok(Change::Put(r)) => {
+                        entries.insert(key_of(&r), *r);
+                    }
+                    Ok(Change::Delete {
+                        container_id,
+                        ifname,
+                    }) => {
+                        entries.remove(&(container_id, ifname));
+                    }
+                    // A write cut short by a crash: never acknowledged.
+                    Err(_) if n == last => {}
+                    Err(e) if !aside => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{} line {}: {e}", log_path.display(), n + 1),
+                        ))
+                    }
+                    Err(e) => {
+                        let aside = log_path.with_extension("log.corrupt");
+                        std::fs::copy(&log_path, &aside)?;
+                        warnings.push(format!(
+                            "endpoint registry log {} unreadable at line {} ({e}); copied to {}, the lines after it dropped",
+                            log_path.display(),
+                            n + 1,
+                            aside.display()
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok((entries, warnings))
+}
+
 /// The registered endpoints, by (container id, interface name).
 #[derive(Debug)]
 pub struct Registry {
@@ -60,65 +132,19 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The registered endpoints, read without changing anything on disk
+    /// (for `podnetctl` when podnetd does not run).
+    pub fn read(path: &Path) -> io::Result<Vec<EndpointRecord>> {
+        Ok(replay(path, false)?.0.into_values().collect())
+    }
+
     /// Opens the registry whose snapshot is `path` (the log beside it),
     /// empty when neither exists. A snapshot or a log line that cannot be
     /// parsed is moved aside (`.corrupt`) and reported, never silently
     /// dropped. The log is compacted into the snapshot at once.
     pub fn open(path: &Path) -> io::Result<(Registry, Option<String>)> {
-        let mut warnings = Vec::new();
-        let mut entries = match std::fs::read(path) {
-            Ok(bytes) => match serde_json::from_slice::<File>(&bytes) {
-                Ok(f) => f.endpoints.into_iter().map(|e| (key_of(&e), e)).collect(),
-                Err(e) => {
-                    let aside = path.with_extension("corrupt");
-                    std::fs::rename(path, &aside)?;
-                    warnings.push(format!(
-                        "endpoint registry {} unreadable ({e}); moved to {} and starting from its log",
-                        path.display(),
-                        aside.display()
-                    ));
-                    BTreeMap::new()
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
-        };
+        let (entries, warnings) = replay(path, true)?;
         let log_path = path.with_extension("log");
-        match std::fs::File::open(&log_path) {
-            Ok(f) => {
-                let lines: Vec<String> =
-                    io::BufReader::new(f).lines().collect::<io::Result<_>>()?;
-                let last = lines.len().saturating_sub(1);
-                for (n, line) in lines.iter().enumerate().filter(|(_, l)| !l.is_empty()) {
-                    match serde_json::from_str::<Change>(line) {
-                        Ok(Change::Put(r)) => {
-                            entries.insert(key_of(&r), *r);
-                        }
-                        Ok(Change::Delete {
-                            container_id,
-                            ifname,
-                        }) => {
-                            entries.remove(&(container_id, ifname));
-                        }
-                        // A write cut short by a crash: never acknowledged.
-                        Err(_) if n == last => {}
-                        Err(e) => {
-                            let aside = log_path.with_extension("log.corrupt");
-                            std::fs::copy(&log_path, &aside)?;
-                            warnings.push(format!(
-                                "endpoint registry log {} unreadable at line {} ({e}); copied to {}, the lines after it dropped",
-                                log_path.display(),
-                                n + 1,
-                                aside.display()
-                            ));
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }

@@ -9,54 +9,11 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::api::types::{EndpointRecord, Enforcement, Limits};
-use crate::config::NodeConfig;
-use crate::shaping::{EgressLimit, EndpointStats, Endpoints, DEFAULT_BURST_BYTES, DEFAULT_HORIZON};
-
-/// The drop horizon the node files set for every endpoint.
-pub fn horizon(desired: &NodeConfig) -> Duration {
-    desired
-        .shaping
-        .as_ref()
-        .and_then(|s| s.horizon)
-        .map_or(DEFAULT_HORIZON, |h| h.0)
-}
-
-/// The map entry an endpoint's limits call for, if any.
-fn egress_limit(limits: &Limits, horizon: Duration) -> Option<EgressLimit> {
-    limits.egress.map(|rate| EgressLimit {
-        rate_bps: rate,
-        horizon,
-        burst_bytes: limits.burst.map_or(DEFAULT_BURST_BYTES, |bits| bits / 8),
-    })
-}
-
-/// Whether an endpoint's traffic leaves through a device in `devices`
-/// (an endpoint that names no master may leave through any).
-fn leaves_through(e: &EndpointRecord, devices: &BTreeSet<String>) -> bool {
-    e.endpoint
-        .master
-        .as_ref()
-        .map_or(!devices.is_empty(), |m| devices.contains(m))
-}
-
-/// The map's egress entries that the registered endpoints on `devices` need.
-pub fn wanted(
-    records: &[EndpointRecord],
-    devices: &BTreeSet<String>,
-    horizon: Duration,
-) -> BTreeMap<IpAddr, EgressLimit> {
-    let mut wanted = BTreeMap::new();
-    for e in records.iter().filter(|e| leaves_through(e, devices)) {
-        let Some(limit) = e.limits.as_ref().and_then(|l| egress_limit(l, horizon)) else {
-            continue;
-        };
-        for ip in &e.endpoint.ips {
-            wanted.insert(ip.addr(), limit);
-        }
-    }
-    wanted
-}
+use crate::api::types::{EndpointRecord, Enforcement};
+use crate::policy::{egress_limit, leaves_through};
+#[cfg(test)]
+use crate::shaping::DEFAULT_HORIZON;
+use crate::shaping::{EndpointStats, Endpoints};
 
 /// What the request path knows about shaping, refreshed by every pass.
 #[derive(Default)]
@@ -211,7 +168,7 @@ impl ShapingView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::Endpoint;
+    use crate::api::types::{Endpoint, Limits};
 
     fn record(master: Option<&str>, egress: Option<u64>) -> EndpointRecord {
         EndpointRecord {
@@ -299,7 +256,7 @@ mod tests {
             },
         ];
         let devices: BTreeSet<String> = ["m0".to_string()].into();
-        let w = wanted(&records, &devices, DEFAULT_HORIZON);
+        let w = crate::policy::wanted(&records, &devices, DEFAULT_HORIZON);
         assert_eq!(w.len(), 1);
         let l = &w[&"10.0.0.5".parse::<IpAddr>().unwrap()];
         assert_eq!((l.rate_bps, l.burst_bytes), (10_000_000, 1000));

@@ -1,6 +1,10 @@
 //! The registry and the shaper's map against each other, on a real map (a
 //! private bpffs; no device, no qdisc): what the request path writes, a
-//! pass running at the same moment never undoes. Needs root: a loud skip
+//! pass running at the same moment never undoes. The pass is the engine's
+//! own map part: the registry and the map read under the lock, the plan,
+//! its entry steps run by the shaping backend. Only the device it shapes
+//! is described (fq and podnet's program on `m0`: the development kernel
+//! has no fq), so the plan has entry steps alone. Needs root: a loud skip
 //! otherwise, and a failure under scripts/test.
 
 use std::collections::BTreeSet;
@@ -9,26 +13,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::backend::DaemonBackend;
-use super::engine::sync_map;
+use super::engine::SharedRegistry;
 use super::registry::Registry;
 use super::shared::Shared;
 use crate::api::types::{Endpoint, MasterInfo};
 use crate::api::Backend;
 use crate::shaping::tests::{endpoint_map, BpfFs};
-use crate::shaping::{Endpoints, DEFAULT_HORIZON};
+use crate::plan::Role;
+use crate::shaping::{Endpoints, Shaper, ShaperPaths, DEFAULT_HORIZON};
+use crate::state::{LinkShaping, Observed};
 
-const NODE: &str = "version = 1\n[masters.m0]\nkind = \"macvlan\"\n";
+const NODE: &str = "version = 1\n[masters.m0]\nkind = \"macvlan\"\nshaping = true\n";
 
 /// A daemon's shared state on a shaped master `m0`, with the map open for
 /// the request path, and the handle a pass would use on the same map.
-fn node(test: &str) -> Option<(BpfFs, Arc<Mutex<Shared>>, Endpoints, std::path::PathBuf)> {
-    let (fs, pass_map) = endpoint_map(test)?;
+fn node(test: &str) -> Option<(BpfFs, Arc<Mutex<Shared>>, Pass, std::path::PathBuf)> {
+    let (fs, _map) = endpoint_map(test)?;
     let dir = std::env::temp_dir().join(format!("podnet-daemon-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (registry, _) = Registry::open(&dir.join("endpoints.json")).unwrap();
     let config = crate::config::load_files(vec![("10-node.toml".into(), NODE.into())])
         .unwrap()
         .config;
+    let pass = Pass::new(fs.pin_dir(), config.clone());
     let mut shared = Shared {
         status: Default::default(),
         node: Default::default(),
@@ -48,7 +55,7 @@ fn node(test: &str) -> Option<(BpfFs, Arc<Mutex<Shared>>, Endpoints, std::path::
     shared.shaping.shaped = [("m0".to_string(), 1)].into();
     shared.shaping.horizon = DEFAULT_HORIZON;
     shared.shaping.map = Some(Endpoints::open(&fs.pin_dir()).unwrap());
-    Some((fs, Arc::new(Mutex::new(shared)), pass_map, dir))
+    Some((fs, Arc::new(Mutex::new(shared)), pass, dir))
 }
 
 /// The request path on `shared` (its triggers go nowhere: no loop runs).
@@ -78,6 +85,92 @@ fn pod(i: usize) -> Endpoint {
     }
 }
 
+/// A pass over the map, as the engine makes one (see the module doc).
+struct Pass {
+    rt: tokio::runtime::Runtime,
+    shaper: Option<Shaper>,
+    paths: ShaperPaths,
+    desired: crate::config::NodeConfig,
+}
+
+impl Pass {
+    fn new(pin_dir: std::path::PathBuf, desired: crate::config::NodeConfig) -> Pass {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Pass {
+            rt,
+            shaper: None,
+            paths: ShaperPaths {
+                state_dir: std::env::temp_dir().join(format!("podnet-pass-{}", std::process::id())),
+                pin_dir,
+            },
+            desired,
+        }
+    }
+
+    /// One pass's map part; how many entries it removed.
+    fn run(&mut self, shared: &Arc<Mutex<Shared>>) -> usize {
+        let registry = SharedRegistry(shared.clone());
+        let (paths, desired) = (self.paths.clone(), self.desired.clone());
+        let shaper = &mut self.shaper;
+        self.rt.block_on(async {
+            let kernel = crate::kernel::Kernel::connect().unwrap();
+            let mut shaping = crate::apply::Shaping {
+                shaper,
+                kernel,
+                paths,
+                registry: &registry,
+                mode: None,
+            };
+            let ours = shaping_shaper(&mut shaping).identity().unwrap();
+            let mut observed = shaped_m0(ours);
+            let inputs = shaping.inputs(&mut observed).unwrap();
+            let plan = crate::plan::plan(&desired, &observed, &inputs);
+            assert!(
+                plan.actions.iter().all(|a| a.role == Role::Endpoint),
+                "{plan}"
+            );
+            let removed = plan
+                .actions
+                .iter()
+                .filter(|a| matches!(a.change, crate::plan::Change::RemoveEntry { .. }))
+                .count();
+            let mut backend = crate::apply::ShapingBackend::new(&mut shaping);
+            for a in &plan.actions {
+                backend.execute(a).await.unwrap();
+            }
+            removed
+        })
+    }
+}
+
+fn shaping_shaper<'s>(shaping: &'s mut crate::apply::Shaping<'_>) -> &'s mut Shaper {
+    if shaping.shaper.is_none() {
+        *shaping.shaper = Some(Shaper::load(&shaping.kernel, shaping.paths.clone()).unwrap());
+    }
+    shaping.shaper.as_mut().unwrap()
+}
+
+/// The host as a pass on a shaped `m0` observes it.
+fn shaped_m0(ours: crate::state::BpfProgram) -> Observed {
+    serde_json::from_value(serde_json::json!({
+        "links": [{"index": 2, "name": "m0", "mtu": 1500, "up": true}],
+        "qdiscs": [{"link": "m0", "kind": "fq", "handle": "706e:0", "parent": "root"}],
+    }))
+    .map(|mut o: Observed| {
+        o.shaping.push(LinkShaping {
+            link: "m0".into(),
+            tcx: Some(ours),
+            clsact: None,
+            previous_root: Some("default noqueue".into()),
+        });
+        o
+    })
+    .unwrap()
+}
+
 fn mapped(map: &Endpoints) -> BTreeSet<IpAddr> {
     map.stats().unwrap().into_iter().map(|s| s.ip).collect()
 }
@@ -89,7 +182,7 @@ fn mapped(map: &Endpoints) -> BTreeSet<IpAddr> {
 /// away.)
 #[test]
 fn a_pass_never_undoes_a_put_that_lands_during_it() {
-    let Some((_fs, shared, mut pass_map, dir)) = node("put-during-pass") else {
+    let Some((_fs, shared, mut pass, dir)) = node("put-during-pass") else {
         return;
     };
     let backend = request_path(&shared);
@@ -100,12 +193,10 @@ fn a_pass_never_undoes_a_put_that_lands_during_it() {
         std::thread::spawn(move || {
             let (mut n, mut removed) = (0u64, 0);
             while !stop.load(Ordering::Relaxed) {
-                removed += sync_map(&shared, &mut pass_map, &devices(), DEFAULT_HORIZON)
-                    .unwrap()
-                    .removed;
+                removed += pass.run(&shared);
                 n += 1;
             }
-            (n, removed, pass_map)
+            (n, removed, pass)
         })
     };
     let mut registered = BTreeSet::new();
@@ -125,14 +216,14 @@ fn a_pass_never_undoes_a_put_that_lands_during_it() {
         );
     }
     stop.store(true, Ordering::Relaxed);
-    let (n, removed, mut pass_map) = passes.join().unwrap();
+    let (n, removed, mut pass) = passes.join().unwrap();
     assert!(n > 0, "no pass ran");
     // Every entry a pass found was registered: it never removed one.
     assert_eq!(
         removed, 0,
         "{n} passes removed {removed} registered pods' entries"
     );
-    sync_map(&shared, &mut pass_map, &devices(), DEFAULT_HORIZON).unwrap();
+    pass.run(&shared);
     assert_eq!(mapped(&probe), registered, "map == registry");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -141,7 +232,7 @@ fn a_pass_never_undoes_a_put_that_lands_during_it() {
 /// registry as it was: a pass keeps every registered pod shaped.
 #[test]
 fn a_poisoned_lock_unshapes_nobody() {
-    let Some((_fs, shared, mut pass_map, dir)) = node("poisoned") else {
+    let Some((fs, shared, mut pass, dir)) = node("poisoned") else {
         return;
     };
     let backend = request_path(&shared);
@@ -153,7 +244,8 @@ fn a_poisoned_lock_unshapes_nobody() {
     })
     .join();
     assert!(shared.is_poisoned());
-    sync_map(&shared, &mut pass_map, &devices(), DEFAULT_HORIZON).unwrap();
-    assert_eq!(mapped(&pass_map), [pod(0).ips[0].addr()].into());
+    pass.run(&shared);
+    let map = Endpoints::open(&fs.pin_dir()).unwrap();
+    assert_eq!(mapped(&map), [pod(0).ips[0].addr()].into());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -27,6 +27,7 @@ pub(super) fn parse(msg: &LinkMessage) -> RawLink {
         alias: None,
         mac: None,
         group: 0,
+        tx_queues: 1,
     };
     let mut parent_index = None;
     for attr in &msg.attributes {
@@ -34,6 +35,7 @@ pub(super) fn parse(msg: &LinkMessage) -> RawLink {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Mtu(m) => link.mtu = *m,
             LinkAttribute::Group(g) => link.group = *g,
+            LinkAttribute::NumTxQueues(n) => link.tx_queues = *n,
             LinkAttribute::OperState(s) => link.oper = format!("{s:?}").to_lowercase(),
             LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a.clone()),
             LinkAttribute::Address(a) if a.len() == 6 => {

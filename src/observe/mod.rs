@@ -19,7 +19,21 @@ use crate::error::Result;
 use crate::kernel::{refused, Kernel};
 use crate::state::{Address, Observed, RT_TABLE_MAIN};
 
-/// Reads everything podnet plans against, in one pass of four dumps. They
+/// [`observe`], and the shaper's part: the program on each link's egress
+/// hook, the root qdiscs podnet recorded replacing, the kernel's features.
+/// The endpoint map's entries are read by the caller, under the lock that
+/// also guards the endpoint registry they are planned against.
+pub async fn observe_with_shaping(
+    kernel: &Kernel,
+    paths: &crate::shaping::ShaperPaths,
+) -> Result<Observed> {
+    let mut observed = observe(kernel).await?;
+    observed.shaping = crate::shaping::observe::links(kernel, &observed, paths).await?;
+    observed.kernel = crate::shaping::observe::features();
+    Ok(observed)
+}
+
+/// Reads the host's links, addresses, routes and qdiscs, in one pass of four dumps. They
 /// run one after another: a netlink socket serves one dump at a time (a
 /// second one in flight gets EBUSY).
 pub async fn observe(kernel: &Kernel) -> Result<Observed> {
@@ -106,6 +120,7 @@ pub async fn observe(kernel: &Kernel) -> Result<Observed> {
                 Some(q)
             })
             .collect(),
+        ..Observed::default()
     };
     observed.links.sort_by_key(|l| l.index);
     Ok(observed)

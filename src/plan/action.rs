@@ -6,6 +6,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ChildKind, ChildMode};
+use crate::shaping::AttachMode;
+use crate::state::MapEntry;
 
 /// What a step costs the node's traffic, so an operator can gate on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -13,6 +15,9 @@ use crate::config::{ChildKind, ChildMode};
 pub enum Disruption {
     /// No traffic is interrupted.
     Hitless,
+    /// A device's root qdisc is replaced: the packets queued in the old one
+    /// are dropped once (TCP sends them again); the link stays up.
+    QueueReset,
     /// The link goes down or is re-created: its traffic stops briefly.
     LinkFlap,
     /// Every VF of a PF is destroyed and re-created.
@@ -25,6 +30,7 @@ impl fmt::Display for Disruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Disruption::Hitless => "hitless",
+            Disruption::QueueReset => "queue-reset",
             Disruption::LinkFlap => "link-flap",
             Disruption::VfReset => "vf-reset",
             Disruption::NeedsReboot => "needs-reboot",
@@ -37,10 +43,11 @@ impl std::str::FromStr for Disruption {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "hitless" => Ok(Disruption::Hitless),
+            "queue-reset" => Ok(Disruption::QueueReset),
             "link-flap" => Ok(Disruption::LinkFlap),
             "vf-reset" => Ok(Disruption::VfReset),
             "needs-reboot" => Ok(Disruption::NeedsReboot),
-            _ => Err("expected hitless, link-flap, vf-reset or needs-reboot".into()),
+            _ => Err("expected hitless, queue-reset, link-flap, vf-reset or needs-reboot".into()),
         }
     }
 }
@@ -54,6 +61,11 @@ pub enum Role {
     /// A link podnet created that no node file declares any more, or a
     /// foreign link holding a route podnet added.
     Stale,
+    /// A device's egress shaping: its root qdisc and the EDT program on its
+    /// hook (`name` is the device).
+    Shaping,
+    /// One endpoint's entry in the shaper's map (`name` is its address).
+    Endpoint,
 }
 
 /// A link podnet creates, with everything needed to create it again.
@@ -113,6 +125,54 @@ pub enum Change {
     MarkLink {
         alias: String,
     },
+    /// podnet's fq (mq with an fq per queue when `queues` > 1) at the root
+    /// of a shaping device; the root it replaces (`was`) is recorded first.
+    ReplaceRoot {
+        was: String,
+        queues: u32,
+        /// The old root may hold packets (anything but noqueue): they are
+        /// dropped when it goes.
+        drops_queue: bool,
+        /// The master's own `shaping = true`, not `[shaping]`'s default:
+        /// the operator asked for this device by name.
+        opted_in: bool,
+    },
+    /// The root podnet replaced put back (its record says what it was).
+    RestoreRoot {
+        to: String,
+    },
+    /// podnet's EDT program onto the egress hook. It fails open: a packet
+    /// with no entry passes as before.
+    AttachProgram {
+        mode: AttachMode,
+    },
+    /// podnet's program swapped in place for the one on the hook (another
+    /// version, or one reading a map that is gone); the hook is never empty.
+    SwapProgram {
+        mode: AttachMode,
+        from: u32,
+    },
+    /// podnet's program `program` taken off the hook.
+    DetachProgram {
+        mode: AttachMode,
+        program: u32,
+    },
+    /// Only an undo: program `program`, held by the apply that swapped or
+    /// detached it, put back on the hook.
+    PutBackProgram {
+        mode: AttachMode,
+        program: u32,
+    },
+    /// An endpoint's entry written (added, or its limit changed: its clock
+    /// and counters stay).
+    SetEntry {
+        entry: MapEntry,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        was: Option<MapEntry>,
+    },
+    RemoveEntry {
+        was: MapEntry,
+    },
 }
 
 /// One step of a plan.
@@ -141,6 +201,13 @@ impl Action {
             (Change::SetUp { up: false }, _) | (Change::DeleteLink { .. }, _) => {
                 Disruption::LinkFlap
             }
+            (
+                Change::ReplaceRoot {
+                    drops_queue: true, ..
+                },
+                _,
+            )
+            | (Change::RestoreRoot { .. }, _) => Disruption::QueueReset,
             _ => Disruption::Hitless,
         }
     }
@@ -199,15 +266,64 @@ impl Action {
             // A marked link is one podnet can take back later (a stale one
             // is removed by the next plan): the mark stays.
             Change::MarkLink { .. } => Vec::new(),
+            Change::ReplaceRoot { was, .. } => back(Change::RestoreRoot { to: was.clone() }),
+            Change::RestoreRoot { to } => back(Change::ReplaceRoot {
+                was: to.clone(),
+                queues: 1,
+                drops_queue: true,
+                opted_in: true,
+            }),
+            Change::AttachProgram { mode } => back(Change::DetachProgram {
+                mode: *mode,
+                program: 0,
+            }),
+            Change::SwapProgram { mode, from }
+            | Change::DetachProgram {
+                mode,
+                program: from,
+            } => back(Change::PutBackProgram {
+                mode: *mode,
+                program: *from,
+            }),
+            Change::PutBackProgram { mode, .. } => back(Change::DetachProgram {
+                mode: *mode,
+                program: 0,
+            }),
+            Change::SetEntry { entry, was } => back(match was {
+                Some(was) => Change::SetEntry {
+                    entry: *was,
+                    was: Some(*entry),
+                },
+                None => Change::RemoveEntry { was: *entry },
+            }),
+            Change::RemoveEntry { was } => back(Change::SetEntry {
+                entry: *was,
+                was: None,
+            }),
         }
     }
 
     /// `+` adds, `-` removes, `~` changes in place (terraform's signs).
     pub fn sign(&self) -> char {
-        match self.change {
-            Change::CreateLink(_) | Change::AddAddress { .. } | Change::AddRoute { .. } => '+',
-            Change::DeleteLink { .. } | Change::DelAddress { .. } | Change::DelRoute { .. } => '-',
-            Change::SetMtu { .. } | Change::SetUp { .. } | Change::MarkLink { .. } => '~',
+        match &self.change {
+            Change::CreateLink(_)
+            | Change::AddAddress { .. }
+            | Change::AddRoute { .. }
+            | Change::AttachProgram { .. }
+            | Change::PutBackProgram { .. }
+            | Change::SetEntry { was: None, .. } => '+',
+            Change::DeleteLink { .. }
+            | Change::DelAddress { .. }
+            | Change::DelRoute { .. }
+            | Change::DetachProgram { .. }
+            | Change::RemoveEntry { .. } => '-',
+            Change::SetMtu { .. }
+            | Change::SetUp { .. }
+            | Change::MarkLink { .. }
+            | Change::ReplaceRoot { .. }
+            | Change::RestoreRoot { .. }
+            | Change::SwapProgram { .. }
+            | Change::SetEntry { was: Some(_), .. } => '~',
         }
     }
 
@@ -217,6 +333,8 @@ impl Action {
             Role::Master => "master",
             Role::Shim => "shim",
             Role::Stale => "link",
+            Role::Shaping => "shaping",
+            Role::Endpoint => "endpoint",
         };
         format!("{role} {}", self.name)
     }
@@ -257,6 +375,43 @@ impl fmt::Display for Action {
                     self.name
                 )
             }
+            Change::ReplaceRoot { was, queues, .. } => {
+                if *queues > 1 {
+                    write!(f, "{sign} root qdisc mq 706e: with fq on each of {queues} queues")?;
+                } else {
+                    write!(f, "{sign} root qdisc fq 706e:")?;
+                }
+                write!(f, ", replacing {was} (recorded, put back when shaping goes)")
+            }
+            Change::RestoreRoot { to } => write!(f, "{sign} root qdisc: put back {to}"),
+            Change::AttachProgram { mode } => {
+                write!(f, "{sign} EDT program on egress ({mode}; fails open)")
+            }
+            Change::SwapProgram { mode, from } => write!(
+                f,
+                "{sign} EDT program {from} swapped in place for this podnet's ({mode})"
+            ),
+            Change::DetachProgram { mode, program } => {
+                write!(f, "{sign} EDT program {program} off egress ({mode})")
+            }
+            Change::PutBackProgram { mode, program } => {
+                write!(f, "{sign} EDT program {program} back on egress ({mode})")
+            }
+            Change::SetEntry { entry, was: None } => {
+                write!(f, "{sign} egress {}", describe_entry(entry))
+            }
+            Change::SetEntry {
+                entry,
+                was: Some(was),
+            } => write!(
+                f,
+                "{sign} egress {} -> {}",
+                describe_entry(was),
+                describe_entry(entry)
+            ),
+            Change::RemoveEntry { was } => {
+                write!(f, "{sign} egress entry ({})", describe_entry(was))
+            }
         }?;
         let d = self.disruption();
         if d != Disruption::Hitless {
@@ -264,4 +419,21 @@ impl fmt::Display for Action {
         }
         Ok(())
     }
+}
+
+/// `100Mbit burst 8ms horizon 2s`: an entry's limit, as `--dry-run` shows it.
+fn describe_entry(e: &MapEntry) -> String {
+    let ms = |ns: u64| {
+        if ns % 1_000_000_000 == 0 {
+            format!("{}s", ns / 1_000_000_000)
+        } else {
+            format!("{:.3}ms", ns as f64 / 1e6)
+        }
+    };
+    format!(
+        "{} burst {} horizon {}",
+        crate::config::Rate(e.rate_bps),
+        ms(e.burst_ns),
+        ms(e.horizon_ns)
+    )
 }

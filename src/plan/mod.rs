@@ -6,10 +6,15 @@
 //! 1. masters: raise MTU (children may not exceed it), bring up;
 //! 2. shims: create, MTU, new addresses, up, new routes (a route needs its
 //!    device up), then old routes and old addresses: make before break;
-//! 3. masters: lower MTU, once their shims are lower.
+//! 3. masters: lower MTU, once their shims are lower;
+//! 4. shaping (see `shaping.rs`, which also says how a new kind of state
+//!    joins the plan): programs off and roots back where shaping goes, map
+//!    entries, then per device fq at the root and the program on the hook,
+//!    and last the entries nobody needs.
 
 mod action;
 mod render;
+mod shaping;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +22,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 pub use action::{Action, Change, Disruption, LinkSnapshot, NewLink, Role};
+pub use shaping::Inputs;
 
 use crate::config::{ChildKind, Master, NodeConfig};
 use crate::state::{Link, Observed, OWNER_ALIAS_PREFIX, RT_TABLE_MAIN};
@@ -29,6 +35,11 @@ pub struct Plan {
     /// Reasons the plan cannot run at all (a missing master...). When any
     /// exists, nothing is applied.
     pub problems: Vec<String>,
+    /// What the files ask that this host cannot do (a kernel without
+    /// sch_fq...): the rest of the plan runs, but the node is not converged.
+    pub unmet: Vec<String>,
+    /// The devices egress-shaped once this plan has run.
+    pub shaped: BTreeSet<String>,
     /// Sections a direct apply validates but does not apply: podnetd's
     /// (shaping of registered pods) or not yet supported.
     pub unsupported: Vec<Unsupported>,
@@ -61,8 +72,9 @@ pub fn shim_alias(master: &str) -> String {
     format!("{OWNER_ALIAS_PREFIX}shim master={master}")
 }
 
-/// Plans the changes that take `observed` to `desired`.
-pub fn plan(desired: &NodeConfig, observed: &Observed) -> Plan {
+/// Plans the changes that take `observed` to `desired`, for the endpoints
+/// and the program `inputs` name.
+pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan {
     let mut phases: [Vec<Action>; 4] = Default::default();
     let mut problems = Vec::new();
     let links: BTreeMap<&str, &Link> = observed
@@ -194,10 +206,20 @@ pub fn plan(desired: &NodeConfig, observed: &Observed) -> Plan {
         }
     }
 
+    let shaping = shaping::plan(desired, observed, inputs);
     Plan {
-        actions: phases.into_iter().flatten().collect(),
+        actions: phases
+            .into_iter()
+            .flatten()
+            .chain(shaping.off)
+            .chain(shaping.entries)
+            .chain(shaping.devices)
+            .chain(shaping.gone)
+            .collect(),
         problems,
-        unsupported: unsupported(desired, observed),
+        unmet: shaping.unmet,
+        shaped: shaping.shaped,
+        unsupported: unsupported(desired),
     }
 }
 
@@ -343,45 +365,9 @@ fn snapshot(link: &Link, observed: &Observed) -> LinkSnapshot {
     }
 }
 
-/// What podnetd does on a master for shaping, read from its root qdisc by
-/// the rule podnetd itself goes by ([`RootState`]).
-fn shaping_step(name: &str, shapes: bool, observed: &Observed) -> Option<String> {
-    use crate::shaping::tc::{Qdiscs, RootState};
-    let mut root = Qdiscs::observed(observed, name).root_state();
-    if root == RootState::Missing && observed.link(name).is_some() {
-        // A link always has a root, noqueue at least; an observation without
-        // qdiscs (a golden case's) means the default.
-        root = RootState::Other {
-            kind: "noqueue".into(),
-            default: true,
-        };
-    }
-    let step = match (shapes, &root) {
-        (true, RootState::Shaping) => format!(
-            "egress shaping (EDT): {name} is shaped (fq at the root, podnet's); podnetd keeps its program and map current"
-        ),
-        (true, RootState::PodnetsNotFq { kind }) => format!(
-            "egress shaping (EDT): {name} has {kind} at the root under podnet's handle, not fq: podnetd will put fq back and keep the EDT program on its egress"
-        ),
-        (true, RootState::Other { kind, default }) => format!(
-            "egress shaping (EDT): podnetd will put fq at the root of {name} (now {}, put back when shaping goes off) and attach the EDT program on its egress",
-            if *default { "the kernel's default".to_string() } else { kind.clone() }
-        ),
-        (true, RootState::Missing) => {
-            format!("egress shaping (EDT): podnetd will shape {name} once it exists")
-        }
-        (false, r) if r.is_podnets() => format!(
-            "egress shaping off: podnetd will detach the EDT program from {name} and put back the root qdisc podnet replaced"
-        ),
-        (false, _) => return None,
-    };
-    Some(step)
-}
-
 /// Sections that validate but that this version does not apply yet, so they
-/// are listed instead of silently ignored, and the shaping steps podnetd
-/// (not podnetctl) takes.
-fn unsupported(c: &NodeConfig, observed: &Observed) -> Vec<Unsupported> {
+/// are listed instead of silently ignored.
+fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
     let mut out = Vec::new();
     let mut note = |key: String, what: &str| {
         out.push(Unsupported {
@@ -389,12 +375,6 @@ fn unsupported(c: &NodeConfig, observed: &Observed) -> Vec<Unsupported> {
             what: what.into(),
         })
     };
-    let shaping = crate::policy::shaping_masters(c);
-    for name in c.masters.keys() {
-        if let Some(step) = shaping_step(name, shaping.contains(name), observed) {
-            note(format!("masters.{name}.shaping"), &step);
-        }
-    }
     for (pf, s) in &c.sriov {
         note(
             format!("sriov.{pf}"),
@@ -422,24 +402,20 @@ fn unsupported(c: &NodeConfig, observed: &Observed) -> Vec<Unsupported> {
             ),
         );
     }
-    if !c.tiers.is_empty() {
+    if c.tiers.values().any(|t| t.ingress.is_some()) {
         note(
             "tiers".into(),
-            "bandwidth tiers: podnetd gives them to registered pods",
-        );
-    }
-    if c.shaping.is_some() {
-        note(
-            "shaping".into(),
-            "shaping policy: podnetd applies it (egress; ingress is not yet supported)",
+            "ingress rates: not enforced yet (egress rates are)",
         );
     }
     out
 }
 
 /// Steps that would take down or re-address an interface carrying the
-/// node's default route: refused unless forced, because a node cut off from
-/// its API server cannot be repaired remotely.
+/// node's default route, or replace its root qdisc when shaping reached it
+/// only by `[shaping]`'s default: refused unless forced (or, for shaping,
+/// the master says `shaping = true`), because a node cut off from its API
+/// server cannot be repaired remotely.
 pub fn default_route_hazards(plan: &Plan, observed: &Observed) -> Vec<String> {
     let carriers: BTreeSet<&str> = observed
         .routes
@@ -451,11 +427,27 @@ pub fn default_route_hazards(plan: &Plan, observed: &Observed) -> Vec<String> {
         .iter()
         .filter(|a| carriers.contains(a.name.as_str()))
         .filter(|a| {
-            a.disruption() >= Disruption::LinkFlap || matches!(a.change, Change::DelAddress { .. })
+            a.disruption() >= Disruption::LinkFlap
+                || matches!(
+                    a.change,
+                    Change::DelAddress { .. }
+                        | Change::ReplaceRoot {
+                            opted_in: false,
+                            ..
+                        }
+                )
         })
         .map(|a| {
+            let how = if matches!(a.change, Change::ReplaceRoot { .. }) {
+                format!(
+                    "; [shaping] shapes every master by default: set masters.{}.shaping = true to shape it, or false to leave it alone",
+                    a.name
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "{}: `{}` would interrupt {}, which carries the node's default route (use --force if you are sure)",
+                "{}: `{}` would interrupt {}, which carries the node's default route (use --force if you are sure){how}",
                 a.object(),
                 a.to_string().trim_end(),
                 a.name

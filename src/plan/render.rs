@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::{Action, Change, Plan};
+use super::{Action, Plan};
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -26,8 +26,15 @@ impl fmt::Display for Plan {
         if !self.actions.is_empty() {
             writeln!(f)?;
         }
+        if !self.unmet.is_empty() {
+            writeln!(f, "cannot be done on this host (the rest is applied):")?;
+            for u in &self.unmet {
+                writeln!(f, "  ! {u}")?;
+            }
+            writeln!(f)?;
+        }
         if !self.unsupported.is_empty() {
-            writeln!(f, "not applied by `podnetctl apply` (validated only):")?;
+            writeln!(f, "not applied (validated only):")?;
             for u in &self.unsupported {
                 writeln!(f, "  ! {}: {}", u.key, u.what)?;
             }
@@ -37,6 +44,11 @@ impl fmt::Display for Plan {
             writeln!(
                 f,
                 "Nothing will be applied until the problems above are fixed."
+            )
+        } else if self.actions.is_empty() && !self.unmet.is_empty() {
+            writeln!(
+                f,
+                "No changes can be made; the host cannot do all the node files ask (above)."
             )
         } else if self.actions.is_empty() {
             writeln!(f, "No changes: the host matches the node files.")
@@ -54,12 +66,10 @@ impl fmt::Display for Plan {
 fn counts(actions: &[Action]) -> (usize, usize, usize) {
     let mut c = (0, 0, 0);
     for a in actions {
-        match a.change {
-            Change::CreateLink(_) | Change::AddAddress { .. } | Change::AddRoute { .. } => c.0 += 1,
-            Change::SetMtu { .. } | Change::SetUp { .. } | Change::MarkLink { .. } => c.1 += 1,
-            Change::DeleteLink { .. } | Change::DelAddress { .. } | Change::DelRoute { .. } => {
-                c.2 += 1
-            }
+        match a.sign() {
+            '+' => c.0 += 1,
+            '-' => c.2 += 1,
+            _ => c.1 += 1,
         }
     }
     c

@@ -28,6 +28,7 @@
 
 pub mod abi;
 pub mod cost;
+pub mod observe;
 mod program;
 mod record;
 pub mod tc;
@@ -45,12 +46,15 @@ use netlink_packet_route::link::LinkAttribute;
 use serde::{Deserialize, Serialize};
 
 use self::abi::{EdtInfo, EdtKey, EDT_DIR_EGRESS, EDT_DIR_INGRESS};
-use self::program::{Attached, EndpointMap};
+use self::program::EndpointMap;
 use self::tc::PreviousRoot;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{errno, refused, Errno, Kernel};
+use crate::state::MapEntry;
 
-pub use self::program::{map_pin, CLSACT_HANDLE, CLSACT_PRIORITY, MAP, PROGRAM};
+pub use self::program::{
+    hold as hold_program, map_pin, Attached, CLSACT_HANDLE, CLSACT_PRIORITY, MAP, PROGRAM,
+};
 
 /// Where the map and TCX links are pinned.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/podnet";
@@ -107,6 +111,18 @@ impl AttachMode {
         match aya::util::KernelVersion::current() {
             Ok(v) if v >= aya::util::KernelVersion::new(6, 6, 0) => AttachMode::Tcx,
             _ => AttachMode::Clsact,
+        }
+    }
+}
+
+impl AttachMode {
+    /// `PODNET_ATTACH_MODE=tcx|clsact`: another mode than the kernel's
+    /// best, for tests of a mode switch (as a kernel upgrade makes one).
+    pub fn from_env() -> Option<AttachMode> {
+        match std::env::var("PODNET_ATTACH_MODE").ok()?.as_str() {
+            "tcx" => Some(AttachMode::Tcx),
+            "clsact" => Some(AttachMode::Clsact),
+            _ => None,
         }
     }
 }
@@ -172,12 +188,20 @@ impl EgressLimit {
     /// Whether a map entry holds this limit (its clock and counters are
     /// the datapath's and not compared).
     pub fn matches(&self, entry: &EndpointStats) -> bool {
-        entry.rate_bps == self.rate_bytes().saturating_mul(8)
-            && entry.horizon_ns == self.horizon_ns()
-            && entry.burst_ns == self.burst_ns()
-            // An entry an older podnet wrote has no multiplier: rewritten,
-            // it costs the datapath a division less a packet.
-            && entry.ns_per_byte_q24 == abi::ns_per_byte_q24(self.rate_bytes())
+        self.entry(entry.ip) == entry.entry()
+    }
+
+    /// The map entry that holds this limit for `ip`. An entry an older
+    /// podnet wrote has no multiplier, so it differs: rewritten, it costs
+    /// the datapath a division less a packet.
+    pub fn entry(&self, ip: IpAddr) -> MapEntry {
+        MapEntry {
+            ip,
+            rate_bps: self.rate_bytes().saturating_mul(8),
+            horizon_ns: self.horizon_ns(),
+            burst_ns: self.burst_ns(),
+            ns_per_byte_q24: abi::ns_per_byte_q24(self.rate_bytes()),
+        }
     }
 
     /// Bytes per second, as the datapath divides by it.
@@ -230,19 +254,44 @@ impl Endpoints {
     /// may lose its count.)
     pub fn set(&mut self, ip: IpAddr, limit: &EgressLimit) -> Result<()> {
         limit.validate()?;
+        self.set_entry(&limit.entry(ip))
+    }
+
+    /// Writes the limit part of an entry as it is (a plan's step, or the
+    /// undo of one), keeping the clock and counters as [`Endpoints::set`].
+    pub fn set_entry(&mut self, entry: &MapEntry) -> Result<()> {
+        let ip = entry.ip;
         let key = EdtKey::new(ip, EDT_DIR_EGRESS);
         let mut info = match self.map.get(&key, 0) {
             Ok(old) => old,
             Err(MapError::KeyNotFound) => EdtInfo::default(),
             Err(e) => return Err(program::bpf_error(format!("reading the entry of {ip}"), e)),
         };
-        info.rate_bytes = limit.rate_bytes();
-        info.ns_per_byte_q24 = abi::ns_per_byte_q24(info.rate_bytes);
-        info.horizon_ns = limit.horizon_ns();
-        info.burst_ns = limit.burst_ns();
+        info.rate_bytes = entry.rate_bps / 8;
+        info.ns_per_byte_q24 = entry.ns_per_byte_q24;
+        info.horizon_ns = entry.horizon_ns;
+        info.burst_ns = entry.burst_ns;
         self.map
             .insert(key, info, 0)
             .map_err(|e| program::bpf_error(format!("setting the limit of {ip}"), e))
+    }
+
+    /// The map's kernel id.
+    pub fn id(&self) -> Result<u32> {
+        program::map_id(&self.map)
+    }
+
+    /// The map's kernel id and its egress entries: what the plan observes.
+    pub fn observed(&self) -> Result<crate::state::EndpointMap> {
+        Ok(crate::state::EndpointMap {
+            id: program::map_id(&self.map)?,
+            entries: self
+                .stats()?
+                .iter()
+                .filter(|s| s.direction == "egress")
+                .map(EndpointStats::entry)
+                .collect(),
+        })
     }
 
     /// Removes `ip`'s entry; false when it had none.
@@ -286,6 +335,17 @@ impl Endpoints {
 }
 
 impl EndpointStats {
+    /// The limit part of the entry, as the plan compares it.
+    pub fn entry(&self) -> MapEntry {
+        MapEntry {
+            ip: self.ip,
+            rate_bps: self.rate_bps,
+            horizon_ns: self.horizon_ns,
+            burst_ns: self.burst_ns,
+            ns_per_byte_q24: self.ns_per_byte_q24,
+        }
+    }
+
     fn of(ip: IpAddr, direction: u8, info: &EdtInfo) -> EndpointStats {
         EndpointStats {
             ip,
@@ -445,85 +505,206 @@ impl Shaper {
     /// Shapes `device`: fq at its root (saving the root it replaces), then
     /// this program on its egress, replacing in place a podnet program
     /// already there. Idempotent; run it again after an upgrade or a
-    /// restart and the data path never stops being shaped.
+    /// restart and the data path never stops being shaped. (podnetd runs
+    /// the same steps one by one, as a plan's: [`Shaper::replace_root`],
+    /// [`Shaper::attach_program_to`], [`Shaper::detach_program`].)
     pub async fn attach(&mut self, device: &str, mode: AttachMode) -> Result<Attachment> {
-        let dev = device_info(&self.kernel, device).await?;
-        let state_dir = &self.paths.state_dir.clone();
-        let mut rec = record::load(state_dir, dev.ifindex)?;
-        let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
-        let mut installed_root = false;
-        if !qdiscs.is_shaping() {
-            if !qdiscs.root_is_podnets() || rec.is_none() {
-                let previous = if qdiscs.root_is_podnets() {
-                    // Ours, half set up, and the record lost: the kernel's
-                    // default is the best we can restore.
-                    PreviousRoot::Default {
-                        kind: "unknown".into(),
-                    }
-                } else {
-                    qdiscs.previous_root(device)?
-                };
-                // Written before the root changes, so a crash in between
-                // never loses what to restore.
-                let r = record::DeviceRecord::new(device, dev.ifindex, previous)?;
-                record::save(state_dir, &r)?;
-                rec = Some(r);
-            }
-            if let Err(e) = tc::install(&self.kernel, device, dev.ifindex, dev.tx_queues).await {
-                return Err(self.undo_root(device, dev.ifindex, rec.as_ref(), e).await);
-            }
-            installed_root = true;
-        }
-        let mut rec = match rec {
-            Some(r) => r,
-            None => {
-                // Shaped by podnet but no record (state dir wiped): keep
-                // shaping, and restore the default when turned off.
-                let r = record::DeviceRecord::new(
-                    device,
-                    dev.ifindex,
-                    PreviousRoot::Default {
-                        kind: "unknown".into(),
-                    },
-                )?;
-                record::save(state_dir, &r)?;
-                r
-            }
-        };
-
-        let how = match self
-            .attach_program(device, dev.ifindex, mode, &mut rec)
-            .await
-        {
+        let old_mode = self.record_of(device).await?.and_then(|r| r.mode);
+        let installed_root = self.replace_root(device).await?;
+        let how = match self.attach_program_to(device, mode).await {
             Ok(how) => how,
             Err(e) if installed_root => {
-                return Err(self.undo_root(device, dev.ifindex, Some(&rec), e).await)
+                return Err(match self.restore_root(device).await {
+                    Ok(()) => e,
+                    Err(u) => Error::new(e.kind, format!("{e}; undoing also failed: {u}")),
+                })
             }
             Err(e) => return Err(e),
         };
-        let old_mode = rec.mode.replace(mode);
-        record::save(state_dir, &rec)?;
         // Switching modes (a kernel upgrade): the old attachment goes only
         // now, so for a moment both run and packets are charged twice,
         // rather than not at all.
-        match old_mode {
-            Some(AttachMode::Tcx) if mode != AttachMode::Tcx => {
-                program::detach_tcx(dev.ifindex, &self.paths.pin_dir)?;
-            }
-            Some(AttachMode::Clsact) if mode != AttachMode::Clsact => {
-                self.detach_clsact(device, dev.ifindex, rec.clsact_added)
-                    .await?;
-                rec.clsact_added = false;
-                record::save(state_dir, &rec)?;
-            }
-            _ => {}
+        if let Some(old) = old_mode.filter(|m| *m != mode) {
+            self.detach_program(device, old).await?;
         }
+        let previous_root = self
+            .record_of(device)
+            .await?
+            .map(|r| r.previous_root)
+            .unwrap_or(PreviousRoot::Default {
+                kind: "unknown".into(),
+            });
         Ok(Attachment {
             mode,
             replaced: how == Attached::Replaced,
             installed_root,
-            previous_root: rec.previous_root,
+            previous_root,
         })
+    }
+
+    async fn record_of(&self, device: &str) -> Result<Option<record::DeviceRecord>> {
+        let dev = device_info(&self.kernel, device).await?;
+        record::load(&self.paths.state_dir, dev.ifindex)
+    }
+
+    /// The record of `ifindex`, made now if podnet lost it (state dir
+    /// wiped while shaped): then the kernel's default is what turning
+    /// shaping off puts back.
+    fn record_or_default(&self, device: &str, ifindex: u32) -> Result<record::DeviceRecord> {
+        if let Some(r) = record::load(&self.paths.state_dir, ifindex)? {
+            return Ok(r);
+        }
+        let r = record::DeviceRecord::new(
+            device,
+            ifindex,
+            PreviousRoot::Default {
+                kind: "unknown".into(),
+            },
+        )?;
+        record::save(&self.paths.state_dir, &r)?;
+        Ok(r)
+    }
+
+    /// Puts podnet's fq (mq with an fq per queue on a multiqueue device) at
+    /// the root of `device`, writing first the record of the root it
+    /// replaces, so a crash in between never loses what to put back. True
+    /// when the root changed; false when podnet's fq was there already.
+    /// A failed install leaves the device as it was.
+    pub async fn replace_root(&mut self, device: &str) -> Result<bool> {
+        let dev = device_info(&self.kernel, device).await?;
+        let state_dir = self.paths.state_dir.clone();
+        let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
+        if qdiscs.is_shaping() {
+            self.record_or_default(device, dev.ifindex)?;
+            return Ok(false);
+        }
+        let mut rec = record::load(&state_dir, dev.ifindex)?;
+        if !qdiscs.root_is_podnets() || rec.is_none() {
+            let previous = if qdiscs.root_is_podnets() {
+                // Ours, half set up, and the record lost: the kernel's
+                // default is the best we can restore.
+                PreviousRoot::Default {
+                    kind: "unknown".into(),
+                }
+            } else {
+                qdiscs.previous_root(device)?
+            };
+            let r = record::DeviceRecord::new(device, dev.ifindex, previous)?;
+            record::save(&state_dir, &r)?;
+            rec = Some(r);
+        }
+        if let Err(e) = tc::install(&self.kernel, device, dev.ifindex, dev.tx_queues).await {
+            return Err(self.undo_root(device, dev.ifindex, rec.as_ref(), e).await);
+        }
+        Ok(true)
+    }
+
+    /// Puts back the root qdisc podnet replaced on `device` (the kernel's
+    /// default when it has no record) and forgets the record. The program
+    /// must be off the hook first: a stamped packet must never meet a
+    /// qdisc that does not honour the stamp.
+    pub async fn restore_root(&mut self, device: &str) -> Result<()> {
+        let dev = device_info(&self.kernel, device).await?;
+        let rec = record::load(&self.paths.state_dir, dev.ifindex)?;
+        let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
+        if qdiscs.root_is_podnets() {
+            let previous = rec
+                .map(|r| r.previous_root)
+                .unwrap_or(PreviousRoot::Default {
+                    kind: "unknown".into(),
+                });
+            tc::restore(&self.kernel, device, dev.ifindex, &previous).await?;
+        }
+        record::remove(&self.paths.state_dir, dev.ifindex)
+    }
+
+    /// Attaches this program to `device`'s egress hook (`mode`), or swaps
+    /// it in place for the podnet program there: the hook is never empty.
+    pub async fn attach_program_to(&mut self, device: &str, mode: AttachMode) -> Result<Attached> {
+        let dev = device_info(&self.kernel, device).await?;
+        let mut rec = self.record_or_default(device, dev.ifindex)?;
+        let how = self
+            .attach_program(device, dev.ifindex, mode, &mut rec)
+            .await?;
+        rec.mode = Some(mode);
+        record::save(&self.paths.state_dir, &rec)?;
+        Ok(how)
+    }
+
+    /// Takes podnet's program off `device`'s egress hook in `mode` (the
+    /// clsact qdisc too, if podnet added it and no filter is left).
+    pub async fn detach_program(&mut self, device: &str, mode: AttachMode) -> Result<()> {
+        let dev = device_info(&self.kernel, device).await?;
+        let mut rec = record::load(&self.paths.state_dir, dev.ifindex)?;
+        match mode {
+            AttachMode::Tcx => {
+                program::detach_tcx(dev.ifindex, &self.paths.pin_dir)?;
+            }
+            AttachMode::Clsact => {
+                let added = rec.as_ref().is_some_and(|r| r.clsact_added);
+                self.detach_clsact(device, dev.ifindex, added).await?;
+                if let Some(r) = rec.as_mut() {
+                    r.clsact_added = false;
+                }
+            }
+        }
+        if let Some(r) = rec.as_mut() {
+            if r.mode == Some(mode) {
+                r.mode = None;
+            }
+            record::save(&self.paths.state_dir, r)?;
+        }
+        Ok(())
+    }
+
+    /// Puts a program podnet held (see [`hold_program`]) back on
+    /// `device`'s egress hook in `mode`: the undo of a swap or a detach.
+    pub async fn put_back(
+        &mut self,
+        device: &str,
+        mode: AttachMode,
+        held: &aya::programs::ProgramFd,
+    ) -> Result<()> {
+        let dev = device_info(&self.kernel, device).await?;
+        let pin = self.paths.pin_dir.join(format!("undo-if{}", dev.ifindex));
+        let _ = std::fs::remove_file(&pin);
+        program::pin_program(held, &pin)?;
+        let opened = program::classifier_from_pin(&pin);
+        // The opened program holds its own descriptor: the pin can go.
+        let _ = std::fs::remove_file(&pin);
+        let mut prog = opened?;
+        match mode {
+            AttachMode::Tcx => {
+                program::attach_tcx(&mut prog, device, dev.ifindex, &self.paths.pin_dir)?;
+            }
+            AttachMode::Clsact => {
+                tc::add_clsact(&self.kernel, device, dev.ifindex).await?;
+                let exists = tc::has_egress_filter(
+                    &self.kernel,
+                    dev.ifindex,
+                    CLSACT_PRIORITY,
+                    u32::from(CLSACT_HANDLE),
+                )
+                .await?;
+                program::attach_clsact(&mut prog, device, exists)?;
+            }
+        }
+        let mut rec = self.record_or_default(device, dev.ifindex)?;
+        rec.mode = Some(mode);
+        record::save(&self.paths.state_dir, &rec)
+    }
+
+    /// This program as the plan tells programs apart: its tag, and the map
+    /// it reads as its one map id.
+    pub fn identity(&mut self) -> Result<crate::state::BpfProgram> {
+        let map_id = program::map_id(&self.endpoints.map)?;
+        let prog = program::classifier(&mut self.ebpf)?;
+        let info = prog
+            .info()
+            .map_err(|e| program::bpf_error("reading the program's info", e))?;
+        let mut me = program::describe(&info);
+        me.map_ids = vec![map_id];
+        Ok(me)
     }
 
     async fn attach_program(
@@ -607,29 +788,11 @@ impl Shaper {
     /// then puts back the root qdisc it had before. The endpoint map stays
     /// (other devices use it, and the daemon's registry refills it anyway).
     pub async fn detach(&mut self, device: &str) -> Result<()> {
-        let dev = device_info(&self.kernel, device).await?;
-        let state_dir = &self.paths.state_dir;
-        let rec = record::load(state_dir, dev.ifindex)?;
         // The program first: a stamped packet must never meet a qdisc that
         // does not honour the stamp.
-        program::detach_tcx(dev.ifindex, &self.paths.pin_dir)?;
-        self.detach_clsact(
-            device,
-            dev.ifindex,
-            rec.as_ref().is_some_and(|r| r.clsact_added),
-        )
-        .await?;
-        let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
-        if qdiscs.root_is_podnets() {
-            let previous =
-                rec.as_ref()
-                    .map(|r| r.previous_root.clone())
-                    .unwrap_or(PreviousRoot::Default {
-                        kind: "unknown".into(),
-                    });
-            tc::restore(&self.kernel, device, dev.ifindex, &previous).await?;
-        }
-        record::remove(state_dir, dev.ifindex)
+        self.detach_program(device, AttachMode::Tcx).await?;
+        self.detach_program(device, AttachMode::Clsact).await?;
+        self.restore_root(device).await
     }
 
     /// What is on `device` now.

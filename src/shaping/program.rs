@@ -356,3 +356,99 @@ pub fn detach_clsact(device: &str) -> Result<bool> {
         )),
     }
 }
+
+/// The kernel id of the endpoint map.
+pub fn map_id(map: &EndpointMap) -> Result<u32> {
+    use aya::maps::IterableMap as _;
+    map.map()
+        .info()
+        .map(|i| i.id())
+        .map_err(|e| bpf_error("reading the endpoint map's info", e))
+}
+
+/// What the plan knows of a loaded program: id, tag and maps.
+pub fn describe(info: &aya::programs::ProgramInfo) -> crate::state::BpfProgram {
+    crate::state::BpfProgram {
+        id: info.id(),
+        tag: format!("{:016x}", info.tag()),
+        map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
+    }
+}
+
+/// The loaded program with kernel id `id`, if it still exists.
+pub fn program_by_id(id: u32) -> Result<Option<aya::programs::ProgramInfo>> {
+    for info in aya::programs::loaded_programs() {
+        let info = info.map_err(|e| bpf_error("listing loaded BPF programs", e))?;
+        if info.id() == id {
+            return Ok(Some(info));
+        }
+    }
+    Ok(None)
+}
+
+/// A reference that keeps program `id` loaded (and so able to go back on a
+/// hook) after it is swapped out or detached: an undo's hold.
+pub fn hold(id: u32) -> Result<aya::programs::ProgramFd> {
+    let info = program_by_id(id)?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFoundYet,
+            format!("BPF program {id} is no longer loaded"),
+        )
+    })?;
+    info.fd()
+        .map_err(|e| bpf_error(format!("opening BPF program {id}"), e))
+}
+
+/// Pins a held program at `path`, so aya can open it as a program to attach
+/// (aya opens programs by pin, not by descriptor). `BPF_OBJ_PIN` is one
+/// syscall aya keeps to itself, hence this one `unsafe` block.
+pub fn pin_program(fd: &aya::programs::ProgramFd, path: &Path) -> Result<()> {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    /// `union bpf_attr` for BPF_OBJ_PIN (linux/bpf.h): pathname, bpf_fd,
+    /// file_flags, path_fd.
+    #[repr(C)]
+    struct ObjPin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+    }
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::new(ErrorKind::Bug, format!("{} has a NUL", path.display())))?;
+    let attr = ObjPin {
+        pathname: cpath.as_ptr() as u64,
+        bpf_fd: fd.as_fd().as_raw_fd() as u32,
+        file_flags: 0,
+        path_fd: 0,
+    };
+    // SAFETY: `attr` is a valid, initialised bpf_attr prefix of the size
+    // passed; the kernel reads it and the NUL-terminated path it points to
+    // (alive until the call returns) and writes nothing back.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &attr as *const ObjPin,
+            size_of::<ObjPin>(),
+        )
+    };
+    if rc < 0 {
+        return Err(bpf_error(
+            format!("pinning a program at {}", path.display()),
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a pinned program as one aya can attach.
+pub fn classifier_from_pin(path: &Path) -> Result<SchedClassifier> {
+    SchedClassifier::from_pin(path).map_err(|e| {
+        program_error(
+            format!("opening the program pinned at {}", path.display()),
+            e,
+        )
+    })
+}

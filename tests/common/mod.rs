@@ -181,10 +181,17 @@ pub struct Run {
 
 /// Runs podnetctl with `-c DIR --netns NS ARGS`.
 pub fn podnetctl(dir: &Path, ns: &Netns, args: &[&str]) -> Run {
+    // podnetd's state (the registry, shaping records, pins) is the test's
+    // own, never the machine's.
+    let state = dir.with_extension("state");
     let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
         .arg("-c")
         .arg(dir)
         .args(["--netns", &ns.name])
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--bpf-dir")
+        .arg(state.join("bpf"))
         .args(args)
         .output()
         .expect("run podnetctl");

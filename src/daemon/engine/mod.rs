@@ -17,7 +17,6 @@ use super::shared::{unix_millis, Shared};
 use crate::api::types::{Fight, Reconcile, Rejection, Reverted, Status, Trial};
 use crate::config::{load_dir, Loaded};
 use crate::kernel::Kernel;
-use crate::observe::observe;
 use crate::plan::{default_route_hazards, plan, Plan};
 use crate::state::Observed;
 use crate::status::{node_info, object_states};
@@ -27,9 +26,15 @@ mod shaping;
 mod trial;
 
 use fights::FightState;
-#[cfg(test)]
-pub(super) use shaping::sync_map;
-use shaping::ShapingFailure;
+pub(super) use shaping::SharedRegistry;
+
+/// A failed apply, tried again after a backoff rather than on the kernel
+/// events its own steps and rollback caused.
+struct ApplyFailure {
+    error: String,
+    backoff: Duration,
+    until: Instant,
+}
 
 /// The longest backoff, for fights and for shaping failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -53,7 +58,7 @@ pub struct Engine {
     /// The generation the last pass applied: fights are against another
     /// agent, never against the operator's next edit.
     last_in_force: Option<u64>,
-    shaping_failure: Option<ShapingFailure>,
+    apply_failure: Option<ApplyFailure>,
     passes: u64,
     /// The files in force before the current generation, for `try`.
     previous: Option<(Loaded, u64)>,
@@ -88,7 +93,7 @@ impl Engine {
             fights: BTreeMap::new(),
             first_backoff: first_backoff.min(MAX_BACKOFF),
             last_in_force: None,
-            shaping_failure: None,
+            apply_failure: None,
             passes: 0,
             previous: None,
             pinned: None,
@@ -102,7 +107,7 @@ impl Engine {
     pub fn next_deadline(&self) -> Option<Instant> {
         let backoff = self.fights.values().filter_map(|f| f.until).min();
         let trial = self.trial.as_ref().map(|(_, d)| *d);
-        let shaping = self.shaping_failure.as_ref().map(|f| f.until);
+        let shaping = self.apply_failure.as_ref().map(|f| f.until);
         backoff.into_iter().chain(trial).chain(shaping).min()
     }
 
@@ -203,20 +208,31 @@ impl Engine {
                 );
             }
             self.fights.clear();
-            self.shaping_failure = None;
+            self.apply_failure = None;
             self.last_in_force = Some(in_force);
         }
-        let observed = match observe(&self.kernel).await {
+        // The shaper is lent to this pass's shaping steps.
+        let mut shaper = self.shaper.take();
+        let registry = SharedRegistry(self.shared.clone());
+        let mut shaping = crate::apply::Shaping {
+            shaper: &mut shaper,
+            kernel: self.kernel.clone(),
+            paths: self.shaping_paths.clone(),
+            registry: &registry,
+            mode: crate::shaping::AttachMode::from_env(),
+        };
+        let (observed, inputs) = match crate::apply::observe_for_plan(&self.kernel, desired, &mut shaping, true).await {
             Ok(o) => o,
             Err(e) => {
                 error!("observe: {e}");
                 report.outcome = "failed".into();
                 report.error = Some(e.to_string());
+                self.shaper = shaper;
                 self.publish(&report, Some(desired), None, &[]);
                 return report;
             }
         };
-        let mut plan = plan(desired, &observed);
+        let mut plan = plan(desired, &observed, &inputs);
         if !options.force {
             let hazards = default_route_hazards(&plan, &observed);
             plan.problems.extend(hazards);
@@ -229,6 +245,7 @@ impl Engine {
                 ));
             }
         }
+        let planned = plan.clone();
         // Leave alone what another agent keeps changing back, for a while.
         let now = Instant::now();
         let held: HashSet<String> = self
@@ -247,19 +264,36 @@ impl Engine {
             actions: held_actions.clone(),
             ..plan.clone()
         };
+        remaining.problems.extend(plan.unmet.iter().cloned());
+        // After a failed apply, the events its own steps and rollback
+        // caused (and the timer) wait out a backoff; an edit, a request
+        // or the end of the backoff try again.
+        let backing_off = self
+            .apply_failure
+            .as_ref()
+            .filter(|f| f.until > now && (trigger == "kernel" || trigger == "timer"));
         if !plan.problems.is_empty() {
             report.outcome = "blocked".into();
             report.error = Some(plan.problems.join("; "));
             remaining.actions.extend(plan.actions.iter().cloned());
             warn!("cannot apply: {}", plan.problems.join("; "));
+        } else if let (Some(f), false) = (backing_off, plan.actions.is_empty()) {
+            report.outcome = "failed".into();
+            report.error = Some(format!(
+                "{} (next attempt in {}s)",
+                f.error,
+                f.until.duration_since(now).as_secs() + 1
+            ));
+            remaining.actions.extend(plan.actions.iter().cloned());
         } else if !plan.actions.is_empty() {
             for a in &plan.actions {
                 info!(trigger, "{}: {}", a.object(), a);
             }
-            match crate::apply::apply(&self.kernel, desired, &observed, &plan).await {
+            match crate::apply::apply(&self.kernel, desired, &observed, &plan, &mut shaping).await {
                 Ok(applied) => {
                     report.outcome = "applied".into();
                     report.steps = applied.actions;
+                    self.apply_failure = None;
                     info!(
                         steps = applied.actions,
                         "applied and verified in {:.1} ms",
@@ -270,20 +304,29 @@ impl Engine {
                     }
                 }
                 Err(e) => {
-                    error!("apply failed: {e}");
+                    let backoff = fights::next_backoff(
+                        self.first_backoff,
+                        self.apply_failure.as_ref().map(|f| f.backoff),
+                    );
+                    error!("apply failed: {e}; next attempt in {}s", backoff.as_secs());
+                    self.apply_failure = Some(ApplyFailure {
+                        error: e.to_string(),
+                        backoff,
+                        until: Instant::now() + backoff,
+                    });
                     report.outcome = "failed".into();
                     report.error = Some(e.to_string());
                     remaining.actions.extend(plan.actions.iter().cloned());
                 }
             }
         }
-        if let Some(problem) = self.shape(desired, &observed).await {
-            remaining.problems.push(problem.clone());
-            if report.outcome == "converged" || report.outcome == "applied" {
-                report.outcome = "failed".into();
-                report.error = Some(problem);
-            }
+        drop(shaping);
+        self.shaper = shaper;
+        if !plan.unmet.is_empty() && report.outcome != "blocked" && report.outcome != "failed" {
+            report.outcome = "failed".into();
+            report.error = Some(plan.unmet.join("; "));
         }
+        self.refresh_shaping_view(desired, &planned, &remaining);
         self.forget_quiet_fights(&remaining);
         let converged = remaining.actions.is_empty() && remaining.problems.is_empty();
         if converged {
@@ -420,3 +463,4 @@ impl Engine {
         }
     }
 }
+

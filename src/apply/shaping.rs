@@ -1,0 +1,228 @@
+//! The shaping backend: root qdiscs, the EDT program on egress hooks and
+//! the endpoint map's entries, through the [`Shaper`]. Map entries are
+//! written under the endpoint registry's lock, so a step planned from an
+//! older look at the registry never undoes a registration made since.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use aya::programs::ProgramFd;
+
+use crate::api::types::EndpointRecord;
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::Kernel;
+use crate::plan::{Action, Change, Inputs};
+use crate::shaping::{hold_program, AttachMode, Endpoints, Shaper, ShaperPaths};
+use crate::state::{EndpointMap, Observed};
+
+/// The endpoint registry, as the plan and the shaping backend see it.
+pub trait Registry: Sync {
+    /// Runs `f` holding the registry's lock, with the endpoints it holds
+    /// and whether any of them holds an address.
+    fn locked(&self, f: &mut dyn FnMut(&dyn RegistryView));
+}
+
+/// A registry under its lock.
+pub trait RegistryView {
+    fn endpoints(&self) -> Vec<EndpointRecord>;
+    fn holds(&self, ip: IpAddr) -> bool;
+}
+
+/// A registry read once (`podnetctl` with no daemon running): nothing
+/// registers meanwhile.
+pub struct Fixed(pub Vec<EndpointRecord>);
+
+impl Registry for Fixed {
+    fn locked(&self, f: &mut dyn FnMut(&dyn RegistryView)) {
+        f(self)
+    }
+}
+
+impl RegistryView for Fixed {
+    fn endpoints(&self) -> Vec<EndpointRecord> {
+        self.0.clone()
+    }
+    fn holds(&self, ip: IpAddr) -> bool {
+        self.0
+            .iter()
+            .any(|e| e.endpoint.ips.iter().any(|n| n.addr() == ip))
+    }
+}
+
+/// What shaping steps run with: the shaper (loaded on first need), where
+/// it pins, the registry, and the attach mode if not the kernel's best.
+pub struct Shaping<'a> {
+    pub shaper: &'a mut Option<Shaper>,
+    pub kernel: Kernel,
+    pub paths: ShaperPaths,
+    pub registry: &'a dyn Registry,
+    pub mode: Option<AttachMode>,
+}
+
+impl Shaping<'_> {
+    /// Loads the shaper if shaping is (or was) in play on this host: a
+    /// shaping master declared on a kernel with fq, podnet's program or
+    /// record on a link, or the map pinned. `create` false (a dry run):
+    /// only if the map is pinned already, as loading would pin a new one.
+    /// A map whose pin went away is loaded again with a new map (the plan
+    /// then writes every entry before it swaps the programs to it).
+    pub fn prepare(
+        &mut self,
+        desired: &crate::config::NodeConfig,
+        observed: &Observed,
+        create: bool,
+    ) -> Result<()> {
+        let pinned = crate::shaping::map_pin(&self.paths.pin_dir).exists();
+        if self.shaper.is_some() && !pinned {
+            tracing::warn!(
+                "the endpoint map's pin is gone: loading the shaper again with a new map"
+            );
+            *self.shaper = None;
+        }
+        let wanted = observed.kernel.sch_fq
+            && crate::policy::shaping_masters(desired)
+                .iter()
+                .any(|m| observed.link(m).is_some());
+        let needed = wanted || !observed.shaping.is_empty() || pinned;
+        if self.shaper.is_none() && needed && (create || pinned) {
+            *self.shaper = Some(Shaper::load(&self.kernel, self.paths.clone())?);
+            tracing::info!(
+                "EDT shaper loaded; map pinned under {}",
+                self.paths.pin_dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The plan's inputs, and the map's entries into `observed`: read under
+    /// the registry's lock together, so a registration lands wholly before
+    /// or wholly after (never "in the registry, not yet seen in the map").
+    pub fn inputs(&mut self, observed: &mut Observed) -> Result<Inputs> {
+        let program = match self.shaper.as_mut() {
+            Some(s) => Some(s.identity()?),
+            None => None,
+        };
+        let opened;
+        let map: Option<&Endpoints> = match self.shaper.as_mut() {
+            Some(s) => Some(&*s.endpoints()),
+            None if crate::shaping::map_pin(&self.paths.pin_dir).exists() => {
+                opened = Endpoints::open(&self.paths.pin_dir)?;
+                Some(&opened)
+            }
+            None => None,
+        };
+        let mut out: Result<(Vec<EndpointRecord>, Option<EndpointMap>)> = Ok((Vec::new(), None));
+        self.registry.locked(&mut |view| {
+            out = map
+                .map(Endpoints::observed)
+                .transpose()
+                .map(|m| (view.endpoints(), m));
+        });
+        let (endpoints, map) = out?;
+        observed.endpoint_map = map;
+        Ok(Inputs {
+            endpoints,
+            program,
+            mode: self.mode,
+        })
+    }
+}
+
+/// Runs shaping steps; keeps the programs it swapped out or detached
+/// loaded until the apply ends, so an undo can put them back.
+pub struct ShapingBackend<'s, 'a> {
+    shaping: &'s mut Shaping<'a>,
+    held: BTreeMap<u32, ProgramFd>,
+}
+
+impl<'s, 'a> ShapingBackend<'s, 'a> {
+    pub fn new(shaping: &'s mut Shaping<'a>) -> Self {
+        ShapingBackend {
+            shaping,
+            held: BTreeMap::new(),
+        }
+    }
+
+    fn shaper(&mut self) -> Result<&mut Shaper> {
+        if self.shaping.shaper.is_none() {
+            *self.shaping.shaper = Some(Shaper::load(
+                &self.shaping.kernel,
+                self.shaping.paths.clone(),
+            )?);
+        }
+        self.shaping
+            .shaper
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Bug, "the shaper is not loaded"))
+    }
+
+    /// Keeps program `id` loaded for an undo (0: podnet's own, which the
+    /// shaper holds anyway).
+    fn hold(&mut self, id: u32) -> Result<()> {
+        if id != 0 && !self.held.contains_key(&id) {
+            self.held.insert(id, hold_program(id)?);
+        }
+        Ok(())
+    }
+
+    pub async fn execute(&mut self, action: &Action) -> Result<()> {
+        let dev = action.name.as_str();
+        match &action.change {
+            Change::ReplaceRoot { .. } => self.shaper()?.replace_root(dev).await.map(drop),
+            Change::RestoreRoot { .. } => self.shaper()?.restore_root(dev).await,
+            Change::AttachProgram { mode } => {
+                self.shaper()?.attach_program_to(dev, *mode).await.map(drop)
+            }
+            Change::SwapProgram { mode, from } => {
+                self.hold(*from)?;
+                self.shaper()?.attach_program_to(dev, *mode).await.map(drop)
+            }
+            Change::DetachProgram { mode, program } => {
+                self.hold(*program)?;
+                self.shaper()?.detach_program(dev, *mode).await
+            }
+            Change::PutBackProgram { mode, program } => {
+                let fd = self.held.remove(program).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Bug,
+                        format!("{dev}: program {program} was not held to put back"),
+                    )
+                })?;
+                let done = self.shaper()?.put_back(dev, *mode, &fd).await;
+                self.held.insert(*program, fd);
+                done
+            }
+            Change::SetEntry { entry, .. } => {
+                // Only for an endpoint still registered: one removed since
+                // the plan was made took its entry with it.
+                self.entry(entry.ip, true, |map| map.set_entry(entry))
+            }
+            Change::RemoveEntry { was } => {
+                // Only while no endpoint holds the address: one registered
+                // since the plan was made wrote its own entry.
+                self.entry(was.ip, false, |map| map.remove(was.ip).map(drop))
+            }
+            other => Err(Error::new(
+                ErrorKind::Bug,
+                format!("{}: {other:?} is not a shaping step", action.object()),
+            )),
+        }
+    }
+
+    fn entry(
+        &mut self,
+        ip: IpAddr,
+        if_held: bool,
+        write: impl Fn(&mut Endpoints) -> Result<()>,
+    ) -> Result<()> {
+        let registry = self.shaping.registry;
+        let map = self.shaper()?.endpoints();
+        let mut out = Ok(());
+        registry.locked(&mut |view| {
+            if view.holds(ip) == if_held {
+                out = write(map);
+            }
+        });
+        out
+    }
+}

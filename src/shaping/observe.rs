@@ -1,0 +1,153 @@
+//! Observing what the shaper holds, for the plan: the program on each
+//! link's egress hook (podnet's pinned TCX link, podnet's clsact filter),
+//! the ledger entry of the root qdisc podnet replaced, and the kernel
+//! features the plan decides by. The root qdiscs themselves and the map's
+//! entries are observed with the rest (`crate::observe`, [`Endpoints::observed`]).
+//!
+//! [`Endpoints::observed`]: super::Endpoints::observed
+
+use std::path::Path;
+
+use super::{program, record, ShaperPaths, CLSACT_HANDLE, CLSACT_PRIORITY};
+use crate::error::Result;
+use crate::kernel::Kernel;
+use crate::state::{BpfProgram, KernelFeatures, LinkShaping, Observed};
+
+/// The shaper's state on every link of `observed` that has any: one `open`
+/// of a pin per link, a filter dump only where a clsact qdisc is, one read
+/// of the record directory. Links with none of it are left out.
+pub async fn links(
+    kernel: &Kernel,
+    observed: &Observed,
+    paths: &ShaperPaths,
+) -> Result<Vec<LinkShaping>> {
+    let recorded = super::recorded_devices(&paths.state_dir);
+    // No pin directory, no TCX link of podnet's: one stat, not one per link.
+    let pins = paths.pin_dir.is_dir();
+    let mut out = Vec::new();
+    for link in &observed.links {
+        let tcx = match pins
+            .then(|| program::tcx_program_id(link.index, &paths.pin_dir))
+            .transpose()?
+            .flatten()
+        {
+            Some(id) => Some(program_info(id)?),
+            None => None,
+        };
+        let has_clsact = observed
+            .qdiscs
+            .iter()
+            .any(|q| q.link == link.name && q.kind == "clsact");
+        let clsact = if has_clsact {
+            match super::tc::egress_filter(
+                kernel,
+                link.index,
+                CLSACT_PRIORITY,
+                u32::from(CLSACT_HANDLE),
+            )
+            .await?
+            {
+                Some(Some(id)) => Some(program_info(id)?),
+                // A filter at podnet's place whose program the kernel does
+                // not name: podnet's, to be swapped for a known one.
+                Some(None) => Some(BpfProgram {
+                    id: 0,
+                    tag: String::new(),
+                    map_ids: Vec::new(),
+                }),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let previous_root = if recorded.contains(&link.index) {
+            record::load(&paths.state_dir, link.index)?.map(|r| r.previous_root.describe())
+        } else {
+            None
+        };
+        if tcx.is_some() || clsact.is_some() || previous_root.is_some() {
+            out.push(LinkShaping {
+                link: link.name.clone(),
+                tcx,
+                clsact,
+                previous_root,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A program by id; one that went away meanwhile keeps its id only.
+fn program_info(id: u32) -> Result<BpfProgram> {
+    Ok(match program::program_by_id(id)? {
+        Some(info) => program::describe(&info),
+        None => BpfProgram {
+            id,
+            tag: String::new(),
+            map_ids: Vec::new(),
+        },
+    })
+}
+
+/// What this kernel offers shaping: sch_fq built in, loaded or installed
+/// as a module (the kernel loads it on first use), and TCX (>= 6.6).
+pub fn features() -> KernelFeatures {
+    let release = sysinfo::System::kernel_version().unwrap_or_default();
+    KernelFeatures {
+        sch_fq: has_module(
+            "sch_fq",
+            Path::new("/sys/module"),
+            &Path::new("/lib/modules").join(release),
+        ),
+        tcx: super::AttachMode::auto() == super::AttachMode::Tcx,
+    }
+}
+
+/// `name` is loaded (under `sys_module`), built in or installed (in the
+/// lists of `modules_dir`, as depmod writes them).
+fn has_module(name: &str, sys_module: &Path, dir: &Path) -> bool {
+    if sys_module.join(name).exists() {
+        return true;
+    }
+    let file = format!("/{name}.ko");
+    ["modules.builtin", "modules.dep"].iter().any(|list| {
+        std::fs::read_to_string(dir.join(list)).is_ok_and(|text| {
+            text.lines().any(|l| {
+                let path = l.split(':').next().unwrap_or_default();
+                path.strip_suffix(".xz")
+                    .or_else(|| path.strip_suffix(".zst"))
+                    .or_else(|| path.strip_suffix(".gz"))
+                    .unwrap_or(path)
+                    .ends_with(&file)
+            })
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_module_is_found_loaded_or_in_the_lists_whatever_its_compression() {
+        let root = std::env::temp_dir().join(format!("podnet-modules-{}", std::process::id()));
+        let (sys, lib) = (root.join("sys"), root.join("lib"));
+        std::fs::create_dir_all(sys.join("sch_tbf")).unwrap();
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::write(
+            lib.join("modules.dep"),
+            "kernel/net/sched/sch_fq.ko.xz:\nkernel/net/sched/sch_htb.ko: kernel/x.ko\n",
+        )
+        .unwrap();
+        std::fs::write(
+            lib.join("modules.builtin"),
+            "kernel/net/sched/sch_prio.ko\n",
+        )
+        .unwrap();
+        for m in ["sch_fq", "sch_htb", "sch_prio", "sch_tbf"] {
+            assert!(super::has_module(m, &sys, &lib), "{m}");
+        }
+        // Not a suffix match on the name alone: sch_fq_codel is not sch_fq.
+        assert!(!super::has_module("sch_fq_codel", &sys, &lib));
+        assert!(!super::has_module("sch_fq", &sys, &root.join("none")));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
