@@ -525,15 +525,24 @@ fn every_example_plans_against_its_master_and_changes_nothing() {
         let ns = Netns::new("example");
         ns.veth("ens192");
         let before = ns.snapshot();
+        let state = std::env::temp_dir().join(format!("podnet-example-{}", std::process::id()));
         let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
             .arg("-c")
             .arg(&dir)
             .args(["--netns", &ns.name, "apply", "--dry-run"])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--bpf-dir")
+            .arg(state.join("bpf"))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
+        // On a kernel without fq (this machine's), a shaping example fails
+        // its dry run by saying so; nothing else may fail it.
+        let no_fq = !podnet::shaping::observe::features().sch_fq
+            && stdout.contains("! egress shaping of ens192: this kernel has no fq qdisc");
         assert!(
-            out.status.success(),
+            out.status.success() || (no_fq && out.status.code() == Some(1)),
             "{}: {stdout}{}",
             dir.display(),
             String::from_utf8_lossy(&out.stderr)
