@@ -602,7 +602,9 @@ fn a_kernel_without_fq_is_reported_and_nothing_is_tried_in_a_loop() {
     let root = || {
         let out = common::run_ok(
             "tc",
-            &["-n", &ns.name, "-j", "qdisc", "show", "dev", "ens192", "root"],
+            &[
+                "-n", &ns.name, "-j", "qdisc", "show", "dev", "ens192", "root",
+            ],
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -659,10 +661,19 @@ fn a_failing_apply_backs_off_instead_of_looping_on_its_own_events() {
     within(PROMPTLY, "the failed apply reported", || {
         d.log().contains("next attempt in 300s")
     });
-    let attempts = || d.log().matches("failpoint fail-step:2: this step fails").count();
+    let attempts = || {
+        d.log()
+            .matches("failpoint fail-step:2: this step fails")
+            .count()
+    };
     let passes = client.status().unwrap().passes;
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(attempts(), 1, "tried again during the backoff:\n{}", d.log());
+    assert_eq!(
+        attempts(),
+        1,
+        "tried again during the backoff:\n{}",
+        d.log()
+    );
     let later = client.status().unwrap();
     assert!(
         later.passes < passes + 10,
@@ -672,7 +683,10 @@ fn a_failing_apply_backs_off_instead_of_looping_on_its_own_events() {
     let last = later.last_reconcile.unwrap();
     assert!(
         last.outcome == "failed"
-            && last.error.as_deref().is_some_and(|e| e.contains("fail-step:2")),
+            && last
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("fail-step:2")),
         "{last:?}"
     );
     assert!(ns.link("pn-shim0").is_none(), "the rollback left the shim");

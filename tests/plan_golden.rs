@@ -31,8 +31,9 @@ fn golden_plans() {
             serde_json::from_str(&std::fs::read_to_string(case.join("observed.json")).unwrap())
                 .unwrap_or_else(|e| panic!("{name}: observed.json: {e}"));
         let inputs: Inputs = match std::fs::read_to_string(case.join("inputs.json")) {
-            Ok(text) => serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{name}: inputs.json: {e}")),
+            Ok(text) => {
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: inputs.json: {e}"))
+            }
             Err(_) => Inputs::default(),
         };
         let mut plan = plan(&desired, &observed, &inputs);

@@ -26,6 +26,8 @@ pub trait Registry: Sync {
 pub trait RegistryView {
     fn endpoints(&self) -> Vec<EndpointRecord>;
     fn holds(&self, ip: IpAddr) -> bool;
+    /// A count that moves with every registration and removal.
+    fn changes(&self) -> u64;
 }
 
 /// A registry read once (`podnetctl` with no daemon running): nothing
@@ -47,6 +49,9 @@ impl RegistryView for Fixed {
             .iter()
             .any(|e| e.endpoint.ips.iter().any(|n| n.addr() == ip))
     }
+    fn changes(&self) -> u64 {
+        0
+    }
 }
 
 /// What shaping steps run with: the shaper (loaded on first need), where
@@ -57,6 +62,8 @@ pub struct Shaping<'a> {
     pub paths: ShaperPaths,
     pub registry: &'a dyn Registry,
     pub mode: Option<AttachMode>,
+    /// The registry's change count when the plan's inputs were read.
+    pub planned_at: Option<u64>,
 }
 
 impl Shaping<'_> {
@@ -112,13 +119,16 @@ impl Shaping<'_> {
             None => None,
         };
         let mut out: Result<(Vec<EndpointRecord>, Option<EndpointMap>)> = Ok((Vec::new(), None));
+        let mut changes = 0;
         self.registry.locked(&mut |view| {
+            changes = view.changes();
             out = map
                 .map(Endpoints::observed)
                 .transpose()
                 .map(|m| (view.endpoints(), m));
         });
         let (endpoints, map) = out?;
+        self.planned_at = Some(changes);
         observed.endpoint_map = map;
         Ok(Inputs {
             endpoints,
@@ -193,13 +203,14 @@ impl<'s, 'a> ShapingBackend<'s, 'a> {
                 done
             }
             Change::SetEntry { entry, .. } => {
-                // Only for an endpoint still registered: one removed since
-                // the plan was made took its entry with it.
+                // If the registry changed since the plan was made, only for
+                // an endpoint still registered: one removed since took its
+                // entry with it.
                 self.entry(entry.ip, true, |map| map.set_entry(entry))
             }
             Change::RemoveEntry { was } => {
-                // Only while no endpoint holds the address: one registered
-                // since the plan was made wrote its own entry.
+                // If the registry changed since, only while no endpoint
+                // holds the address: one registered since wrote its own.
                 self.entry(was.ip, false, |map| map.remove(was.ip).map(drop))
             }
             other => Err(Error::new(
@@ -209,6 +220,11 @@ impl<'s, 'a> ShapingBackend<'s, 'a> {
         }
     }
 
+    /// A map write under the registry's lock: as planned while the
+    /// registry is as the plan saw it; after a registration or removal
+    /// since, only where `ip` is (`if_held`) or is not registered, so the
+    /// request path's own write for it stands. The next pass plans from
+    /// the registry as it is then.
     fn entry(
         &mut self,
         ip: IpAddr,
@@ -216,10 +232,11 @@ impl<'s, 'a> ShapingBackend<'s, 'a> {
         write: impl Fn(&mut Endpoints) -> Result<()>,
     ) -> Result<()> {
         let registry = self.shaping.registry;
+        let planned_at = self.shaping.planned_at;
         let map = self.shaper()?.endpoints();
         let mut out = Ok(());
         registry.locked(&mut |view| {
-            if view.holds(ip) == if_held {
+            if Some(view.changes()) == planned_at || view.holds(ip) == if_held {
                 out = write(map);
             }
         });

@@ -202,6 +202,7 @@ pub(crate) async fn planned<T>(
         },
         registry: &registry,
         mode: crate::shaping::AttachMode::from_env(),
+        planned_at: None,
     };
     let (observed, inputs) =
         crate::apply::observe_for_plan(kernel, desired, &mut shaping, create).await?;

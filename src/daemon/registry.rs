@@ -129,6 +129,9 @@ pub struct Registry {
     by_ip: HashMap<IpAddr, usize>,
     log: std::fs::File,
     log_lines: usize,
+    /// Changes made since it was opened: a plan made from one look at the
+    /// registry knows, by this count, whether it still describes it.
+    changes: u64,
 }
 
 impl Registry {
@@ -158,6 +161,7 @@ impl Registry {
             entries,
             log,
             log_lines: 0,
+            changes: 0,
         };
         for e in r.entries.values() {
             for ip in &e.endpoint.ips {
@@ -176,6 +180,11 @@ impl Registry {
     pub fn get(&self, container_id: &str, ifname: &str) -> Option<&EndpointRecord> {
         self.entries
             .get(&(container_id.to_string(), ifname.to_string()))
+    }
+
+    /// How many changes were made since it was opened.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Whether any registered endpoint holds `ip`.
@@ -323,6 +332,7 @@ impl Registry {
         }
         self.log.write_all(&buf)?;
         self.log_lines += changes.len();
+        self.changes += changes.len() as u64;
         Ok(())
     }
 

@@ -18,8 +18,8 @@ use super::registry::Registry;
 use super::shared::Shared;
 use crate::api::types::{Endpoint, MasterInfo};
 use crate::api::Backend;
-use crate::shaping::tests::{endpoint_map, BpfFs};
 use crate::plan::Role;
+use crate::shaping::tests::{endpoint_map, BpfFs};
 use crate::shaping::{Endpoints, Shaper, ShaperPaths, DEFAULT_HORIZON};
 use crate::state::{LinkShaping, Observed};
 
@@ -123,6 +123,7 @@ impl Pass {
                 paths,
                 registry: &registry,
                 mode: None,
+                planned_at: None,
             };
             let ours = shaping_shaper(&mut shaping).identity().unwrap();
             let mut observed = shaped_m0(ours);

@@ -376,10 +376,11 @@ impl fmt::Display for Action {
                 )
             }
             Change::ReplaceRoot { was, queues, .. } => {
+                write!(f, "{sign} root qdisc fq 706e:")?;
+                // How many queues a device runs (real_num_tx_queues) is not
+                // in netlink: the shaper finds out as it installs.
                 if *queues > 1 {
-                    write!(f, "{sign} root qdisc mq 706e: with fq on each of {queues} queues")?;
-                } else {
-                    write!(f, "{sign} root qdisc fq 706e:")?;
+                    write!(f, " (mq 706e: with an fq per queue if it runs its {queues})")?;
                 }
                 write!(f, ", replacing {was} (recorded, put back when shaping goes)")
             }

@@ -57,12 +57,17 @@ pub struct Inputs {
 impl Inputs {
     /// The attach mode for `observed`'s kernel.
     pub fn mode(&self, observed: &Observed) -> AttachMode {
-        self.mode.unwrap_or(if observed.kernel.tcx {
-            AttachMode::Tcx
-        } else {
-            AttachMode::Clsact
-        })
+        attach_mode(self.mode, observed)
     }
+}
+
+/// `forced`, else the kernel's best: TCX from 6.6, clsact before.
+pub fn attach_mode(forced: Option<AttachMode>, observed: &Observed) -> AttachMode {
+    forced.unwrap_or(if observed.kernel.tcx {
+        AttachMode::Tcx
+    } else {
+        AttachMode::Clsact
+    })
 }
 
 /// The shaping steps, by phase: `off` (programs off, then roots back, for

@@ -406,13 +406,16 @@ pub fn pin_program(fd: &aya::programs::ProgramFd, path: &Path) -> Result<()> {
     use std::os::fd::{AsFd, AsRawFd};
     use std::os::unix::ffi::OsStrExt;
     /// `union bpf_attr` for BPF_OBJ_PIN (linux/bpf.h): pathname, bpf_fd,
-    /// file_flags, path_fd.
+    /// file_flags, path_fd, and the padding to the union's alignment made
+    /// explicit: the kernel refuses (EINVAL) any nonzero byte past the
+    /// fields it knows, and padding left to the compiler is not zeroed.
     #[repr(C)]
     struct ObjPin {
         pathname: u64,
         bpf_fd: u32,
         file_flags: u32,
         path_fd: i32,
+        _pad: u32,
     }
     const BPF_OBJ_PIN: libc::c_long = 6;
     let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
@@ -422,6 +425,7 @@ pub fn pin_program(fd: &aya::programs::ProgramFd, path: &Path) -> Result<()> {
         bpf_fd: fd.as_fd().as_raw_fd() as u32,
         file_flags: 0,
         path_fd: 0,
+        _pad: 0,
     };
     // SAFETY: `attr` is a valid, initialised bpf_attr prefix of the size
     // passed; the kernel reads it and the NUL-terminated path it points to

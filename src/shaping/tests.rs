@@ -327,3 +327,21 @@ fn limits_outside_the_fq_horizon_are_refused() {
     let e = dp.endpoints.set(ip("10.0.0.1"), &bad).unwrap_err();
     assert_eq!(e.kind, crate::error::ErrorKind::InvalidConfig);
 }
+
+/// A program held by id (as an apply holds one it swaps out or detaches)
+/// can be pinned and opened again as an attachable program: the same one,
+/// same id, which is how an undo puts it back.
+#[test]
+fn a_held_program_opens_again_as_the_same_program() {
+    let Some(mut d) = datapath("a_held_program_opens_again_as_the_same_program") else {
+        return;
+    };
+    let prog = program::classifier(&mut d.ebpf).unwrap();
+    let id = prog.info().unwrap().id();
+    let held = program::hold(id).unwrap_or_else(|e| panic!("{e}"));
+    let pin = d._fs.0.join("held");
+    program::pin_program(&held, &pin).unwrap_or_else(|e| panic!("{e}"));
+    let again = program::classifier_from_pin(&pin).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.info().unwrap().id(), id);
+    std::fs::remove_file(&pin).unwrap();
+}

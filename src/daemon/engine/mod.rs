@@ -220,18 +220,20 @@ impl Engine {
             paths: self.shaping_paths.clone(),
             registry: &registry,
             mode: crate::shaping::AttachMode::from_env(),
+            planned_at: None,
         };
-        let (observed, inputs) = match crate::apply::observe_for_plan(&self.kernel, desired, &mut shaping, true).await {
-            Ok(o) => o,
-            Err(e) => {
-                error!("observe: {e}");
-                report.outcome = "failed".into();
-                report.error = Some(e.to_string());
-                self.shaper = shaper;
-                self.publish(&report, Some(desired), None, &[]);
-                return report;
-            }
-        };
+        let (observed, inputs) =
+            match crate::apply::observe_for_plan(&self.kernel, desired, &mut shaping, true).await {
+                Ok(o) => o,
+                Err(e) => {
+                    error!("observe: {e}");
+                    report.outcome = "failed".into();
+                    report.error = Some(e.to_string());
+                    self.shaper = shaper;
+                    self.publish(&report, Some(desired), None, &[]);
+                    return report;
+                }
+            };
         let mut plan = plan(desired, &observed, &inputs);
         if !options.force {
             let hazards = default_route_hazards(&plan, &observed);
@@ -326,7 +328,7 @@ impl Engine {
             report.outcome = "failed".into();
             report.error = Some(plan.unmet.join("; "));
         }
-        self.refresh_shaping_view(desired, &planned, &remaining);
+        self.refresh_shaping_view(desired, &observed, &planned, &remaining);
         self.forget_quiet_fights(&remaining);
         let converged = remaining.actions.is_empty() && remaining.problems.is_empty();
         if converged {
@@ -463,4 +465,3 @@ impl Engine {
         }
     }
 }
-

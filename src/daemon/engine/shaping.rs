@@ -34,6 +34,9 @@ impl RegistryView for Shared {
     fn holds(&self, ip: IpAddr) -> bool {
         self.registry.holds(ip)
     }
+    fn changes(&self) -> u64 {
+        self.registry.changes()
+    }
 }
 
 impl Engine {
@@ -43,12 +46,34 @@ impl Engine {
     pub(super) fn refresh_shaping_view(
         &mut self,
         desired: &crate::config::NodeConfig,
+        observed: &crate::state::Observed,
         plan: &Plan,
         remaining: &Plan,
     ) {
         let identity = self.shaper.as_mut().and_then(|s| s.identity().ok());
         let ours = identity.as_ref().map_or(0, |p| p.id);
         let map_id = identity.and_then(|p| p.map_ids.first().copied());
+        let mode = crate::plan::attach_mode(crate::shaping::AttachMode::from_env(), observed);
+        // The program on a device: this daemon's where this pass put it
+        // there, else the one found there (current: same tag, same map).
+        let program = |d: &str| {
+            let attached_now = plan.actions.iter().any(|a| {
+                a.name == d
+                    && matches!(
+                        a.change,
+                        crate::plan::Change::AttachProgram { .. }
+                            | crate::plan::Change::SwapProgram { .. }
+                    )
+            });
+            let found = observed.shaping_of(d).and_then(|s| match mode {
+                crate::shaping::AttachMode::Tcx => s.tcx.as_ref(),
+                crate::shaping::AttachMode::Clsact => s.clsact.as_ref(),
+            });
+            match found {
+                Some(p) if !attached_now => p.id,
+                _ => ours,
+            }
+        };
         let shaped: BTreeMap<String, u32> = plan
             .shaped
             .iter()
@@ -58,7 +83,7 @@ impl Engine {
                     .iter()
                     .any(|a| a.role == Role::Shaping && &a.name == *d)
             })
-            .map(|d| (d.clone(), ours))
+            .map(|d| (d.clone(), program(d)))
             .collect();
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         let view = &mut shared.shaping;
