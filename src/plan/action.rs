@@ -438,3 +438,122 @@ fn describe_entry(e: &MapEntry) -> String {
         ms(e.horizon_ns)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(rate_bps: u64) -> MapEntry {
+        MapEntry {
+            ip: "10.0.0.5".parse().unwrap(),
+            rate_bps,
+            horizon_ns: 2_000_000_000,
+            burst_ns: 0,
+            ns_per_byte_q24: 0,
+        }
+    }
+
+    /// Each shaping step's undo is the step that puts back what it found,
+    /// carrying what that needs (the old entry, the program to put back).
+    #[test]
+    fn shaping_steps_undo_to_what_they_found() {
+        let a = |change| Action::new(Role::Shaping, "ens192", change);
+        let undo = |change| a(change).undo().into_iter().map(|u| u.change).collect::<Vec<_>>();
+        assert_eq!(
+            undo(Change::ReplaceRoot {
+                was: "pfifo 1:0".into(),
+                queues: 1,
+                drops_queue: true,
+                opted_in: false
+            }),
+            [Change::RestoreRoot {
+                to: "pfifo 1:0".into()
+            }]
+        );
+        assert_eq!(
+            undo(Change::SwapProgram {
+                mode: AttachMode::Tcx,
+                from: 30
+            }),
+            [Change::PutBackProgram {
+                mode: AttachMode::Tcx,
+                program: 30
+            }]
+        );
+        assert_eq!(
+            undo(Change::DetachProgram {
+                mode: AttachMode::Clsact,
+                program: 29
+            }),
+            [Change::PutBackProgram {
+                mode: AttachMode::Clsact,
+                program: 29
+            }]
+        );
+        assert_eq!(
+            undo(Change::AttachProgram {
+                mode: AttachMode::Tcx
+            }),
+            [Change::DetachProgram {
+                mode: AttachMode::Tcx,
+                program: 0
+            }]
+        );
+        assert_eq!(
+            undo(Change::SetEntry {
+                entry: entry(2),
+                was: Some(entry(1))
+            }),
+            [Change::SetEntry {
+                entry: entry(1),
+                was: Some(entry(2))
+            }]
+        );
+        assert_eq!(
+            undo(Change::SetEntry {
+                entry: entry(2),
+                was: None
+            }),
+            [Change::RemoveEntry { was: entry(2) }]
+        );
+        assert_eq!(
+            undo(Change::RemoveEntry { was: entry(1) }),
+            [Change::SetEntry {
+                entry: entry(1),
+                was: None
+            }]
+        );
+    }
+
+    /// Replacing a root that holds packets costs a queue reset; noqueue
+    /// holds none; programs and entries never interrupt traffic.
+    #[test]
+    fn shaping_steps_have_their_disruption_class() {
+        let a = |change| Action::new(Role::Shaping, "ens192", change).disruption();
+        let replace = |drops_queue| Change::ReplaceRoot {
+            was: String::new(),
+            queues: 1,
+            drops_queue,
+            opted_in: false,
+        };
+        assert_eq!(a(replace(true)), Disruption::QueueReset);
+        assert_eq!(a(replace(false)), Disruption::Hitless);
+        assert_eq!(
+            a(Change::RestoreRoot { to: String::new() }),
+            Disruption::QueueReset
+        );
+        assert_eq!(
+            a(Change::AttachProgram {
+                mode: AttachMode::Tcx
+            }),
+            Disruption::Hitless
+        );
+        assert_eq!(
+            a(Change::RemoveEntry { was: entry(1) }),
+            Disruption::Hitless
+        );
+        assert!(Disruption::Hitless < Disruption::QueueReset);
+        assert!(Disruption::QueueReset < Disruption::LinkFlap);
+        assert_eq!("queue-reset".parse(), Ok(Disruption::QueueReset));
+    }
+}
