@@ -458,7 +458,13 @@ mod tests {
     #[test]
     fn shaping_steps_undo_to_what_they_found() {
         let a = |change| Action::new(Role::Shaping, "ens192", change);
-        let undo = |change| a(change).undo().into_iter().map(|u| u.change).collect::<Vec<_>>();
+        let undo = |change| {
+            a(change)
+                .undo()
+                .into_iter()
+                .map(|u| u.change)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             undo(Change::ReplaceRoot {
                 was: "pfifo 1:0".into(),

@@ -416,6 +416,9 @@ pub struct Shaper {
     paths: ShaperPaths,
     ebpf: Ebpf,
     endpoints: Endpoints,
+    /// [`Shaper::identity`], read once: a loaded program and its map keep
+    /// their id, tag and map for good.
+    identity: Option<crate::state::BpfProgram>,
 }
 
 struct DeviceInfo {
@@ -480,6 +483,7 @@ impl Shaper {
             paths,
             ebpf,
             endpoints: Endpoints { map },
+            identity: None,
         })
     }
 
@@ -697,6 +701,9 @@ impl Shaper {
     /// This program as the plan tells programs apart: its tag, and the map
     /// it reads as its one map id.
     pub fn identity(&mut self) -> Result<crate::state::BpfProgram> {
+        if let Some(me) = &self.identity {
+            return Ok(me.clone());
+        }
         let map_id = program::map_id(&self.endpoints.map)?;
         let prog = program::classifier(&mut self.ebpf)?;
         let info = prog
@@ -704,6 +711,7 @@ impl Shaper {
             .map_err(|e| program::bpf_error("reading the program's info", e))?;
         let mut me = program::describe(&info);
         me.map_ids = vec![map_id];
+        self.identity = Some(me.clone());
         Ok(me)
     }
 

@@ -31,7 +31,7 @@ pub async fn links(
             .transpose()?
             .flatten()
         {
-            Some(id) => Some(program_info(id)?),
+            Some(id) => Some(tcx_program_info(&link.name, id)?),
             None => None,
         };
         let has_clsact = observed
@@ -75,6 +75,18 @@ pub async fn links(
         }
     }
     Ok(out)
+}
+
+/// The TCX program `id` on `device`'s egress: asked of the device (its one
+/// or two programs), not of every program the kernel has loaded.
+fn tcx_program_info(device: &str, id: u32) -> Result<BpfProgram> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    if let Ok((_, programs)) = SchedClassifier::query_tcx(device, TcAttachType::Egress) {
+        if let Some(info) = programs.iter().find(|p| p.id() == id) {
+            return Ok(program::describe(info));
+        }
+    }
+    program_info(id)
 }
 
 /// A program by id; one that went away meanwhile keeps its id only.
