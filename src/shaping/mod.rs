@@ -472,6 +472,37 @@ pub fn recorded_devices(state_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Hangs `prog` on `device`'s egress hook in `mode` (see
+/// [`program::attach_tcx`], [`program::attach_clsact`]), adding clsact
+/// first where needed and noting that in the record.
+async fn hang(
+    kernel: &Kernel,
+    paths: &ShaperPaths,
+    prog: &mut aya::programs::SchedClassifier,
+    device: &str,
+    ifindex: u32,
+    mode: AttachMode,
+    rec: &mut record::DeviceRecord,
+) -> Result<Attached> {
+    match mode {
+        AttachMode::Tcx => program::attach_tcx(prog, device, ifindex, &paths.pin_dir),
+        AttachMode::Clsact => {
+            if tc::add_clsact(kernel, device, ifindex).await? {
+                rec.clsact_added = true;
+                record::save(&paths.state_dir, rec)?;
+            }
+            let exists = podnet_filter(kernel, ifindex).await?.is_some();
+            program::attach_clsact(prog, device, exists)
+        }
+    }
+}
+
+/// podnet's clsact egress filter on `ifindex`: None when there is none,
+/// Some(program id, if the kernel names it) when there is.
+pub(crate) async fn podnet_filter(kernel: &Kernel, ifindex: u32) -> Result<Option<Option<u32>>> {
+    tc::egress_filter(kernel, ifindex, CLSACT_PRIORITY, u32::from(CLSACT_HANDLE)).await
+}
+
 impl Shaper {
     /// Loads the program into the kernel and opens the endpoint map
     /// (pinning it on first use). Attaches nothing.
@@ -677,23 +708,17 @@ impl Shaper {
         // The opened program holds its own descriptor: the pin can go.
         let _ = std::fs::remove_file(&pin);
         let mut prog = opened?;
-        match mode {
-            AttachMode::Tcx => {
-                program::attach_tcx(&mut prog, device, dev.ifindex, &self.paths.pin_dir)?;
-            }
-            AttachMode::Clsact => {
-                tc::add_clsact(&self.kernel, device, dev.ifindex).await?;
-                let exists = tc::has_egress_filter(
-                    &self.kernel,
-                    dev.ifindex,
-                    CLSACT_PRIORITY,
-                    u32::from(CLSACT_HANDLE),
-                )
-                .await?;
-                program::attach_clsact(&mut prog, device, exists)?;
-            }
-        }
         let mut rec = self.record_or_default(device, dev.ifindex)?;
+        hang(
+            &self.kernel,
+            &self.paths,
+            &mut prog,
+            device,
+            dev.ifindex,
+            mode,
+            &mut rec,
+        )
+        .await?;
         rec.mode = Some(mode);
         record::save(&self.paths.state_dir, &rec)
     }
@@ -722,27 +747,9 @@ impl Shaper {
         mode: AttachMode,
         rec: &mut record::DeviceRecord,
     ) -> Result<Attached> {
-        match mode {
-            AttachMode::Tcx => {
-                let prog = program::classifier(&mut self.ebpf)?;
-                program::attach_tcx(prog, device, ifindex, &self.paths.pin_dir)
-            }
-            AttachMode::Clsact => {
-                if tc::add_clsact(&self.kernel, device, ifindex).await? {
-                    rec.clsact_added = true;
-                    record::save(&self.paths.state_dir, rec)?;
-                }
-                let exists = tc::has_egress_filter(
-                    &self.kernel,
-                    ifindex,
-                    CLSACT_PRIORITY,
-                    u32::from(CLSACT_HANDLE),
-                )
-                .await?;
-                let prog = program::classifier(&mut self.ebpf)?;
-                program::attach_clsact(prog, device, exists)
-            }
-        }
+        let (kernel, paths) = (self.kernel.clone(), self.paths.clone());
+        let prog = program::classifier(&mut self.ebpf)?;
+        hang(&kernel, &paths, prog, device, ifindex, mode, rec).await
     }
 
     /// After a failed attach: puts the previous root back (this call
@@ -776,14 +783,7 @@ impl Shaper {
     }
 
     async fn detach_clsact(&self, device: &str, ifindex: u32, clsact_added: bool) -> Result<()> {
-        if tc::has_egress_filter(
-            &self.kernel,
-            ifindex,
-            CLSACT_PRIORITY,
-            u32::from(CLSACT_HANDLE),
-        )
-        .await?
-        {
+        if podnet_filter(&self.kernel, ifindex).await?.is_some() {
             program::detach_clsact(device)?;
         }
         if clsact_added {
@@ -808,13 +808,7 @@ impl Shaper {
         let dev = device_info(&self.kernel, device).await?;
         let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
         let rec = record::load(&self.paths.state_dir, dev.ifindex)?;
-        let filter = tc::egress_filter(
-            &self.kernel,
-            dev.ifindex,
-            CLSACT_PRIORITY,
-            u32::from(CLSACT_HANDLE),
-        )
-        .await?;
+        let filter = podnet_filter(&self.kernel, dev.ifindex).await?;
         Ok(DeviceStatus {
             device: device.to_string(),
             ifindex: dev.ifindex,

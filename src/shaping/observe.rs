@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::{program, record, ShaperPaths, CLSACT_HANDLE, CLSACT_PRIORITY};
+use super::{program, record, ShaperPaths};
 use crate::error::Result;
 use crate::kernel::Kernel;
 use crate::state::{BpfProgram, KernelFeatures, LinkShaping, Observed};
@@ -39,14 +39,7 @@ pub async fn links(
             .iter()
             .any(|q| q.link == link.name && q.kind == "clsact");
         let clsact = if has_clsact {
-            match super::tc::egress_filter(
-                kernel,
-                link.index,
-                CLSACT_PRIORITY,
-                u32::from(CLSACT_HANDLE),
-            )
-            .await?
-            {
+            match super::podnet_filter(kernel, link.index).await? {
                 Some(Some(id)) => Some(program_info(id)?),
                 // A filter at podnet's place whose program the kernel does
                 // not name: podnet's, to be swapped for a known one.

@@ -605,18 +605,6 @@ pub async fn egress_filter(
         .map(|f| f.program))
 }
 
-/// Whether the clsact egress hook has a filter at `priority`/`handle`.
-pub async fn has_egress_filter(
-    kernel: &Kernel,
-    ifindex: u32,
-    priority: u16,
-    handle: u32,
-) -> Result<bool> {
-    Ok(egress_filter(kernel, ifindex, priority, handle)
-        .await?
-        .is_some())
-}
-
 /// Deletes clsact when no filter is left on either hook (its filters would
 /// go with it, and they are not podnet's).
 pub async fn remove_clsact_if_unused(kernel: &Kernel, device: &str, ifindex: u32) -> Result<()> {
