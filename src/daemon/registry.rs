@@ -404,9 +404,18 @@ mod tests {
         r.put("c2", "eth0", ep("10.0.0.2/32"), None, 2).unwrap();
         r.put("c1", "eth0", ep("10.0.0.9/32"), None, 3).unwrap();
         assert!(r.delete("c2", "eth0").unwrap());
+        // Every change moves the count a plan checks its map writes by;
+        // deleting what is not there changes nothing.
+        let changes = r.changes();
+        assert_eq!(changes, 4);
         assert!(!r.delete("c2", "eth0").unwrap());
+        assert_eq!(r.changes(), changes);
         let (again, _) = Registry::open(&path).unwrap();
         assert_eq!(again.list(), r.list());
+        // A reader sees the same registry and writes nothing.
+        let before = std::fs::read(path.with_extension("log")).unwrap();
+        assert_eq!(Registry::read(&path).unwrap(), r.list());
+        assert_eq!(std::fs::read(path.with_extension("log")).unwrap(), before);
         assert_eq!(
             again.get("c1", "eth0").unwrap().endpoint.ips[0].to_string(),
             "10.0.0.9/32"
