@@ -1038,23 +1038,154 @@ async fn the_client_tells_a_missing_daemon_from_other_failures() {
 #[test]
 fn the_blocking_client_needs_no_runtime() {
     let d = Daemon::start(Policy::default());
-    let c = BlockingClient::new(&d.socket).unwrap();
+    let c = BlockingClient::new(&d.socket);
+    assert_eq!(c.status().unwrap(), d.backend.status());
     assert_eq!(c.node().unwrap(), d.backend.node());
     let ep = Endpoint {
         netns: None,
-        ips: vec![],
+        ips: vec!["10.1.2.3/24".parse().unwrap()],
         master: None,
         tier: Some("silver".into()),
-        egress: None,
+        egress: Some(100_000_000),
         ingress: None,
-        network: None,
+        network: Some("pods".into()),
     };
-    c.put_endpoint("c9", "net1", &ep).unwrap();
-    assert_eq!(c.endpoints().unwrap().len(), 1);
-    c.delete_endpoint("c9", "net1").unwrap();
+    let put = c.put_endpoint("c9", "net1", &ep).unwrap();
+    assert_eq!(put.endpoint, ep);
+    assert_eq!(c.endpoints().unwrap(), vec![put.clone()]);
+    assert_eq!(c.endpoint("c9", "net1").unwrap(), Some(put));
+    // Names that need escaping arrive intact.
+    assert_eq!(c.put_endpoint("abc", "ä%1", &ep).unwrap().ifname, "ä%1");
+    // DELETE answers 204 without a body, also when nothing is registered.
+    for _ in 0..2 {
+        c.delete_endpoint("c9", "net1").unwrap();
+    }
     assert!(c.endpoint("c9", "net1").unwrap().is_none());
-    let gone = BlockingClient::new(d.dir.join("nothing.sock")).unwrap();
+    assert_eq!(c.reconcile().unwrap().reconcile.trigger, "request");
+    let e = c.confirm().unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert_eq!(c.try_files(30).unwrap().trial.deadline, 1_800_000_030_000);
+    c.confirm().unwrap();
+    // A refusal carries the daemon's reason.
+    let bad = Endpoint {
+        tier: Some("no-such-tier".into()),
+        ..ep.clone()
+    };
+    match c.put_endpoint("c9", "net1", &bad).unwrap_err() {
+        ClientError::Api {
+            status: 422,
+            message,
+        } => assert!(message.contains("no-such-tier")),
+        other => panic!("{other:?}"),
+    }
+    let gone = BlockingClient::new(d.dir.join("nothing.sock"));
     assert!(gone.status().unwrap_err().is_not_running());
+}
+
+/// A peer that answers each connection with `answer` and closes.
+fn fake_peer(path: &Path, answer: &'static [u8]) -> std::thread::JoinHandle<()> {
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = s.read(&mut request);
+        let _ = s.write_all(answer);
+    })
+}
+
+#[test]
+fn the_blocking_client_tells_failures_apart_within_its_timeout() {
+    let dir = fresh_dir();
+
+    // No socket at all, and one a dead daemon left behind.
+    let e = BlockingClient::new(dir.join("none.sock"))
+        .status()
+        .unwrap_err();
+    assert!(e.is_not_running(), "{e}");
+    let stale = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let e = BlockingClient::new(&stale).node().unwrap_err();
+    assert!(e.is_not_running(), "{e}");
+
+    // A daemon that accepts and never answers, and one whose backlog is
+    // full (it never accepts): each a timeout, in time.
+    let hung = dir.join("hung.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&hung).unwrap();
+    let full = dir.join("full.sock");
+    let full_listener = std::os::unix::net::UnixListener::bind(&full).unwrap();
+    nix::sys::socket::listen(&full_listener, nix::sys::socket::Backlog::new(0).unwrap()).unwrap();
+    let mut queued = Vec::new();
+    while queued.len() < 8 {
+        match nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .and_then(|fd| {
+            let addr = nix::sys::socket::UnixAddr::new(&full)?;
+            nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).map(|()| fd)
+        }) {
+            Ok(fd) => queued.push(fd),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+    }
+    for socket in [&hung, &full] {
+        let t = Instant::now();
+        let e = BlockingClient::new(socket)
+            .with_timeout(Duration::from_millis(200))
+            .status()
+            .unwrap_err();
+        assert!(
+            matches!(e, ClientError::Timeout(_)),
+            "{}: {e}",
+            socket.display()
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    // Answers this client cannot take: not HTTP, chunked, cut short.
+    for (name, answer, want) in [
+        (
+            "junk",
+            &b"SSH-2.0-OpenSSH_9.2\r\n"[..],
+            "not an HTTP answer",
+        ),
+        (
+            "chunked",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            "transfer-encoding",
+        ),
+        (
+            "short",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"generation\"",
+            "without an answer",
+        ),
+        ("silent", b"", "without an answer"),
+    ] {
+        let path = dir.join(format!("{name}.sock"));
+        let peer = fake_peer(&path, answer);
+        let e = BlockingClient::new(&path).status().unwrap_err();
+        assert!(!e.is_not_running() && e.status().is_none(), "{name}: {e}");
+        assert!(e.to_string().contains(want), "{name}: {e}");
+        peer.join().unwrap();
+    }
+
+    // An answer without a length is read to the end of the connection.
+    let path = dir.join("close.sock");
+    let peer = fake_peer(
+        &path,
+        b"HTTP/1.1 404 Not Found\r\n\r\n{\"error\":\"no endpoint c1/eth0\"}",
+    );
+    assert_eq!(
+        BlockingClient::new(&path).endpoint("c1", "eth0").unwrap(),
+        None
+    );
+    peer.join().unwrap();
+
+    drop((listener, full_listener, queued));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------

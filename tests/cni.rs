@@ -691,9 +691,7 @@ impl Podnetd {
     }
 
     fn client(&self) -> BlockingClient {
-        BlockingClient::new(&self.socket)
-            .unwrap()
-            .with_timeout(Duration::from_secs(5))
+        BlockingClient::new(&self.socket).with_timeout(Duration::from_secs(5))
     }
 
     fn kill(&mut self) {

@@ -142,7 +142,7 @@ pub(crate) fn daemon(cli: &Cli) -> Result<Option<BlockingClient>> {
     if cli.direct || !socket.exists() {
         return Ok(None);
     }
-    let client = BlockingClient::new(&socket).map_err(api_error)?;
+    let client = BlockingClient::new(&socket);
     match client.status() {
         Ok(_) => Ok(Some(client)),
         Err(e) if e.is_not_running() => Ok(None),

@@ -17,12 +17,8 @@ pub fn add(conf: &NetConf, at: &Attachment) -> Outcome {
         )
     })?;
     let endpoint = endpoint(conf, at, prev)?;
-    let podnetd = Podnetd::new(&conf.socket)?;
-    podnetd
-        .call(|c| async move {
-            c.put_endpoint(&at.container_id, &at.ifname, &endpoint)
-                .await
-        })
+    Podnetd::new(&conf.socket)
+        .call(|c| c.put_endpoint(&at.container_id, &at.ifname, &endpoint))
         .map_err(|e| daemon_error(e, &format!("register {}/{}", at.container_id, at.ifname)))?;
     Ok(Some(pass_through(prev, conf.version)))
 }

@@ -16,9 +16,9 @@ pub fn check(conf: &NetConf, at: &Attachment) -> Outcome {
         )
     })?;
     let want = add::endpoint(conf, at, prev)?;
-    let podnetd = Podnetd::new(&conf.socket)?;
+    let podnetd = Podnetd::new(&conf.socket);
     let got = podnetd
-        .call(|c| async move { c.endpoint(&at.container_id, &at.ifname).await })
+        .call(|c| c.endpoint(&at.container_id, &at.ifname))
         .map_err(|e| daemon_error(e, "check the pod's registration"))?;
     let Some(got) = got else {
         return Err(CniError::new(

@@ -36,18 +36,7 @@ pub fn del_raw(raw: &Value, at: &Attachment) -> Outcome {
 
 /// Unregisters `at` with the podnetd on `socket`; always succeeds.
 pub fn del(socket: &std::path::Path, at: &Attachment) -> Outcome {
-    let podnetd = match Podnetd::new(socket) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!(
-                "podnet-cni: DEL {}/{}: {e}; the endpoint stays registered until podnetd drops it",
-                at.container_id, at.ifname
-            );
-            return Ok(None);
-        }
-    };
-    let done =
-        podnetd.call(|c| async move { c.delete_endpoint(&at.container_id, &at.ifname).await });
+    let done = Podnetd::new(socket).call(|c| c.delete_endpoint(&at.container_id, &at.ifname));
     if let Err(e) = done {
         eprintln!(
             "podnet-cni: DEL {}/{}: {e}; DEL succeeds anyway so the pod can go, and podnetd drops the endpoint once its netns is gone (or the next GC does)",

@@ -28,9 +28,9 @@ pub fn gc(conf: &NetConf) -> Outcome {
         .iter()
         .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
         .collect();
-    let podnetd = Podnetd::new(&conf.socket)?;
+    let podnetd = Podnetd::new(&conf.socket);
     let registered = podnetd
-        .call(|c| async move { c.endpoints().await })
+        .call(|c| c.endpoints())
         .map_err(|e| daemon_error(e, "list the registered endpoints for GC"))?;
     let stale: Vec<_> = registered
         .iter()
@@ -43,7 +43,7 @@ pub fn gc(conf: &NetConf) -> Outcome {
     let mut failures = Vec::new();
     for r in &stale {
         let (cid, ifname) = (r.container_id.as_str(), r.ifname.as_str());
-        if let Err(e) = podnetd.call(|c| async move { c.delete_endpoint(cid, ifname).await }) {
+        if let Err(e) = podnetd.call(|c| c.delete_endpoint(cid, ifname)) {
             // Go on: the spec wants as much removed as possible.
             failures.push(format!("{cid}/{ifname}: {e}"));
         }

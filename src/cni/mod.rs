@@ -48,7 +48,6 @@ pub mod gc;
 pub mod status;
 pub mod types;
 
-use std::future::Future;
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::process::ExitCode;
@@ -56,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api::client::{Client, Error as ClientError};
+use crate::api::client::{BlockingClient, Error as ClientError};
 use types::{code, CniError, NetConf, SpecVersion, SUPPORTED_VERSIONS};
 
 /// The time one invocation may spend on podnetd, connecting included.
@@ -354,30 +353,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// podnetd's socket within this invocation's [`BUDGET`].
+/// podnetd's socket within this invocation's [`BUDGET`]. The calls are
+/// blocking: a plugin that makes one or two of them has no use for a
+/// runtime, which would cost more to build than the call takes.
 pub(crate) struct Podnetd {
-    client: Client,
-    runtime: tokio::runtime::Runtime,
+    client: BlockingClient,
     deadline: Instant,
 }
 
 impl Podnetd {
-    pub(crate) fn new(socket: &Path) -> Result<Podnetd, CniError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                CniError::new(
-                    code::IO_FAILURE,
-                    "cannot start an event loop",
-                    e.to_string(),
-                )
-            })?;
-        Ok(Podnetd {
-            client: Client::new(socket),
-            runtime,
+    pub(crate) fn new(socket: &Path) -> Podnetd {
+        Podnetd {
+            client: BlockingClient::new(socket),
             deadline: Instant::now() + BUDGET,
-        })
+        }
     }
 
     pub(crate) fn socket(&self) -> &Path {
@@ -385,17 +374,15 @@ impl Podnetd {
     }
 
     /// Runs one call with what is left of the budget as its timeout.
-    pub(crate) fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
-    where
-        F: FnOnce(Client) -> Fut,
-        Fut: Future<Output = Result<T, ClientError>>,
-    {
+    pub(crate) fn call<T>(
+        &self,
+        f: impl FnOnce(&BlockingClient) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(ClientError::Timeout(BUDGET));
         }
-        let client = self.client.clone().with_timeout(left);
-        self.runtime.block_on(f(client))
+        f(&self.client.clone().with_timeout(left))
     }
 }
 

@@ -10,9 +10,8 @@ use super::{Outcome, Podnetd};
 pub fn status(conf: &NetConf) -> Outcome {
     let unavailable =
         |msg: String, details: String| CniError::new(code::NOT_AVAILABLE, msg, details);
-    let podnetd = Podnetd::new(&conf.socket).map_err(|e| unavailable(e.msg, e.details))?;
-    let status = podnetd
-        .call(|c| async move { c.status().await })
+    let status = Podnetd::new(&conf.socket)
+        .call(|c| c.status())
         .map_err(|e| unavailable("podnetd is not available".into(), e.to_string()))?;
     match status.converged_generation {
         Some(_) => Ok(None),

@@ -299,7 +299,7 @@ impl Daemon {
 
     /// A client of this daemon's socket, once it answers.
     pub fn client(&self) -> podnet::api::client::BlockingClient {
-        let c = podnet::api::client::BlockingClient::new(self.socket()).unwrap();
+        let c = podnet::api::client::BlockingClient::new(self.socket());
         within(Duration::from_secs(5), "socket answers", || {
             c.status().is_ok()
         });
