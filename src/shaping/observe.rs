@@ -96,7 +96,14 @@ fn program_info(id: u32) -> Result<BpfProgram> {
 
 /// What this kernel offers shaping: sch_fq built in, loaded or installed
 /// as a module (the kernel loads it on first use), and TCX (>= 6.6).
+/// Read once per process: a kernel's features stay as they are while it
+/// runs (a module installed meanwhile counts from the next start).
 pub fn features() -> KernelFeatures {
+    static FEATURES: std::sync::OnceLock<KernelFeatures> = std::sync::OnceLock::new();
+    FEATURES.get_or_init(read_features).clone()
+}
+
+fn read_features() -> KernelFeatures {
     let release = sysinfo::System::kernel_version().unwrap_or_default();
     KernelFeatures {
         sch_fq: has_module(
