@@ -182,6 +182,14 @@ impl Registry {
             .get(&(container_id.to_string(), ifname.to_string()))
     }
 
+    /// The network namespaces the registered endpoints name.
+    pub fn namespaces(&self) -> std::collections::BTreeSet<String> {
+        self.entries
+            .values()
+            .filter_map(|e| e.endpoint.netns.clone())
+            .collect()
+    }
+
     /// How many changes were made since it was opened.
     pub fn changes(&self) -> u64 {
         self.changes

@@ -381,11 +381,23 @@ impl Engine {
                 Err(e) => error!("endpoint registry: {e}"),
             }
         }
+        // The namespace checks (a statfs each) run without the lock, so a
+        // PUT never waits on 2,000 of them; only the namespaces found gone
+        // are checked again under it, for an endpoint registered meanwhile.
+        let namespaces = s.registry.namespaces();
+        drop(s);
+        let gone: std::collections::BTreeSet<String> = namespaces
+            .into_iter()
+            .filter(|p| !crate::netns::is_namespace(std::path::Path::new(p)))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         match s.registry.prune(|e| {
-            e.endpoint
-                .netns
-                .as_deref()
-                .is_some_and(|p| !crate::netns::is_namespace(std::path::Path::new(p)))
+            e.endpoint.netns.as_deref().is_some_and(|p| {
+                gone.contains(p) && !crate::netns::is_namespace(std::path::Path::new(p))
+            })
         }) {
             Ok(gone) => {
                 for e in gone {
