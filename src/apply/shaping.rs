@@ -66,7 +66,25 @@ pub struct Shaping<'a> {
     pub planned_at: Option<u64>,
 }
 
-impl Shaping<'_> {
+impl<'a> Shaping<'a> {
+    /// The context of one pass or one `podnetctl apply`; the attach mode
+    /// from `PODNET_ATTACH_MODE` if set.
+    pub fn new(
+        shaper: &'a mut Option<Shaper>,
+        kernel: Kernel,
+        paths: ShaperPaths,
+        registry: &'a dyn Registry,
+    ) -> Self {
+        Shaping {
+            shaper,
+            kernel,
+            paths,
+            registry,
+            mode: AttachMode::from_env(),
+            planned_at: None,
+        }
+    }
+
     /// Loads the shaper if shaping is (or was) in play on this host: a
     /// shaping master declared on a kernel with fq, podnet's program or
     /// record on a link, or the map pinned. `create` false (a dry run):
@@ -91,14 +109,24 @@ impl Shaping<'_> {
                 .iter()
                 .any(|m| observed.link(m).is_some());
         let needed = wanted || !observed.shaping.is_empty() || pinned;
-        if self.shaper.is_none() && needed && (create || pinned) {
+        if needed && (create || pinned) {
+            self.loaded()?;
+        }
+        Ok(())
+    }
+
+    /// The shaper, loaded now if it is not yet (which pins its map).
+    pub fn loaded(&mut self) -> Result<&mut Shaper> {
+        if self.shaper.is_none() {
             *self.shaper = Some(Shaper::load(&self.kernel, self.paths.clone())?);
             tracing::info!(
                 "EDT shaper loaded; map pinned under {}",
                 self.paths.pin_dir.display()
             );
         }
-        Ok(())
+        self.shaper
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Bug, "the shaper is not loaded"))
     }
 
     /// The plan's inputs, and the map's entries into `observed`: read under
@@ -154,16 +182,7 @@ impl<'s, 'a> ShapingBackend<'s, 'a> {
     }
 
     fn shaper(&mut self) -> Result<&mut Shaper> {
-        if self.shaping.shaper.is_none() {
-            *self.shaping.shaper = Some(Shaper::load(
-                &self.shaping.kernel,
-                self.shaping.paths.clone(),
-            )?);
-        }
-        self.shaping
-            .shaper
-            .as_mut()
-            .ok_or_else(|| Error::new(ErrorKind::Bug, "the shaper is not loaded"))
+        self.shaping.loaded()
     }
 
     /// Keeps program `id` loaded for an undo (0: podnet's own, which the

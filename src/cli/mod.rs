@@ -193,17 +193,11 @@ pub(crate) async fn planned<T>(
     })?;
     let registry = crate::apply::Fixed(endpoints);
     let mut shaper = None;
-    let mut shaping = crate::apply::Shaping {
-        shaper: &mut shaper,
-        kernel: kernel.clone(),
-        paths: crate::shaping::ShaperPaths {
-            pin_dir: cli.bpf_dir.clone(),
-            state_dir: cli.state_dir.join("shaping"),
-        },
-        registry: &registry,
-        mode: crate::shaping::AttachMode::from_env(),
-        planned_at: None,
+    let paths = crate::shaping::ShaperPaths {
+        pin_dir: cli.bpf_dir.clone(),
+        state_dir: cli.state_dir.join("shaping"),
     };
+    let mut shaping = crate::apply::Shaping::new(&mut shaper, kernel.clone(), paths, &registry);
     let (observed, inputs) =
         crate::apply::observe_for_plan(kernel, desired, &mut shaping, create).await?;
     let plan = crate::plan::plan(desired, &observed, &inputs);

@@ -117,15 +117,8 @@ impl Pass {
         let shaper = &mut self.shaper;
         self.rt.block_on(async {
             let kernel = crate::kernel::Kernel::connect().unwrap();
-            let mut shaping = crate::apply::Shaping {
-                shaper,
-                kernel,
-                paths,
-                registry: &registry,
-                mode: None,
-                planned_at: None,
-            };
-            let ours = shaping_shaper(&mut shaping).identity().unwrap();
+            let mut shaping = crate::apply::Shaping::new(shaper, kernel, paths, &registry);
+            let ours = shaping.loaded().unwrap().identity().unwrap();
             let mut observed = shaped_m0(ours);
             let inputs = shaping.inputs(&mut observed).unwrap();
             let plan = crate::plan::plan(&desired, &observed, &inputs);
@@ -145,13 +138,6 @@ impl Pass {
             removed
         })
     }
-}
-
-fn shaping_shaper<'s>(shaping: &'s mut crate::apply::Shaping<'_>) -> &'s mut Shaper {
-    if shaping.shaper.is_none() {
-        *shaping.shaper = Some(Shaper::load(&shaping.kernel, shaping.paths.clone()).unwrap());
-    }
-    shaping.shaper.as_mut().unwrap()
 }
 
 /// The host as a pass on a shaped `m0` observes it.

@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 pub use action::{Action, Change, Disruption, LinkSnapshot, NewLink, Role};
-pub use shaping::{attach_mode, Inputs};
+pub use shaping::Inputs;
 
 use crate::config::{ChildKind, Master, NodeConfig};
 use crate::state::{Link, Observed, OWNER_ALIAS_PREFIX, RT_TABLE_MAIN};

@@ -55,19 +55,15 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// The attach mode for `observed`'s kernel.
+    /// The attach mode for `observed`'s kernel: the forced one, else the
+    /// kernel's best (TCX from 6.6, clsact before).
     pub fn mode(&self, observed: &Observed) -> AttachMode {
-        attach_mode(self.mode, observed)
+        self.mode.unwrap_or(if observed.kernel.tcx {
+            AttachMode::Tcx
+        } else {
+            AttachMode::Clsact
+        })
     }
-}
-
-/// `forced`, else the kernel's best: TCX from 6.6, clsact before.
-pub fn attach_mode(forced: Option<AttachMode>, observed: &Observed) -> AttachMode {
-    forced.unwrap_or(if observed.kernel.tcx {
-        AttachMode::Tcx
-    } else {
-        AttachMode::Clsact
-    })
 }
 
 /// The shaping steps, by phase: `off` (programs off, then roots back, for

@@ -454,12 +454,12 @@ async fn device_info(kernel: &Kernel, device: &str) -> Result<DeviceInfo> {
     })
 }
 
-/// The ifindexes of the devices podnet shaped during this boot (their record
-/// of the root qdisc to restore is there). One directory read: a node that
-/// never shaped pays a single failed `open` per reconcile.
-pub fn recorded_devices(state_dir: &Path) -> Vec<u32> {
+/// The records of the devices podnet shaped during this boot (the root
+/// qdisc to restore), by ifindex. One directory read: a node that never
+/// shaped pays a single failed `open` per reconcile.
+pub(crate) fn records(state_dir: &Path) -> std::collections::BTreeMap<u32, record::DeviceRecord> {
     let Ok(entries) = std::fs::read_dir(state_dir) else {
-        return Vec::new();
+        return Default::default();
     };
     entries
         .filter_map(|e| e.ok())
@@ -468,7 +468,7 @@ pub fn recorded_devices(state_dir: &Path) -> Vec<u32> {
             let name = name.to_str()?;
             name.strip_prefix("if")?.strip_suffix(".json")?.parse().ok()
         })
-        .filter(|i| matches!(record::load(state_dir, *i), Ok(Some(_))))
+        .filter_map(|i| Some((i, record::load(state_dir, i).ok()??)))
         .collect()
 }
 

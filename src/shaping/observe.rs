@@ -8,25 +8,26 @@
 
 use std::path::Path;
 
-use super::{program, record, ShaperPaths};
+use super::{program, ShaperPaths};
 use crate::error::Result;
 use crate::kernel::Kernel;
 use crate::state::{BpfProgram, KernelFeatures, LinkShaping, Observed};
 
-/// The shaper's state on every link of `observed` that has any: one `open`
-/// of a pin per link, a filter dump only where a clsact qdisc is, one read
-/// of the record directory. Links with none of it are left out.
+/// The shaper's state on every link of `observed` that has any: one read
+/// of the pin directory and one of the record directory, a pin opened only
+/// where a TCX link is pinned, a filter dump only where a clsact qdisc is.
+/// Links with none of it are left out.
 pub async fn links(
     kernel: &Kernel,
     observed: &Observed,
     paths: &ShaperPaths,
 ) -> Result<Vec<LinkShaping>> {
-    let recorded = super::recorded_devices(&paths.state_dir);
-    // No pin directory, no TCX link of podnet's: one stat, not one per link.
-    let pins = paths.pin_dir.is_dir();
+    let mut records = super::records(&paths.state_dir);
+    let pinned = program::tcx_pinned(&paths.pin_dir);
     let mut out = Vec::new();
     for link in &observed.links {
-        let tcx = match pins
+        let tcx = match pinned
+            .contains(&link.index)
             .then(|| program::tcx_program_id(link.index, &paths.pin_dir))
             .transpose()?
             .flatten()
@@ -43,21 +44,15 @@ pub async fn links(
                 Some(Some(id)) => Some(program_info(id)?),
                 // A filter at podnet's place whose program the kernel does
                 // not name: podnet's, to be swapped for a known one.
-                Some(None) => Some(BpfProgram {
-                    id: 0,
-                    tag: String::new(),
-                    map_ids: Vec::new(),
-                }),
+                Some(None) => Some(unknown(0)),
                 None => None,
             }
         } else {
             None
         };
-        let previous_root = if recorded.contains(&link.index) {
-            record::load(&paths.state_dir, link.index)?.map(|r| r.previous_root.describe())
-        } else {
-            None
-        };
+        let previous_root = records
+            .remove(&link.index)
+            .map(|r| r.previous_root.describe());
         if tcx.is_some() || clsact.is_some() || previous_root.is_some() {
             out.push(LinkShaping {
                 link: link.name.clone(),
@@ -86,12 +81,17 @@ fn tcx_program_info(device: &str, id: u32) -> Result<BpfProgram> {
 fn program_info(id: u32) -> Result<BpfProgram> {
     Ok(match program::program_by_id(id)? {
         Some(info) => program::describe(&info),
-        None => BpfProgram {
-            id,
-            tag: String::new(),
-            map_ids: Vec::new(),
-        },
+        None => unknown(id),
     })
+}
+
+/// A program known by its id alone (or not even that: 0).
+fn unknown(id: u32) -> BpfProgram {
+    BpfProgram {
+        id,
+        tag: String::new(),
+        map_ids: Vec::new(),
+    }
 }
 
 /// What this kernel offers shaping: sch_fq built in, loaded or installed

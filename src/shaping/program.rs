@@ -49,6 +49,24 @@ pub fn tcx_pin(pin_dir: &Path, ifindex: u32) -> PathBuf {
     pin_dir.join(format!("tcx-egress-if{ifindex}"))
 }
 
+/// The ifindexes with a TCX link pinned under `pin_dir`: one directory
+/// read (none when the directory is missing or unreadable).
+pub fn tcx_pinned(pin_dir: &Path) -> std::collections::BTreeSet<u32> {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return Default::default();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("tcx-egress-if")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 pub fn map_pin(pin_dir: &Path) -> PathBuf {
     pin_dir.join(MAP)
 }

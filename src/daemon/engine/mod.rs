@@ -214,14 +214,12 @@ impl Engine {
         // The shaper is lent to this pass's shaping steps.
         let mut shaper = self.shaper.take();
         let registry = SharedRegistry(self.shared.clone());
-        let mut shaping = crate::apply::Shaping {
-            shaper: &mut shaper,
-            kernel: self.kernel.clone(),
-            paths: self.shaping_paths.clone(),
-            registry: &registry,
-            mode: crate::shaping::AttachMode::from_env(),
-            planned_at: None,
-        };
+        let mut shaping = crate::apply::Shaping::new(
+            &mut shaper,
+            self.kernel.clone(),
+            self.shaping_paths.clone(),
+            &registry,
+        );
         let (observed, inputs) =
             match crate::apply::observe_for_plan(&self.kernel, desired, &mut shaping, true).await {
                 Ok(o) => o,
@@ -328,7 +326,13 @@ impl Engine {
             report.outcome = "failed".into();
             report.error = Some(plan.unmet.join("; "));
         }
-        self.refresh_shaping_view(desired, &observed, &planned, &remaining);
+        self.refresh_shaping_view(
+            desired,
+            &observed,
+            inputs.mode(&observed),
+            &planned,
+            &remaining,
+        );
         self.forget_quiet_fights(&remaining);
         let converged = remaining.actions.is_empty() && remaining.problems.is_empty();
         if converged {

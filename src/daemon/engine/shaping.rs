@@ -47,13 +47,13 @@ impl Engine {
         &mut self,
         desired: &crate::config::NodeConfig,
         observed: &crate::state::Observed,
+        mode: crate::shaping::AttachMode,
         plan: &Plan,
         remaining: &Plan,
     ) {
         let identity = self.shaper.as_mut().and_then(|s| s.identity().ok());
         let ours = identity.as_ref().map_or(0, |p| p.id);
         let map_id = identity.and_then(|p| p.map_ids.first().copied());
-        let mode = crate::plan::attach_mode(crate::shaping::AttachMode::from_env(), observed);
         // The program on a device: this daemon's where this pass put it
         // there, else the one found there (current: same tag, same map).
         let program = |d: &str| {
