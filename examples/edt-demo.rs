@@ -6,7 +6,7 @@
 //! edt-demo [--netns NS] [--pin-dir DIR] [--state-dir DIR] attach DEV [--mode auto|tcx|clsact]
 //! edt-demo ... detach DEV
 //! edt-demo ... status DEV
-//! edt-demo ... set IP RATE [--horizon 2s] [--burst BYTES]
+//! edt-demo ... set IP RATE [--horizon 2s] [--burst BYTES] [--ce-threshold 1ms]
 //! edt-demo ... remove IP
 //! edt-demo ... stats
 //! edt-demo cost [--repeat N] [--rounds N] [--entries N]
@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use podnet::config::{Horizon, Rate};
+use podnet::config::{Delay, Horizon, Rate};
 use podnet::error::Result;
 use podnet::kernel::Kernel;
 use podnet::shaping::{cost, AttachMode, EgressLimit, Endpoints, Shaper, ShaperPaths};
@@ -68,6 +68,10 @@ enum Cmd {
         horizon: String,
         #[arg(long, default_value_t = 0)]
         burst: u64,
+        /// CE-mark ECN-capable packets waiting longer than this (e.g.
+        /// 1ms, 500us); unset: never mark.
+        #[arg(long)]
+        ce_threshold: Option<String>,
     },
     /// Remove the entry of IP.
     Remove { ip: IpAddr },
@@ -160,6 +164,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
             rate,
             horizon,
             burst,
+            ce_threshold,
         } => {
             let rate = if rate == "0" {
                 0
@@ -167,13 +172,18 @@ async fn run(args: Args) -> Result<serde_json::Value> {
                 Rate::parse(&rate).map_err(invalid)?.bits_per_second()
             };
             let horizon = Horizon::parse(&horizon).map_err(invalid)?.0;
+            let ce_threshold = match ce_threshold {
+                Some(d) => Delay::parse(&d).map_err(invalid)?.0,
+                None => std::time::Duration::ZERO,
+            };
             let limit = EgressLimit {
                 rate_bps: rate,
                 horizon,
                 burst_bytes: burst,
+                ce_threshold,
             };
             Endpoints::open(&paths.pin_dir)?.set(ip, &limit)?;
-            json!({ "ip": ip, "rate_bps": rate, "horizon_ms": horizon.as_millis(), "burst_bytes": burst })
+            json!({ "ip": ip, "rate_bps": rate, "horizon_ms": horizon.as_millis(), "burst_bytes": burst, "ce_threshold_us": ce_threshold.as_micros() })
         }
         Cmd::Remove { ip } => {
             let removed = Endpoints::open(&paths.pin_dir)?.remove(ip)?;

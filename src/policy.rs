@@ -40,21 +40,90 @@ pub fn shaping_masters(config: &NodeConfig) -> BTreeSet<String> {
         .collect()
 }
 
-/// The drop horizon the node files set for every endpoint.
-pub fn horizon(desired: &NodeConfig) -> Duration {
-    desired
-        .shaping
-        .as_ref()
-        .and_then(|s| s.horizon)
-        .map_or(DEFAULT_HORIZON, |h| h.0)
+/// How long an endpoint's packets may wait in its EDT queue: the drop
+/// horizon and the CE-marking threshold. A tier's own values win, then
+/// `[shaping]`'s, then defaults that follow the endpoint's rate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Queueing {
+    horizon: Option<Duration>,
+    ce_threshold: Option<Duration>,
+    /// tier -> (horizon, ce_threshold)
+    tiers: BTreeMap<String, (Option<Duration>, Option<Duration>)>,
+}
+
+/// The shortest default horizon.
+pub const MIN_DEFAULT_HORIZON: Duration = Duration::from_millis(25);
+/// The shortest default marking threshold.
+pub const MIN_DEFAULT_CE_THRESHOLD: Duration = Duration::from_millis(1);
+
+/// The time `bytes` take at `rate_bps` (None for no rate).
+fn time_at(bytes: u64, rate_bps: u64) -> Option<Duration> {
+    (rate_bps > 0).then(|| {
+        Duration::from_nanos(
+            u64::try_from(u128::from(bytes) * 8 * 1_000_000_000 / u128::from(rate_bps))
+                .unwrap_or(u64::MAX),
+        )
+    })
+}
+
+impl Queueing {
+    /// What the node files say.
+    pub fn of(config: &NodeConfig) -> Queueing {
+        let shaping = config.shaping.as_ref();
+        Queueing {
+            horizon: shaping.and_then(|s| s.horizon).map(|h| h.0),
+            ce_threshold: shaping.and_then(|s| s.ce_threshold).map(|d| d.0),
+            tiers: config
+                .tiers
+                .iter()
+                .map(|(n, t)| {
+                    (
+                        n.clone(),
+                        (t.horizon.map(|h| h.0), t.ce_threshold.map(|d| d.0)),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn tier(&self, tier: Option<&str>) -> (Option<Duration>, Option<Duration>) {
+        tier.and_then(|t| self.tiers.get(t))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The drop horizon of an endpoint of `tier` at `rate_bps`: by default
+    /// the time four 64 KiB packets take at the rate (a TCP flow keeps at
+    /// most about two of them queued, so one flow alone never reaches it),
+    /// at least 25 ms, at most the 2 s Cilium uses.
+    pub fn horizon(&self, tier: Option<&str>, rate_bps: u64) -> Duration {
+        self.tier(tier).0.or(self.horizon).unwrap_or_else(|| {
+            time_at(4 * DEFAULT_BURST_BYTES, rate_bps)
+                .unwrap_or_default()
+                .clamp(MIN_DEFAULT_HORIZON, DEFAULT_HORIZON)
+        })
+    }
+
+    /// The marking threshold of an endpoint of `tier` at `rate_bps`: by
+    /// default 1 ms, or two full 1514-byte frames at the rate when that is
+    /// longer (below ~24 Mbit/s), so a queue of one frame is not a mark.
+    pub fn ce_threshold(&self, tier: Option<&str>, rate_bps: u64) -> Duration {
+        self.tier(tier).1.or(self.ce_threshold).unwrap_or_else(|| {
+            time_at(2 * 1514, rate_bps)
+                .unwrap_or_default()
+                .max(MIN_DEFAULT_CE_THRESHOLD)
+        })
+    }
 }
 
 /// The map entry an endpoint's limits call for, if any.
-pub fn egress_limit(limits: &RecordLimits, horizon: Duration) -> Option<EgressLimit> {
+pub fn egress_limit(limits: &RecordLimits, queueing: &Queueing) -> Option<EgressLimit> {
+    let tier = limits.tier.as_deref();
     limits.egress.map(|rate| EgressLimit {
         rate_bps: rate,
-        horizon,
+        horizon: queueing.horizon(tier, rate),
         burst_bytes: limits.burst.map_or(DEFAULT_BURST_BYTES, |bits| bits / 8),
+        ce_threshold: queueing.ce_threshold(tier, rate),
     })
 }
 
@@ -71,11 +140,11 @@ pub fn leaves_through(e: &EndpointRecord, devices: &BTreeSet<String>) -> bool {
 pub fn wanted(
     records: &[EndpointRecord],
     devices: &BTreeSet<String>,
-    horizon: Duration,
+    queueing: &Queueing,
 ) -> BTreeMap<IpAddr, EgressLimit> {
     let mut wanted = BTreeMap::new();
     for e in records.iter().filter(|e| leaves_through(e, devices)) {
-        let Some(limit) = e.limits.as_ref().and_then(|l| egress_limit(l, horizon)) else {
+        let Some(limit) = e.limits.as_ref().and_then(|l| egress_limit(l, queueing)) else {
             continue;
         };
         for ip in &e.endpoint.ips {
@@ -223,6 +292,49 @@ mod tests {
         assert_eq!(
             (l.egress, l.tier.as_deref()),
             (Some(1_000_000_000), Some("gold"))
+        );
+    }
+
+    #[test]
+    fn queueing_follows_the_tier_then_the_node_then_the_rate() {
+        let ms = Duration::from_millis;
+        let q = Queueing::of(&node(""));
+        // Defaults: four 64 KiB packets at the rate, within [25 ms, 2 s];
+        // 1 ms or two full frames.
+        assert_eq!(q.horizon(None, 100_000_000), ms(25));
+        assert_eq!(
+            q.horizon(None, 10_000_000),
+            Duration::from_nanos(209_715_200)
+        );
+        assert_eq!(q.horizon(None, 1_000_000), DEFAULT_HORIZON);
+        assert_eq!(q.ce_threshold(None, 100_000_000), ms(1));
+        assert_eq!(
+            q.ce_threshold(None, 10_000_000),
+            Duration::from_nanos(2_422_400)
+        );
+        let text = "version = 1\n\
+             [tiers.gold]\negress = \"1G\"\nhorizon = \"5ms\"\nce_threshold = \"200us\"\n\
+             [tiers.silver]\negress = \"100M\"\n\
+             [shaping]\nhorizon = \"50ms\"\nce_threshold = \"3ms\"\n";
+        let c = load_files(vec![("n.toml".into(), text.into())])
+            .map_err(|d| d.render())
+            .unwrap()
+            .config;
+        let q = Queueing::of(&c);
+        assert_eq!(q.horizon(Some("gold"), 1), ms(5));
+        assert_eq!(q.ce_threshold(Some("gold"), 1), Duration::from_micros(200));
+        assert_eq!(q.horizon(Some("silver"), 1), ms(50));
+        assert_eq!(q.ce_threshold(None, 1), ms(3));
+        let l = RecordLimits {
+            egress: Some(1_000_000_000),
+            ingress: None,
+            burst: None,
+            tier: Some("gold".into()),
+        };
+        let e = egress_limit(&l, &q).unwrap();
+        assert_eq!(
+            (e.horizon, e.ce_threshold),
+            (ms(5), Duration::from_micros(200))
         );
     }
 

@@ -122,6 +122,9 @@ pub struct MapEntry {
     pub burst_ns: u64,
     #[serde(default)]
     pub ns_per_byte_q24: u64,
+    /// CE-mark above this wait (ns); 0 = never mark.
+    #[serde(default)]
+    pub ce_threshold_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

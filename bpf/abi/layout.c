@@ -28,6 +28,8 @@ FIELD(edt_info, packets);
 FIELD(edt_info, drops);
 FIELD(edt_info, drop_bytes);
 FIELD(edt_info, ns_per_byte_q24);
+FIELD(edt_info, ce_threshold_ns);
+FIELD(edt_info, marks);
 FIELD(edt_info, reserved);
 
 /* The constants the Rust side repeats. */

@@ -47,6 +47,10 @@ static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to,
 				  __u32 len) = (void *)26;
+/* Sets CE on an ECT (ECN-capable) IPv4/IPv6 packet, fixing the IPv4 header
+ * checksum; 1 if it did, 0 if the packet is not ECT (or its IP header is
+ * not writable). Runs on the network header the stack set. tc since 5.1. */
+static long (*bpf_skb_ecn_set_ce)(void *skb) = (void *)97;
 
 /* Return codes of a tc (sched_cls, direct-action) program. For a TCX
  * program TC_ACT_UNSPEC is TCX_NEXT and TC_ACT_OK is TCX_PASS. */

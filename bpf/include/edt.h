@@ -16,8 +16,13 @@
  * - skb->wire_len (qdisc_skb_cb()->pkt_len) is the length tc accounts, GSO
  *   segments' headers included, so rates are in bytes on the wire.
  *
+ * - bpf_skb_ecn_set_ce() (tc since 5.1) sets CE only on an ECT packet and
+ *   fixes the IPv4 checksum; on a clone whose header is shared it does
+ *   nothing (TCP's clones own their headers).
+ *
  * So the program only computes departure times; fq does the waiting, TCP
- * small queues push back on the sender, and nothing here ever sleeps.
+ * small queues and ECN push back on the sender, and nothing here ever
+ * sleeps.
  */
 #ifndef PODNET_EDT_H
 #define PODNET_EDT_H
@@ -54,7 +59,7 @@ static __always_inline __u64 edt_wire_len(const struct __sk_buff *skb)
 static __always_inline int edt_schedule(struct __sk_buff *skb,
 					struct edt_info *info)
 {
-	__u64 now, t, floor, last, delay, t_next, horizon, burst, rate, mult;
+	__u64 now, t, floor, last, delay, t_next, horizon, burst, rate, mult, ce;
 	__u64 len = edt_wire_len(skb);
 
 	rate = READ_ONCE(info->rate_bytes);
@@ -94,6 +99,15 @@ static __always_inline int edt_schedule(struct __sk_buff *skb,
 		__sync_fetch_and_add(&info->drop_bytes, len);
 		return TC_ACT_SHOT;
 	}
+	/* Congestion: the packet waits longer than the threshold behind the
+	 * endpoint's earlier packets (t_next - delay is when its own slot
+	 * starts). Its own transmission time is not counted: a 64 KiB GSO
+	 * packet at 10 Mbit/s takes 52 ms and is no sign of a queue. An
+	 * ECN-capable sender is told to slow down long before the horizon;
+	 * for the others the horizon is the bound. */
+	ce = READ_ONCE(info->ce_threshold_ns);
+	if (ce && t_next - delay > now + ce && bpf_skb_ecn_set_ce(skb))
+		__sync_fetch_and_add(&info->marks, 1);
 	if (t_next > t)
 		skb->tstamp = t_next;
 pass:

@@ -61,7 +61,13 @@ struct edt_info {
 				 * of dividing by the rate. 0 (an entry an
 				 * older podnet wrote, or a rate below
 				 * EDT_Q24_MIN_RATE_BYTES) = divide. */
-	__u64 reserved[3];	/* zero; room for part 2 without a new map */
+	/* configuration, written by podnet (0 in an older podnet's entry) */
+	__u64 ce_threshold_ns;	/* CE-mark an ECN-capable packet that waits
+				 * longer than this behind the endpoint's
+				 * earlier packets; 0 = never mark */
+	/* state, written by the datapath */
+	__u64 marks;		/* packets CE-marked */
+	__u64 reserved[1];	/* zero; room for one more without a new map */
 };
 
 /* ns_per_byte_q24's fixed point, and the bounds that keep len * it within
@@ -77,5 +83,7 @@ _Static_assert(offsetof(struct edt_key, family) == 16, "edt_key.family");
 _Static_assert(sizeof(struct edt_info) == 96, "edt_info size");
 _Static_assert(offsetof(struct edt_info, t_last) == 24, "edt_info.t_last");
 _Static_assert(offsetof(struct edt_info, ns_per_byte_q24) == 64, "edt_info.ns_per_byte_q24");
+_Static_assert(offsetof(struct edt_info, ce_threshold_ns) == 72, "edt_info.ce_threshold_ns");
+_Static_assert(offsetof(struct edt_info, marks) == 80, "edt_info.marks");
 
 #endif /* PODNET_EDT_ABI_H */

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, Diagnostics, Location, Sources};
 pub use load::{load_bytes, load_dir, load_files, Loaded, DEFAULT_CONFIG_DIR};
-pub use units::{Bits, Horizon, Rate};
+pub use units::{Bits, Delay, Horizon, Rate};
 
 /// The only file format version this podnet reads.
 pub const VERSION: u32 = 1;
@@ -340,6 +340,17 @@ pub struct Tier {
     /// hands a device at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<Bits>,
+    /// EDT: a packet that would wait longer than this is dropped. Unset:
+    /// `[shaping] horizon`, else the time four 64 KiB packets take at the
+    /// rate, at least 25 ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<Horizon>,
+    /// EDT: an ECN-capable packet that would wait longer than this behind
+    /// the pod's earlier packets is CE-marked, so its sender slows down
+    /// before anything is dropped. Unset: `[shaping] ce_threshold`, else
+    /// 1 ms or two full frames at the rate, whichever is longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ce_threshold: Option<Delay>,
 }
 
 /// Node-wide shaping policy.
@@ -368,9 +379,15 @@ pub struct Shaping {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rate: Option<Rate>,
     /// Packets that would wait longer than this are dropped (EDT's drop
-    /// horizon): `"2s"`, `"500ms"`. Default 2s.
+    /// horizon): `"2s"`, `"500ms"`. A tier's own `horizon` wins. Unset:
+    /// the time four 64 KiB packets take at the pod's rate, at least 25 ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub horizon: Option<Horizon>,
+    /// ECN-capable packets that would wait longer than this are CE-marked:
+    /// `"1ms"`, `"500us"`. A tier's own `ce_threshold` wins. Unset: 1 ms or
+    /// two full frames at the pod's rate, whichever is longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ce_threshold: Option<Delay>,
 }
 
 /// Shaping backend.

@@ -16,13 +16,14 @@ use super::NodeConfig;
 pub(crate) type Format = (&'static str, fn(&str) -> bool);
 
 /// Custom `format`s used by the schema, checked by podnet (editors ignore them).
-pub(crate) const FORMATS: [Format; 6] = [
+pub(crate) const FORMATS: [Format; 7] = [
     ("rate", |s| Rate::parse(s).is_ok()),
     ("ifname", valid_ifname),
     ("ip-prefix", |s| s.parse::<ipnet::IpNet>().is_ok()),
     ("ip", |s| s.parse::<std::net::IpAddr>().is_ok()),
     ("mac", valid_mac),
     ("horizon", |s| super::units::Horizon::parse(s).is_ok()),
+    ("delay", |s| super::units::Delay::parse(s).is_ok()),
 ];
 
 /// The schema as committed in `schemas/podnet.schema.json`.

@@ -200,28 +200,84 @@ impl JsonSchema for Bits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Horizon(pub std::time::Duration);
 
+/// A marking threshold: how long a packet may wait before it is CE-marked;
+/// `"1ms"`, `"500us"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Delay(pub std::time::Duration);
+
+/// `<integer><unit>` with a unit of `units` (us, ms, s, m), within
+/// `[min, max]`; `what` and `example` word the errors.
+fn parse_duration(
+    input: &str,
+    units: &[&str],
+    min: std::time::Duration,
+    max: std::time::Duration,
+    example: &str,
+) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let s = input.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("invalid duration `{input}`: write e.g. {example}"))?;
+    let d = match unit {
+        "us" if units.contains(&"us") => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => {
+            return Err(format!(
+                "invalid duration `{input}`: the unit is {}",
+                units.join(", ")
+            ))
+        }
+    };
+    if d < min || d > max {
+        return Err(format!(
+            "invalid duration `{input}`: between {} and {}",
+            show(min),
+            show(max)
+        ));
+    }
+    Ok(d)
+}
+
+/// A duration in the largest unit that shows it whole.
+fn show(d: std::time::Duration) -> String {
+    let us = d.as_micros();
+    match us {
+        _ if us % 1_000_000 == 0 => format!("{}s", us / 1_000_000),
+        _ if us % 1_000 == 0 => format!("{}ms", us / 1_000),
+        _ => format!("{us}us"),
+    }
+}
+
 impl Horizon {
     pub fn parse(input: &str) -> Result<Horizon, String> {
-        let s = input.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (n, unit) = s.split_at(split);
-        let n: u64 = n
-            .parse()
-            .map_err(|_| format!("invalid duration `{input}`: write e.g. \"2s\" or \"500ms\""))?;
-        let d = match unit {
-            "ms" => std::time::Duration::from_millis(n),
-            "s" => std::time::Duration::from_secs(n),
-            "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
-            _ => {
-                return Err(format!(
-                    "invalid duration `{input}`: the unit is ms, s or m"
-                ))
-            }
-        };
-        if d.is_zero() || d > std::time::Duration::from_secs(60) {
-            return Err(format!("invalid duration `{input}`: between 1ms and 60s"));
-        }
-        Ok(Horizon(d))
+        use std::time::Duration;
+        parse_duration(
+            input,
+            &["ms", "s", "m"],
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+            "\"2s\" or \"500ms\"",
+        )
+        .map(Horizon)
+    }
+}
+
+impl Delay {
+    pub fn parse(input: &str) -> Result<Delay, String> {
+        use std::time::Duration;
+        parse_duration(
+            input,
+            &["us", "ms", "s"],
+            Duration::from_micros(10),
+            Duration::from_secs(1),
+            "\"1ms\" or \"500us\"",
+        )
+        .map(Delay)
     }
 }
 
@@ -231,10 +287,23 @@ impl Serialize for Horizon {
     }
 }
 
+impl Serialize for Delay {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&show(self.0))
+    }
+}
+
 impl<'de> Deserialize<'de> for Horizon {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Horizon, D::Error> {
         let s = String::deserialize(d)?;
         Horizon::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Delay {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Delay, D::Error> {
+        let s = String::deserialize(d)?;
+        Delay::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -249,6 +318,21 @@ impl JsonSchema for Horizon {
             "type": "string",
             "format": "horizon",
             "examples": ["2s", "500ms"]
+        })
+    }
+}
+
+impl JsonSchema for Delay {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Delay".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration from 10us to 1s: \"1ms\", \"500us\".",
+            "type": "string",
+            "format": "delay",
+            "examples": ["1ms", "500us"]
         })
     }
 }
@@ -320,6 +404,25 @@ mod tests {
         for bad in ["", "2", "0s", "2h", "61s", "1.5s", "s"] {
             assert!(Horizon::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn delays_take_us_ms_and_s_from_10us_to_a_second() {
+        assert_eq!(Delay::parse("500us").unwrap().0.as_micros(), 500);
+        assert_eq!(Delay::parse("2ms").unwrap().0.as_micros(), 2000);
+        assert_eq!(Delay::parse("1s").unwrap().0.as_micros(), 1_000_000);
+        for bad in ["", "1", "5us", "2s", "1m", "1.5ms", "us"] {
+            assert!(Delay::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Horizon::parse("500us").is_err());
+        assert_eq!(
+            serde_json::to_string(&Delay::parse("1500us").unwrap()).unwrap(),
+            "\"1500us\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Delay::parse("3000us").unwrap()).unwrap(),
+            "\"3ms\""
+        );
     }
 
     #[test]

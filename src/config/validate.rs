@@ -162,6 +162,7 @@ fn structural(json: &Json) -> Vec<(String, Diagnostic)> {
                     "ip" => format!("invalid IP address {found}"),
                     "mac" => format!("invalid MAC address {found}: write six hex pairs, e.g. \"02:00:00:00:00:10\""),
                     "horizon" => super::units::Horizon::parse(text).err().unwrap_or_default(),
+                    "delay" => super::units::Delay::parse(text).err().unwrap_or_default(),
                     other => format!("{found} is not a valid {other}"),
                 };
                 debug_assert!(FORMATS.iter().any(|(n, _)| n == format));

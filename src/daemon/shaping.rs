@@ -5,14 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Duration;
 
 use tracing::warn;
 
 use crate::api::types::{EndpointRecord, Enforcement};
 use crate::policy::{egress_limit, leaves_through};
-#[cfg(test)]
-use crate::shaping::DEFAULT_HORIZON;
 use crate::shaping::{EndpointStats, Endpoints};
 
 /// What the request path knows about shaping, refreshed by every pass.
@@ -22,7 +19,7 @@ pub struct ShapingView {
     pub configured: BTreeSet<String>,
     /// Of those, the ones the last pass found shaped: device -> program id.
     pub shaped: BTreeMap<String, u32>,
-    pub horizon: Duration,
+    pub queueing: crate::policy::Queueing,
     /// The pinned endpoint map, for the request path's writes and reads.
     pub map: Option<Endpoints>,
 }
@@ -36,7 +33,7 @@ impl ShapingView {
         let Some(limit) = e
             .limits
             .as_ref()
-            .and_then(|l| egress_limit(l, self.horizon))
+            .and_then(|l| egress_limit(l, &self.queueing))
         else {
             return true;
         };
@@ -123,7 +120,7 @@ impl ShapingView {
         let limit = e
             .limits
             .as_ref()
-            .and_then(|l| egress_limit(l, self.horizon))?;
+            .and_then(|l| egress_limit(l, &self.queueing))?;
         if !leaves_through(e, &self.configured) {
             return None;
         }
@@ -198,7 +195,7 @@ mod tests {
         ShapingView {
             configured: configured.iter().map(|s| s.to_string()).collect(),
             shaped: shaped.iter().map(|s| (s.to_string(), 7)).collect(),
-            horizon: DEFAULT_HORIZON,
+            queueing: Default::default(),
             map: None,
         }
     }
@@ -256,7 +253,7 @@ mod tests {
             },
         ];
         let devices: BTreeSet<String> = ["m0".to_string()].into();
-        let w = crate::policy::wanted(&records, &devices, DEFAULT_HORIZON);
+        let w = crate::policy::wanted(&records, &devices, &crate::policy::Queueing::default());
         assert_eq!(w.len(), 1);
         let l = &w[&"10.0.0.5".parse::<IpAddr>().unwrap()];
         assert_eq!((l.rate_bps, l.burst_bytes), (10_000_000, 1000));

@@ -20,7 +20,7 @@ use crate::api::types::{Endpoint, MasterInfo};
 use crate::api::Backend;
 use crate::plan::Role;
 use crate::shaping::tests::{endpoint_map, BpfFs};
-use crate::shaping::{Endpoints, Shaper, ShaperPaths, DEFAULT_HORIZON};
+use crate::shaping::{Endpoints, Shaper, ShaperPaths};
 use crate::state::{LinkShaping, Observed};
 
 const NODE: &str = "version = 1\n[masters.m0]\nkind = \"macvlan\"\nshaping = true\n";
@@ -53,7 +53,6 @@ fn node(test: &str) -> Option<(BpfFs, Arc<Mutex<Shared>>, Pass, std::path::PathB
     });
     shared.shaping.configured = devices();
     shared.shaping.shaped = [("m0".to_string(), 1)].into();
-    shared.shaping.horizon = DEFAULT_HORIZON;
     shared.shaping.map = Some(Endpoints::open(&fs.pin_dir()).unwrap());
     Some((fs, Arc::new(Mutex::new(shared)), pass, dir))
 }

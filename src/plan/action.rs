@@ -422,20 +422,25 @@ impl fmt::Display for Action {
     }
 }
 
-/// `100Mbit burst 8ms horizon 2s`: an entry's limit, as `--dry-run` shows it.
+/// `100Mbit burst 8ms horizon 25ms mark 1ms`: an entry's limit, as
+/// `--dry-run` shows it (`mark off`: no CE marking).
 fn describe_entry(e: &MapEntry) -> String {
-    let ms = |ns: u64| {
-        if ns % 1_000_000_000 == 0 {
-            format!("{}s", ns / 1_000_000_000)
-        } else {
-            format!("{:.3}ms", ns as f64 / 1e6)
-        }
+    let time = |ns: u64| match ns {
+        _ if ns % 1_000_000_000 == 0 && ns > 0 => format!("{}s", ns / 1_000_000_000),
+        _ if ns % 1_000_000 == 0 => format!("{}ms", ns / 1_000_000),
+        _ if ns < 1_000_000 && ns % 1_000 == 0 => format!("{}us", ns / 1_000),
+        _ => format!("{:.3}ms", ns as f64 / 1e6),
+    };
+    let mark = match e.ce_threshold_ns {
+        0 => "off".to_string(),
+        ns => time(ns),
     };
     format!(
-        "{} burst {} horizon {}",
+        "{} burst {} horizon {} mark {}",
         crate::config::Rate(e.rate_bps),
-        ms(e.burst_ns),
-        ms(e.horizon_ns)
+        time(e.burst_ns),
+        time(e.horizon_ns),
+        mark
     )
 }
 
@@ -450,6 +455,7 @@ mod tests {
             horizon_ns: 2_000_000_000,
             burst_ns: 0,
             ns_per_byte_q24: 0,
+            ce_threshold_ns: 0,
         }
     }
 

@@ -225,9 +225,9 @@ fn plan_entries(
     shaped: &BTreeSet<String>,
     steps: &mut Steps,
 ) {
-    let horizon = crate::policy::horizon(desired);
+    let queueing = crate::policy::Queueing::of(desired);
     let wanted: BTreeMap<IpAddr, MapEntry> =
-        crate::policy::wanted(&inputs.endpoints, shaped, horizon)
+        crate::policy::wanted(&inputs.endpoints, shaped, &queueing)
             .into_iter()
             .map(|(ip, limit)| (ip, limit.entry(ip)))
             .collect();

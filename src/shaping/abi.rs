@@ -52,7 +52,11 @@ pub struct EdtInfo {
     pub drop_bytes: u64,
     /// See [`ns_per_byte_q24`]; 0 = the datapath divides by `rate_bytes`.
     pub ns_per_byte_q24: u64,
-    pub reserved: [u64; 3],
+    /// CE-mark an ECN-capable packet waiting longer than this; 0 = never.
+    pub ce_threshold_ns: u64,
+    /// Packets CE-marked.
+    pub marks: u64,
+    pub reserved: [u64; 1],
 }
 
 /// `NSEC_PER_SEC * 2^EDT_Q24_SHIFT / rate_bytes`, rounded up so that the
@@ -141,6 +145,8 @@ mod tests {
         field!("edt_info", EdtInfo, drops);
         field!("edt_info", EdtInfo, drop_bytes);
         field!("edt_info", EdtInfo, ns_per_byte_q24);
+        field!("edt_info", EdtInfo, ce_threshold_ns);
+        field!("edt_info", EdtInfo, marks);
         field!("edt_info", EdtInfo, reserved);
         m.insert("const.EDT_FAMILY_IPV4", EDT_FAMILY_IPV4.into());
         m.insert("const.EDT_FAMILY_IPV6", EDT_FAMILY_IPV6.into());

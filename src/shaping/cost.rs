@@ -123,6 +123,7 @@ pub fn measure(pin_dir: &Path, opts: CostOptions) -> Result<Vec<CostRow>> {
                 rate_bps: 10_000_000_000,
                 horizon: MAX_HORIZON,
                 burst_bytes: 0,
+                ce_threshold: Duration::ZERO,
             },
         )?;
     }

@@ -146,15 +146,19 @@ pub struct EgressLimit {
     pub horizon: Duration,
     /// Bytes an endpoint may send at once after being idle.
     pub burst_bytes: u64,
+    /// An ECN-capable packet that waits longer than this behind the
+    /// endpoint's earlier packets is CE-marked; zero: never marked.
+    pub ce_threshold: Duration,
 }
 
 impl EgressLimit {
-    /// `rate_bps` with the default horizon and no burst.
+    /// `rate_bps` with the default horizon, no burst and no marking.
     pub fn new(rate_bps: u64) -> EgressLimit {
         EgressLimit {
             rate_bps,
             horizon: DEFAULT_HORIZON,
             burst_bytes: 0,
+            ce_threshold: Duration::ZERO,
         }
     }
 
@@ -201,6 +205,7 @@ impl EgressLimit {
             horizon_ns: self.horizon_ns(),
             burst_ns: self.burst_ns(),
             ns_per_byte_q24: abi::ns_per_byte_q24(self.rate_bytes()),
+            ce_threshold_ns: u64::try_from(self.ce_threshold.as_nanos()).unwrap_or(u64::MAX),
         }
     }
 
@@ -231,6 +236,9 @@ pub struct EndpointStats {
     /// Packets dropped at the horizon, and their bytes.
     pub drops: u64,
     pub drop_bytes: u64,
+    /// CE-mark above this wait (0: never), and the packets marked.
+    pub ce_threshold_ns: u64,
+    pub marks: u64,
 }
 
 /// The pinned endpoint map, opened directly: for readers and writers that
@@ -271,6 +279,7 @@ impl Endpoints {
         info.ns_per_byte_q24 = entry.ns_per_byte_q24;
         info.horizon_ns = entry.horizon_ns;
         info.burst_ns = entry.burst_ns;
+        info.ce_threshold_ns = entry.ce_threshold_ns;
         self.map
             .insert(key, info, 0)
             .map_err(|e| program::bpf_error(format!("setting the limit of {ip}"), e))
@@ -343,6 +352,7 @@ impl EndpointStats {
             horizon_ns: self.horizon_ns,
             burst_ns: self.burst_ns,
             ns_per_byte_q24: self.ns_per_byte_q24,
+            ce_threshold_ns: self.ce_threshold_ns,
         }
     }
 
@@ -361,6 +371,8 @@ impl EndpointStats {
             packets: info.packets,
             drops: info.drops,
             drop_bytes: info.drop_bytes,
+            ce_threshold_ns: info.ce_threshold_ns,
+            marks: info.marks,
         }
     }
 }

@@ -52,7 +52,7 @@ pub fn frame(src: Option<IpAddr>, len: usize) -> Vec<u8> {
 }
 
 /// What a test run did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
     /// The program's return value of the last run.
     pub action: u32,
@@ -60,6 +60,8 @@ pub struct Outcome {
     pub tstamp: u64,
     /// The kernel's average time per run.
     pub per_run: Duration,
+    /// The packet as the program left it.
+    pub data: Vec<u8>,
 }
 
 /// Runs `prog` `repeat` times on `data`, with `skb->tstamp` and
@@ -88,9 +90,11 @@ pub fn run(
         .map_err(|e| bpf_error("BPF_PROG_TEST_RUN", e))?;
     let mut ts = [0u8; 8];
     ts.copy_from_slice(&ctx_out[CTX_TSTAMP..CTX_TSTAMP + 8]);
+    data_out.truncate(r.data_size_out as usize);
     Ok(Outcome {
         action: r.return_value,
         tstamp: u64::from_ne_bytes(ts),
         per_run: r.duration,
+        data: data_out,
     })
 }

@@ -83,6 +83,7 @@ pub(crate) fn endpoint_map(test: &str) -> Option<(BpfFs, Endpoints)> {
 struct Verdict {
     action: u32,
     tstamp: u64,
+    data: Vec<u8>,
 }
 
 impl Datapath {
@@ -92,6 +93,7 @@ impl Datapath {
         Verdict {
             action: r.action,
             tstamp: r.tstamp,
+            data: r.data,
         }
     }
 
@@ -344,4 +346,137 @@ fn a_held_program_opens_again_as_the_same_program() {
     let again = program::classifier_from_pin(&pin).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.info().unwrap().id(), id);
     std::fs::remove_file(&pin).unwrap();
+}
+
+/// The ECN field of a frame from `testrun::frame` (IPv4 TOS or IPv6
+/// traffic class, low two bits).
+fn ecn_of(f: &[u8]) -> u8 {
+    match f[12..14] {
+        [0x08, 0x00] => f[15] & 3,
+        _ => (f[15] >> 4) & 3,
+    }
+}
+
+/// `frame(src, len)` with its ECN field set to `ecn` (and, for IPv4, a
+/// valid header checksum, so the kernel's incremental update can be
+/// checked).
+fn ecn_frame(src: IpAddr, len: usize, ecn: u8) -> Vec<u8> {
+    let mut f = frame(Some(src), len);
+    match src {
+        IpAddr::V4(_) => {
+            f[15] = (f[15] & !3) | ecn;
+            f[24..26].copy_from_slice(&[0, 0]);
+            let sum = ipv4_checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&sum.to_be_bytes());
+        }
+        IpAddr::V6(_) => f[15] = (f[15] & 0xcf) | (ecn << 4),
+    }
+    f
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+const ECT0: u8 = 2;
+const ECT1: u8 = 1;
+const CE: u8 = 3;
+
+#[test]
+fn ecn_capable_packets_queued_past_the_threshold_are_marked_and_counted() {
+    let Some(mut dp) = datapath("ce-mark") else {
+        return;
+    };
+    let (v4, v6) = (ip("10.0.0.1"), ip("fd00::1"));
+    let limit = EgressLimit {
+        ce_threshold: Duration::from_millis(20),
+        ..EgressLimit::new(SLOW)
+    };
+    for src in [v4, v6] {
+        dp.endpoints.set(src, &limit).unwrap();
+        // Each frame takes 12.1 ms at SLOW: the first waits behind
+        // nothing, the second ~12 ms, the third ~24 ms (past 20 ms).
+        let ect = if src.is_ipv4() { ECT0 } else { ECT1 };
+        let out: Vec<Verdict> = (0..3)
+            .map(|_| dp.run(&ecn_frame(src, FRAME, ect), 0, 0))
+            .collect();
+        let ecn: Vec<u8> = out.iter().map(|v| ecn_of(&v.data)).collect();
+        assert_eq!(ecn, [ect, ect, CE], "{src}");
+        assert!(out.iter().all(|v| v.action == TC_ACT_UNSPEC));
+        if src.is_ipv4() {
+            // The kernel fixed the header checksum for the new TOS.
+            assert_eq!(
+                ipv4_checksum(&out[2].data[14..34]),
+                0,
+                "checksum after marking"
+            );
+        }
+        let s = dp.stats_of(src);
+        assert_eq!((s.marks, s.packets, s.drops), (1, 3, 0), "{src}");
+        assert_eq!(s.ce_threshold_ns, 20_000_000);
+    }
+}
+
+#[test]
+fn packets_that_are_not_ecn_capable_are_never_marked_and_meet_the_horizon() {
+    let Some(mut dp) = datapath("ce-not-ect") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    let limit = EgressLimit {
+        ce_threshold: Duration::from_millis(5),
+        horizon: Duration::from_millis(30),
+        ..EgressLimit::new(SLOW)
+    };
+    dp.endpoints.set(src, &limit).unwrap();
+    let out: Vec<Verdict> = (0..3)
+        .map(|_| dp.run(&ecn_frame(src, FRAME, 0), 0, 0))
+        .collect();
+    assert!(out.iter().all(|v| ecn_of(&v.data) == 0), "{out:?}");
+    assert_eq!(
+        out.iter().map(|v| v.action).collect::<Vec<_>>(),
+        [TC_ACT_UNSPEC, TC_ACT_UNSPEC, TC_ACT_SHOT]
+    );
+    let s = dp.stats_of(src);
+    assert_eq!((s.marks, s.drops), (0, 1));
+}
+
+#[test]
+fn without_a_threshold_nothing_is_marked() {
+    let Some(mut dp) = datapath("ce-off") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    dp.endpoints.set(src, &EgressLimit::new(SLOW)).unwrap();
+    let out: Vec<Verdict> = (0..5)
+        .map(|_| dp.run(&ecn_frame(src, FRAME, ECT0), 0, 0))
+        .collect();
+    assert!(out.iter().all(|v| ecn_of(&v.data) == ECT0));
+    assert_eq!(dp.stats_of(src).marks, 0);
+}
+
+#[test]
+fn a_large_packet_alone_is_not_a_queue() {
+    // A 64 KiB packet takes 524 ms at SLOW; one sent after it waits that
+    // long and is marked, but the big one itself waits behind nothing.
+    let Some(mut dp) = datapath("ce-own-time") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    let limit = EgressLimit {
+        ce_threshold: Duration::from_millis(1),
+        ..EgressLimit::new(SLOW)
+    };
+    dp.endpoints.set(src, &limit).unwrap();
+    // (A test run's packet is at most a page: the wire length says 60 KB.)
+    let big = dp.run(&ecn_frame(src, FRAME, ECT0), 0, 60_000);
+    let next = dp.run(&ecn_frame(src, 100, ECT0), 0, 0);
+    assert_eq!((ecn_of(&big.data), ecn_of(&next.data)), (ECT0, CE));
 }

@@ -88,7 +88,7 @@ impl Engine {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         let view = &mut shared.shaping;
         view.configured = crate::policy::shaping_masters(desired);
-        view.horizon = crate::policy::horizon(desired);
+        view.queueing = crate::policy::Queueing::of(desired);
         view.shaped = shaped;
         // A map loaded anew (its pin was gone) is another map: reopen it.
         if view.map.as_ref().and_then(|m| m.id().ok()) != map_id {
