@@ -81,6 +81,51 @@ static __always_inline int edt_key_from_source(struct __sk_buff *skb,
 	return 0;
 }
 
+/* Whether a packet may take edt_schedule()'s lane ahead of the endpoint's
+ * queue: at most EDT_AHEAD_MAX_LEN bytes on the wire and not TCP data, i.e.
+ * ICMP, UDP, or TCP with no payload (an ACK, a SYN, a FIN). TCP data never
+ * does: a small segment must not overtake its own flow's earlier ones.
+ * IPv6 with extension headers, and anything this does not read, queues. */
+static __always_inline int edt_ahead(struct __sk_buff *skb, __u8 family)
+{
+	__u8 *data = (__u8 *)(long)skb->data;
+	__u8 *data_end = (__u8 *)(long)skb->data_end;
+	__u8 *ip = data + ETH_HLEN;
+	__u8 *tcp;
+	__u32 ihl, payload, doff;
+	__u8 proto;
+
+	if (edt_wire_len(skb) > EDT_AHEAD_MAX_LEN)
+		return 0;
+	if (family == EDT_FAMILY_IPV4) {
+		if (ip + 20 > data_end)
+			return 0;
+		proto = ip[9];
+		ihl = (ip[0] & 0x0f) * 4;
+		payload = ((__u32)ip[2] << 8 | ip[3]);
+		if (ihl < 20 || payload < ihl)
+			return 0;
+		payload -= ihl;
+	} else {
+		if (ip + 40 > data_end)
+			return 0;
+		proto = ip[6];
+		ihl = 40;
+		payload = ((__u32)ip[4] << 8 | ip[5]);
+	}
+	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 || proto == IPPROTO_UDP)
+		return 1;
+	if (proto != IPPROTO_TCP)
+		return 0;
+	/* ihl is at most 60: the verifier sees the bound. One pointer for
+	 * the check and the read, so it sees they are the same. */
+	tcp = ip + ihl;
+	if (tcp + 13 > data_end)
+		return 0;
+	doff = (tcp[12] >> 4) * 4;
+	return doff >= 20 && payload == doff;
+}
+
 SEC("classifier")
 int edt_egress(struct __sk_buff *skb)
 {
@@ -95,5 +140,5 @@ int edt_egress(struct __sk_buff *skb)
 	info = bpf_map_lookup_elem(&podnet_edt_v1, &key);
 	if (!info)
 		return EDT_PASS;
-	return edt_schedule(skb, info);
+	return edt_schedule(skb, info, edt_ahead(skb, key.family));
 }

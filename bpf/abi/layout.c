@@ -30,7 +30,7 @@ FIELD(edt_info, drop_bytes);
 FIELD(edt_info, ns_per_byte_q24);
 FIELD(edt_info, ce_threshold_ns);
 FIELD(edt_info, marks);
-FIELD(edt_info, reserved);
+FIELD(edt_info, t_ahead);
 
 /* The constants the Rust side repeats. */
 const unsigned long layout_const__EDT_FAMILY_IPV4 = EDT_FAMILY_IPV4;
@@ -42,3 +42,5 @@ const unsigned long layout_const__EDT_MAP_MAX_ENTRIES = EDT_MAP_MAX_ENTRIES;
 const unsigned long layout_const__EDT_Q24_SHIFT = EDT_Q24_SHIFT;
 const unsigned long layout_const__EDT_Q24_MAX_LEN_BITS = EDT_Q24_MAX_LEN_BITS;
 const unsigned long layout_const__EDT_Q24_MIN_RATE_BYTES = EDT_Q24_MIN_RATE_BYTES;
+const unsigned long layout_const__EDT_AHEAD_MAX_LEN = EDT_AHEAD_MAX_LEN;
+const unsigned long layout_const__EDT_AHEAD_BACKLOG_NS = EDT_AHEAD_BACKLOG_NS;

@@ -111,6 +111,10 @@ _Static_assert(offsetof(struct __sk_buff, wire_len) == 160, "__sk_buff.wire_len"
 #endif
 
 #define ETH_HLEN 14
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 

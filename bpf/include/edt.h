@@ -55,9 +55,11 @@ static __always_inline __u64 edt_wire_len(const struct __sk_buff *skb)
  * packets of one endpoint sent from several CPUs at once each reserve
  * their own slot (Cilium's READ_ONCE/WRITE_ONCE pair can lose one to a
  * race, letting that packet through for free).
+ *
+ * `ahead`: the packet may go ahead of the endpoint's queue (edt_ahead()).
  */
 static __always_inline int edt_schedule(struct __sk_buff *skb,
-					struct edt_info *info)
+					struct edt_info *info, int ahead)
 {
 	__u64 now, t, floor, last, delay, t_next, horizon, burst, rate, mult, ce;
 	__u64 len = edt_wire_len(skb);
@@ -76,13 +78,6 @@ static __always_inline int edt_schedule(struct __sk_buff *skb,
 	t = skb->tstamp;
 	if (t < now || t > now + horizon)
 		t = now;
-	floor = t > burst ? t - burst : 0;
-
-	/* After idle, t_last lags behind: move it up to the floor first.
-	 * If the exchange loses, another CPU moved it, which is as good. */
-	last = READ_ONCE(info->t_last);
-	if (last < floor)
-		__sync_val_compare_and_swap(&info->t_last, last, floor);
 
 	/* A multiply instead of a 64-bit division: about 10 ns a packet. */
 	mult = READ_ONCE(info->ns_per_byte_q24);
@@ -90,6 +85,41 @@ static __always_inline int edt_schedule(struct __sk_buff *skb,
 		delay = (len * mult) >> EDT_Q24_SHIFT;
 	else
 		delay = len * NSEC_PER_SEC / rate;
+
+	/*
+	 * The lane ahead. One clock per endpoint is one FIFO: a ping, a DNS
+	 * query or a TCP ACK waits behind the endpoint's own bulk, up to the
+	 * horizon (2 s in Cilium), and with 128 connections no marking can
+	 * make that FIFO short, as each keeps at least two segments in it.
+	 * So a small packet that is not TCP data (see edt_ahead(); TCP data
+	 * keeps its order) leaves at once, paced at the rate on a clock of
+	 * its own, and its time is charged to the endpoint's clock, which
+	 * the bulk then yields: over time the endpoint still gets exactly its
+	 * rate. Only while that lane's own backlog stays under
+	 * EDT_AHEAD_BACKLOG_NS: an endpoint sending nothing but small
+	 * packets fills it and queues as before, so it can be ahead of its
+	 * rate by at most that much.
+	 */
+	if (ahead) {
+		last = READ_ONCE(info->t_ahead);
+		if (last < t)
+			__sync_val_compare_and_swap(&info->t_ahead, last, t);
+		t_next = __sync_fetch_and_add(&info->t_ahead, delay) + delay;
+		if (t_next <= t + EDT_AHEAD_BACKLOG_NS) {
+			__sync_fetch_and_add(&info->t_last, delay);
+			if (t_next > t)
+				skb->tstamp = t_next;
+			goto pass;
+		}
+		__sync_fetch_and_sub(&info->t_ahead, delay);
+	}
+
+	/* After idle, t_last lags behind: move it up to the floor first.
+	 * If the exchange loses, another CPU moved it, which is as good. */
+	floor = t > burst ? t - burst : 0;
+	last = READ_ONCE(info->t_last);
+	if (last < floor)
+		__sync_val_compare_and_swap(&info->t_last, last, floor);
 	t_next = __sync_fetch_and_add(&info->t_last, delay) + delay;
 
 	if (t_next > now + horizon) {

@@ -6,8 +6,9 @@
  * abi/layout.c, compiled for the BPF target).
  *
  * Rules for changing it: every hole is an explicit, zeroed pad field;
- * fields are only ever added in place of `reserved`; anything else is a new
- * map name (EDT_MAP_NAME), because the map is pinned and outlives podnet.
+ * fields were added in place of `reserved`, which is used up: anything
+ * else is a new map name (EDT_MAP_NAME), because the map is pinned and
+ * outlives podnet. A field an older podnet left zero must mean "off".
  */
 #ifndef PODNET_EDT_ABI_H
 #define PODNET_EDT_ABI_H
@@ -67,7 +68,8 @@ struct edt_info {
 				 * earlier packets; 0 = never mark */
 	/* state, written by the datapath */
 	__u64 marks;		/* packets CE-marked */
-	__u64 reserved[1];	/* zero; room for one more without a new map */
+	__u64 t_ahead;		/* departure time of the last packet sent
+				 * ahead of the queue (edt.h, "ahead") */
 };
 
 /* ns_per_byte_q24's fixed point, and the bounds that keep len * it within
@@ -85,5 +87,11 @@ _Static_assert(offsetof(struct edt_info, t_last) == 24, "edt_info.t_last");
 _Static_assert(offsetof(struct edt_info, ns_per_byte_q24) == 64, "edt_info.ns_per_byte_q24");
 _Static_assert(offsetof(struct edt_info, ce_threshold_ns) == 72, "edt_info.ce_threshold_ns");
 _Static_assert(offsetof(struct edt_info, marks) == 80, "edt_info.marks");
+_Static_assert(offsetof(struct edt_info, t_ahead) == 88, "edt_info.t_ahead");
+
+/* edt.h's lane ahead of the queue: packets up to this long on the wire, and
+ * at most this much of the lane's own backlog. */
+#define EDT_AHEAD_MAX_LEN 256
+#define EDT_AHEAD_BACKLOG_NS 1000000ULL
 
 #endif /* PODNET_EDT_ABI_H */

@@ -347,8 +347,9 @@ pub struct Tier {
     pub horizon: Option<Horizon>,
     /// EDT: an ECN-capable packet that would wait longer than this behind
     /// the pod's earlier packets is CE-marked, so its sender slows down
-    /// before anything is dropped. Unset: `[shaping] ce_threshold`, else
-    /// 1 ms or two full frames at the rate, whichever is longer.
+    /// before anything is dropped; `"off"`: never marked. Unset:
+    /// `[shaping] ce_threshold`, else 1 ms or two full frames at the rate,
+    /// whichever is longer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_threshold: Option<Delay>,
 }
@@ -384,8 +385,8 @@ pub struct Shaping {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub horizon: Option<Horizon>,
     /// ECN-capable packets that would wait longer than this are CE-marked:
-    /// `"1ms"`, `"500us"`. A tier's own `ce_threshold` wins. Unset: 1 ms or
-    /// two full frames at the pod's rate, whichever is longer.
+    /// `"1ms"`, `"500us"`, `"off"`. A tier's own `ce_threshold` wins. Unset:
+    /// 1 ms or two full frames at the pod's rate, whichever is longer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_threshold: Option<Delay>,
 }

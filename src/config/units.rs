@@ -201,7 +201,7 @@ impl JsonSchema for Bits {
 pub struct Horizon(pub std::time::Duration);
 
 /// A marking threshold: how long a packet may wait before it is CE-marked;
-/// `"1ms"`, `"500us"`.
+/// `"1ms"`, `"500us"`, or `"off"` (zero: never marked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Delay(pub std::time::Duration);
 
@@ -270,6 +270,9 @@ impl Horizon {
 impl Delay {
     pub fn parse(input: &str) -> Result<Delay, String> {
         use std::time::Duration;
+        if input.trim() == "off" {
+            return Ok(Delay(Duration::ZERO));
+        }
         parse_duration(
             input,
             &["us", "ms", "s"],
@@ -289,6 +292,9 @@ impl Serialize for Horizon {
 
 impl Serialize for Delay {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_zero() {
+            return s.serialize_str("off");
+        }
         s.collect_str(&show(self.0))
     }
 }
@@ -329,10 +335,10 @@ impl JsonSchema for Delay {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "A duration from 10us to 1s: \"1ms\", \"500us\".",
+            "description": "A duration from 10us to 1s: \"1ms\", \"500us\"; or \"off\".",
             "type": "string",
             "format": "delay",
-            "examples": ["1ms", "500us"]
+            "examples": ["1ms", "500us", "off"]
         })
     }
 }
@@ -415,6 +421,11 @@ mod tests {
             assert!(Delay::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Horizon::parse("500us").is_err());
+        assert_eq!(Delay::parse("off").unwrap().0, std::time::Duration::ZERO);
+        assert_eq!(
+            serde_json::to_string(&Delay::parse("off").unwrap()).unwrap(),
+            "\"off\""
+        );
         assert_eq!(
             serde_json::to_string(&Delay::parse("1500us").unwrap()).unwrap(),
             "\"1500us\""

@@ -24,6 +24,11 @@ pub const EDT_Q24_SHIFT: u32 = 24;
 pub const EDT_Q24_MAX_LEN_BITS: u32 = 20;
 /// `EDT_Q24_MIN_RATE_BYTES`: below this rate the datapath divides.
 pub const EDT_Q24_MIN_RATE_BYTES: u64 = 954;
+/// `EDT_AHEAD_MAX_LEN`: the longest packet (on the wire) that may go ahead
+/// of its endpoint's queue.
+pub const EDT_AHEAD_MAX_LEN: u64 = 256;
+/// `EDT_AHEAD_BACKLOG_NS`: the most the lane ahead may hold.
+pub const EDT_AHEAD_BACKLOG_NS: u64 = 1_000_000;
 
 /// `struct edt_key`: one endpoint address in one direction.
 #[repr(C)]
@@ -56,7 +61,8 @@ pub struct EdtInfo {
     pub ce_threshold_ns: u64,
     /// Packets CE-marked.
     pub marks: u64,
-    pub reserved: [u64; 1],
+    /// The clock of the lane ahead of the queue (the datapath's).
+    pub t_ahead: u64,
 }
 
 /// `NSEC_PER_SEC * 2^EDT_Q24_SHIFT / rate_bytes`, rounded up so that the
@@ -147,7 +153,7 @@ mod tests {
         field!("edt_info", EdtInfo, ns_per_byte_q24);
         field!("edt_info", EdtInfo, ce_threshold_ns);
         field!("edt_info", EdtInfo, marks);
-        field!("edt_info", EdtInfo, reserved);
+        field!("edt_info", EdtInfo, t_ahead);
         m.insert("const.EDT_FAMILY_IPV4", EDT_FAMILY_IPV4.into());
         m.insert("const.EDT_FAMILY_IPV6", EDT_FAMILY_IPV6.into());
         m.insert("const.EDT_DIR_EGRESS", EDT_DIR_EGRESS.into());
@@ -157,6 +163,8 @@ mod tests {
         m.insert("const.EDT_Q24_SHIFT", EDT_Q24_SHIFT.into());
         m.insert("const.EDT_Q24_MAX_LEN_BITS", EDT_Q24_MAX_LEN_BITS.into());
         m.insert("const.EDT_Q24_MIN_RATE_BYTES", EDT_Q24_MIN_RATE_BYTES);
+        m.insert("const.EDT_AHEAD_MAX_LEN", EDT_AHEAD_MAX_LEN);
+        m.insert("const.EDT_AHEAD_BACKLOG_NS", EDT_AHEAD_BACKLOG_NS);
         m
     }
 

@@ -480,3 +480,84 @@ fn a_large_packet_alone_is_not_a_queue() {
     let next = dp.run(&ecn_frame(src, 100, ECT0), 0, 0);
     assert_eq!((ecn_of(&big.data), ecn_of(&next.data)), (ECT0, CE));
 }
+
+/// A `len`-byte IPv4 frame from `src` of IP protocol `proto`; for TCP a
+/// 32-byte header (timestamps on, as Linux sends), so the payload is
+/// `len - 66` bytes (66: a pure ACK).
+fn proto_frame(src: IpAddr, len: usize, proto: u8) -> Vec<u8> {
+    let mut f = frame(Some(src), len);
+    f[23] = proto;
+    if proto == 6 {
+        f[34 + 12] = 8 << 4;
+    }
+    f
+}
+
+const ICMP: u8 = 1;
+const TCP: u8 = 6;
+
+#[test]
+fn small_packets_that_are_not_tcp_data_go_ahead_of_the_queue_and_are_charged_to_it() {
+    let Some(mut dp) = datapath("ahead") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    // 10 Mbit/s: a frame takes 1.2 ms, a ping 90 us, so the lane ahead
+    // (1 ms of backlog) holds both the ping and the ACK.
+    let rate = 10 * SLOW;
+    let ns = |bytes: u64| bytes * 1_000_000_000 / (rate / 8);
+    dp.endpoints.set(src, &EgressLimit::new(rate)).unwrap();
+    // Thirty frames: the queue ends ~36 ms from now.
+    let queued: Vec<Verdict> = (0..30).map(|_| dp.send(src, FRAME)).collect();
+    let end = queued[29].tstamp;
+    // A ping (98 bytes) and a pure TCP ACK leave at once, far before that.
+    for (what, f) in [
+        ("ping", proto_frame(src, 112, ICMP)),
+        ("ack", proto_frame(src, 66, TCP)),
+    ] {
+        let v = dp.run(&f, 0, 0);
+        assert_eq!(v.action, TC_ACT_UNSPEC, "{what}");
+        assert!(
+            v.tstamp + 30_000_000 < end,
+            "{what} waited behind the queue: {v:?}, queue ends {end}"
+        );
+    }
+    // Their time was charged: the next frame leaves after the queue, the
+    // ping and the ACK have had their time at the rate.
+    let next = dp.send(src, FRAME);
+    assert_eq!(next.tstamp - end, ns(112) + ns(66) + ns(FRAME as u64));
+    assert_eq!(dp.stats_of(src).packets, 33);
+}
+
+#[test]
+fn small_tcp_data_keeps_its_place_in_the_queue() {
+    let Some(mut dp) = datapath("ahead-tcp-data") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    dp.endpoints.set(src, &EgressLimit::new(SLOW)).unwrap();
+    let a = dp.send(src, FRAME);
+    // 100 bytes: 34 bytes of TCP payload must not overtake `a`.
+    let v = dp.run(&proto_frame(src, 100, TCP), 0, 0);
+    assert_eq!(v.tstamp - a.tstamp, 100 * 1_000_000_000 / (SLOW / 8));
+    // And a big non-TCP packet queues too.
+    let u = dp.run(&proto_frame(src, 600, 17), 0, 0);
+    assert_eq!(u.tstamp - v.tstamp, 600 * 1_000_000_000 / (SLOW / 8));
+}
+
+#[test]
+fn a_flood_of_small_packets_fills_the_lane_ahead_and_then_queues() {
+    let Some(mut dp) = datapath("ahead-flood") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    dp.endpoints.set(src, &EgressLimit::new(SLOW)).unwrap();
+    let a = dp.send(src, FRAME);
+    // At SLOW a 112-byte ping takes 0.896 ms: the first fits the lane's
+    // 1 ms backlog, the second would not and queues behind `a` and the first.
+    let p1 = dp.run(&proto_frame(src, 112, ICMP), 0, 0);
+    let p2 = dp.run(&proto_frame(src, 112, ICMP), 0, 0);
+    let ping_ns = 112 * 1_000_000_000 / (SLOW / 8);
+    assert!(p1.tstamp < a.tstamp, "{p1:?} {a:?}");
+    assert_eq!(p2.tstamp - a.tstamp, 2 * ping_ns, "{p2:?} {a:?}");
+}
