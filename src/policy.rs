@@ -20,17 +20,19 @@ use crate::shaping::{EgressLimit, DEFAULT_BURST_BYTES, DEFAULT_HORIZON};
 
 use crate::config::{AnnotationPolicy, NodeConfig, Rate, ShapingBackend};
 
-/// The masters the node files have shaped by EDT: `shaping = true`, or by
-/// default once `[shaping]` exists, unless the backend is HTB.
-pub fn shaping_masters(config: &NodeConfig) -> BTreeSet<String> {
-    let backend = config
+/// The backend the node files ask for (`auto` when unset).
+pub fn backend(config: &NodeConfig) -> ShapingBackend {
+    config
         .shaping
         .as_ref()
         .and_then(|s| s.backend)
-        .unwrap_or(ShapingBackend::Auto);
-    if backend == ShapingBackend::Htb {
-        return BTreeSet::new();
-    }
+        .unwrap_or(ShapingBackend::Auto)
+}
+
+/// The masters the node files have shaped (by EDT or HTB, as [`backend`]
+/// and the kernel decide): `shaping = true`, or by default once
+/// `[shaping]` exists.
+pub fn shaping_masters(config: &NodeConfig) -> BTreeSet<String> {
     let by_default = config.shaping.is_some();
     config
         .masters
