@@ -25,6 +25,12 @@ pub struct ShapingView {
     pub horizon: Duration,
     /// The pinned endpoint map, for the request path's writes and reads.
     pub map: Option<Endpoints>,
+    /// Of the shaped devices, those the HTB backend shapes: their limits
+    /// are HTB classes a pass adds, not map entries.
+    pub htb: BTreeSet<String>,
+    /// The addresses whose HTB class and filter the last pass left in
+    /// place, with their limit (bit/s).
+    pub htb_in_force: BTreeMap<IpAddr, u64>,
 }
 
 impl ShapingView {
@@ -42,6 +48,11 @@ impl ShapingView {
         };
         if !leaves_through(e, &self.configured) {
             return true;
+        }
+        // An HTB class is a plan's step (its minor comes from the whole
+        // tree): the pass this asks for adds it, within milliseconds.
+        if leaves_through(e, &self.htb) {
+            return false;
         }
         let shaped: BTreeSet<String> = self.shaped.keys().cloned().collect();
         let Some(map) = self.map.as_mut().filter(|_| leaves_through(e, &shaped)) else {
@@ -128,6 +139,27 @@ impl ShapingView {
             return None;
         }
         let mut problems = Vec::new();
+        if leaves_through(e, &self.htb) {
+            for ip in &e.endpoint.ips {
+                match self.htb_in_force.get(&ip.addr()) {
+                    None => problems.push(format!(
+                        "{}: no HTB class in force yet (the next pass adds it; see `podnetctl status`)",
+                        ip.addr()
+                    )),
+                    Some(r) if *r != limit.rate_bps => problems.push(format!(
+                        "{}: the HTB class holds {r} bit/s, the limit is {} bit/s",
+                        ip.addr(),
+                        limit.rate_bps
+                    )),
+                    Some(_) => {}
+                }
+            }
+            return Some(Enforcement {
+                enforced: problems.is_empty(),
+                device: e.endpoint.master.clone(),
+                problems,
+            });
+        }
         match &e.endpoint.master {
             Some(m) if !self.shaped.contains_key(m) => {
                 problems.push(format!("{m} is not shaped yet (see `podnetctl status`)"))

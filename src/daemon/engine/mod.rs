@@ -332,6 +332,7 @@ impl Engine {
             inputs.mode(&observed),
             &planned,
             &remaining,
+            &inputs.endpoints,
         );
         self.forget_quiet_fights(&remaining);
         let converged = remaining.actions.is_empty() && remaining.problems.is_empty();
