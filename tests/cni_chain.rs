@@ -21,7 +21,7 @@ const NODE: &str = r#"version = 1
 [masters.ens192]
 kind = "macvlan"
 mode = "bridge"
-# The development kernel has no sch_fq: EDT shaping is the VM lab's.
+# Registration only: the HTB rate test below shapes (EDT is the VM lab's).
 shaping = false
 shim = { name = "pn-shim0", addresses = ["172.51.0.230/32"], routes = ["172.51.0.0/24"] }
 [tiers.silver]
@@ -308,6 +308,17 @@ max_rate = "1G"
     let root = tc_json(&node, "qdisc show dev ens192");
     let want_root = if fq { "fq" } else { "htb" };
     assert_eq!(root[0]["kind"], want_root, "auto's root here: {root}");
+    let status = client.status().unwrap();
+    assert_eq!(
+        status
+            .shaping
+            .iter()
+            .map(|s| s.backend.as_str())
+            .collect::<Vec<_>>(),
+        [if fq { "edt" } else { "htb" }],
+        "{:?}",
+        status.shaping
+    );
     if fq {
         // A kernel with fq shapes by EDT: the VM lab measures that.
         eprintln!("this kernel has sch_fq: auto picks EDT, the VM lab's rates cover it");
@@ -352,6 +363,27 @@ max_rate = "1G"
         ));
         eprintln!("{}", report.last().unwrap());
         assert!(sent > 0, "the pod's traffic did not go through its class");
+        // `podnetctl bandwidth list` shows the class's counters for the pod.
+        let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
+            .args(["--netns", &node.name, "--socket"])
+            .arg(d.socket())
+            .args(["bandwidth", "list", "-o", "json"])
+            .output()
+            .unwrap();
+        let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "bandwidth list: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["endpoint"] == format!("{id}/eth0"))
+            .unwrap_or_else(|| panic!("{rows}"));
+        assert!(row["egress_bytes"].as_u64().unwrap_or(0) >= sent, "{row}");
+        assert_eq!(row["enforced"], true, "{row}");
         assert!(
             (0.95..=1.05).contains(&ratio),
             "limit {limit}: steady {steady:.0} bit/s is {:.1}% of the limit\n{}",

@@ -537,10 +537,13 @@ fn every_example_plans_against_its_master_and_changes_nothing() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        // On a kernel without fq (this machine's), a shaping example fails
-        // its dry run by saying so; nothing else may fail it.
+        // On a kernel without fq (this machine's), an example that asks
+        // for EDT by name fails its dry run by saying so (one on `auto`
+        // plans HTB); nothing else may fail it.
         let no_fq = !podnet::shaping::observe::features().sch_fq
-            && stdout.contains("! egress shaping of ens192: this kernel has no fq qdisc");
+            && stdout.contains(
+                "! egress shaping of ens192: [shaping] backend = \"edt\" needs the fq qdisc",
+            );
         assert!(
             out.status.success() || (no_fq && out.status.code() == Some(1)),
             "{}: {stdout}{}",
@@ -611,24 +614,42 @@ fn dry_run_lists_the_shaping_steps_and_what_this_kernel_cannot_do() {
     let before = ns.snapshot();
     let fq = podnet::shaping::observe::features().sch_fq;
     let run = podnetctl(&cfg.path, &ns, &["apply", "--dry-run"]);
+    assert_eq!(run.code, 0, "{run}");
     if fq {
-        assert_eq!(run.code, 0, "{run}");
         assert!(
             run.stdout
                 .contains("shaping ens192\n  ~ root qdisc fq 706e:, replacing default noqueue"),
             "{run}"
         );
     } else {
-        // This machine's development kernel: the plan says so, and the
-        // links are planned all the same.
+        // This machine's development kernel: `auto` picks HTB.
+        assert!(
+            run.stdout.contains(
+                "shaping ens192\n  ~ root qdisc htb 706e: (default direct: traffic no class matches leaves unshaped), replacing default noqueue"
+            ),
+            "{run}"
+        );
+    }
+    assert!(!run.stdout.contains("shaping ens224"), "{run}");
+    // EDT asked for by name: refused where fq is missing, naming the way
+    // out, and the links are planned all the same.
+    cfg.write(&[(
+        "50-shaping.toml",
+        "[masters.ens224]\nkind = \"macvlan\"\nshaping = false\n[shaping]\nbackend = \"edt\"\n",
+    )]);
+    let run = podnetctl(&cfg.path, &ns, &["apply", "--dry-run"]);
+    if fq {
+        assert_eq!(run.code, 0, "{run}");
+    } else {
         assert_eq!(run.code, 1, "{run}");
         assert!(
             run.stdout.contains(
-                "! egress shaping of ens192: this kernel has no fq qdisc (CONFIG_NET_SCH_FQ, module sch_fq)"
+                "! egress shaping of ens192: [shaping] backend = \"edt\" needs the fq qdisc (CONFIG_NET_SCH_FQ, module sch_fq), which this kernel does not have; set backend = \"auto\" or \"htb\""
             ),
             "{run}"
         );
         assert!(run.stdout.contains("shim pn-shim0"), "{run}");
+        assert!(!run.stdout.contains("root qdisc"), "{run}");
     }
     assert!(!run.stdout.contains("shaping ens224"), "{run}");
     assert_eq!(ns.snapshot(), before, "dry-run changed the host");
@@ -703,7 +724,10 @@ fn htb_apply_is_a_no_op_the_second_time_repairs_drift_and_puts_the_root_back() {
     let qdiscs = tc_text(&ns, "qdisc show dev ens192");
     assert!(qdiscs.contains("qdisc htb 706e: root"), "{qdiscs}");
     assert!(qdiscs.contains("default 0"), "{qdiscs}");
-    assert!(qdiscs.contains("limit 2500000b"), "10M x 2 s horizon: {qdiscs}");
+    assert!(
+        qdiscs.contains("limit 2500000b"),
+        "10M x 2 s horizon: {qdiscs}"
+    );
     let classes = tc_text(&ns, "class show dev ens192");
     assert!(
         classes.contains("class htb 706e:1 root leaf")
@@ -716,7 +740,10 @@ fn htb_apply_is_a_no_op_the_second_time_repairs_drift_and_puts_the_root_back() {
         filters.contains("*flowid 706e:1") && filters.contains("match ac33000a/ffffffff at 12"),
         "{filters}"
     );
-    assert!(filters.contains("match 00000010/ffffffff at 20"), "{filters}");
+    assert!(
+        filters.contains("match 00000010/ffffffff at 20"),
+        "{filters}"
+    );
 
     // The second apply plans nothing and changes nothing.
     let tree = |ns: &Netns| {
@@ -739,26 +766,55 @@ fn htb_apply_is_a_no_op_the_second_time_repairs_drift_and_puts_the_root_back() {
         .lines()
         .find(|l| l.contains("*flowid 706e:1"))
         .unwrap();
-    let handle = line.split(" fh ").nth(1).unwrap().split_whitespace().next().unwrap();
+    let handle = line
+        .split(" fh ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
     run_ok(
         "tc",
-        &["-n", &ns.name, "filter", "del", "dev", "ens192", "parent", "706e:", "prio", "1", "handle", handle, "u32"],
+        &[
+            "-n", &ns.name, "filter", "del", "dev", "ens192", "parent", "706e:", "prio", "1",
+            "handle", handle, "u32",
+        ],
     );
-    run_ok("tc", &["-n", &ns.name, "class", "del", "dev", "ens192", "classid", "706e:1"]);
     run_ok(
         "tc",
-        &["-n", &ns.name, "class", "change", "dev", "ens192", "classid", "706e:2", "htb", "rate", "50mbit", "ceil", "50mbit", "quantum", "1514"],
+        &[
+            "-n", &ns.name, "class", "del", "dev", "ens192", "classid", "706e:1",
+        ],
+    );
+    run_ok(
+        "tc",
+        &[
+            "-n", &ns.name, "class", "change", "dev", "ens192", "classid", "706e:2", "htb", "rate",
+            "50mbit", "ceil", "50mbit", "quantum", "1514",
+        ],
     );
     let repair = podnetctl(&cfg.path, &ns, &["apply"]);
     assert_eq!(repair.code, 0, "{repair}");
     assert!(
-        repair.stdout.contains("+ htb class 706e:1 on ens192: 10Mbit")
-            && repair.stdout.contains("+ u32 filter on ens192: match ip src 172.51.0.10 -> class 706e:1")
-            && repair.stdout.contains("~ htb class 706e:2 on ens192: 50Mbit"),
+        repair
+            .stdout
+            .contains("+ htb class 706e:1 on ens192: 10Mbit")
+            && repair
+                .stdout
+                .contains("+ u32 filter on ens192: match ip src 172.51.0.10 -> class 706e:1")
+            && repair
+                .stdout
+                .contains("~ htb class 706e:2 on ens192: 50Mbit"),
         "{repair}"
     );
     assert!(!repair.stdout.contains("root qdisc"), "{repair}");
-    assert_eq!(tree(&ns).lines().filter(|l| l.contains("class htb")).count(), 2);
+    assert_eq!(
+        tree(&ns)
+            .lines()
+            .filter(|l| l.contains("class htb"))
+            .count(),
+        2
+    );
     let again = podnetctl(&cfg.path, &ns, &["apply"]);
     assert!(again.stdout.contains("No changes"), "{again}");
 

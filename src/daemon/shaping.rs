@@ -232,7 +232,31 @@ mod tests {
             shaped: shaped.iter().map(|s| (s.to_string(), 7)).collect(),
             horizon: DEFAULT_HORIZON,
             map: None,
+            htb: Default::default(),
+            htb_in_force: Default::default(),
         }
+    }
+
+    /// An HTB endpoint is in force once a pass left its class in place at
+    /// its limit; its ADD asks for that pass instead of writing the map.
+    #[test]
+    fn an_htb_endpoint_is_in_force_once_a_pass_left_its_class() {
+        let mut v = view(&["m0"], &["m0"]);
+        v.htb = ["m0".to_string()].into();
+        let e = record(Some("m0"), Some(100_000_000));
+        assert!(!v.install(&e), "ADD must ask for a pass");
+        let got = v.enforcement_in(&e, &Ok(BTreeMap::new())).unwrap();
+        assert!(!got.enforced);
+        assert!(
+            got.problems[0].contains("no HTB class in force yet"),
+            "{got:?}"
+        );
+        v.htb_in_force = [("10.0.0.5".parse().unwrap(), 10_000_000)].into();
+        let got = v.enforcement_in(&e, &Ok(BTreeMap::new())).unwrap();
+        assert!(got.problems[0].contains("holds 10000000 bit/s"), "{got:?}");
+        v.htb_in_force = [("10.0.0.5".parse().unwrap(), 100_000_000)].into();
+        let got = v.enforcement_in(&e, &Ok(BTreeMap::new())).unwrap();
+        assert!(got.enforced, "{got:?}");
     }
 
     #[test]
