@@ -355,7 +355,8 @@ pub struct Shaping {
     /// Tier of a pod that asks for none. Unset: such pods are not shaped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_tier: Option<String>,
-    /// edt (eBPF + fq), htb, or auto (edt where the kernel has fq and tc-bpf).
+    /// edt (eBPF + fq), htb (a class per endpoint address, u32 filters), or
+    /// auto (edt where the kernel has sch_fq, else htb).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<ShapingBackend>,
     /// What to do with explicit rates a pod asks for
