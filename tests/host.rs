@@ -836,3 +836,76 @@ fn htb_apply_is_a_no_op_the_second_time_repairs_drift_and_puts_the_root_back() {
     assert!(records.is_empty(), "the root's record stays: {records:?}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// A failing HTB step undoes every step before it: the classes already
+/// added go, the root comes back, and podnet's record of the root is
+/// forgotten.
+#[test]
+fn a_failing_htb_step_rolls_back_the_classes_and_the_root() {
+    if !require(
+        "a_failing_htb_step_rolls_back_the_classes_and_the_root",
+        &[ROOT, "ip", "tc"],
+    ) {
+        return;
+    }
+    let ns = Netns::new("htbundo");
+    ns.veth("ens192");
+    // Up before the snapshot: the kernel gives an up link its default root.
+    ns.ip("link set ens192 up");
+    let cfg = ConfigDir::new(&[(
+        "10-node.toml",
+        "version = 1\n[masters.ens192]\nkind = \"macvlan\"\nmode = \"bridge\"\n\
+         [tiers.silver]\negress = \"10M\"\n[shaping]\ndefault_tier = \"silver\"\nbackend = \"htb\"\n",
+    )]);
+    let state = cfg.path.with_extension("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("endpoints.json"),
+        r#"{"version":1,"endpoints":[
+            {"container_id":"c1","ifname":"eth0","ips":["172.51.0.10/24"],"master":"ens192","registered_at":0,"limits":{"egress":10000000,"burst":null}},
+            {"container_id":"c2","ifname":"eth0","ips":["172.51.0.11/24"],"master":"ens192","registered_at":0,"limits":{"egress":10000000,"burst":null}}]}"#,
+    )
+    .unwrap();
+    let tree = || {
+        [
+            tc_text(&ns, "qdisc show dev ens192"),
+            tc_text(&ns, "class show dev ens192"),
+            tc_text(&ns, "filter show dev ens192"),
+        ]
+        .join("\n")
+    };
+    let (before, links) = (tree(), ns.snapshot());
+    // Steps: root, class, class, filter (fails), filter.
+    let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
+        .arg("-c")
+        .arg(&cfg.path)
+        .args(["--netns", &ns.name, "--state-dir"])
+        .arg(&state)
+        .arg("--bpf-dir")
+        .arg(state.join("bpf"))
+        .arg("apply")
+        .env("PODNET_FAILPOINT", "fail-step:4")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rolled back 3 applied step(s)"), "{stderr}");
+    assert!(!stderr.contains("rollback incomplete"), "{stderr}");
+    assert_eq!(tree(), before, "the HTB tree survived the rollback");
+    assert_eq!(ns.snapshot(), links, "the links changed");
+    let records: Vec<_> = std::fs::read_dir(state.join("shaping"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(records.is_empty(), "{records:?}");
+    // The same apply without the failpoint converges.
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(
+        tc_text(&ns, "class show dev ens192")
+            .lines()
+            .filter(|l| l.starts_with("class htb 706e:"))
+            .count(),
+        2
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
