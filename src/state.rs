@@ -41,9 +41,83 @@ pub struct Observed {
     /// The shaper's pinned endpoint map; None when it is not pinned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_map: Option<EndpointMap>,
+    /// podnet's HTB tree on each device whose root is podnet's `htb 706e:`:
+    /// its classes (with their bfifo leaves and counters) and u32 filters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub htb: Vec<HtbTree>,
     /// What this kernel can do, as far as the plan must know.
     #[serde(default)]
     pub kernel: KernelFeatures,
+}
+
+/// podnet's HTB tree on one device (the root qdisc itself is in
+/// [`Observed::qdiscs`]): every class under `706e:` and every filter on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HtbTree {
+    pub link: String,
+    #[serde(default)]
+    pub classes: Vec<HtbClass>,
+    #[serde(default)]
+    pub filters: Vec<HtbFilter>,
+}
+
+/// One HTB class `706e:<minor>` as the kernel holds it: the limit part
+/// (compared by the plan) and its counters (shown, never compared).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HtbClass {
+    pub minor: u16,
+    /// The rate in bit/s (the kernel keeps bytes/s: a multiple of 8).
+    pub rate_bps: u64,
+    pub ceil_bps: u64,
+    /// The burst (HTB's buffer) as time at the rate, in ns: the kernel
+    /// keeps psched ticks of 64 ns.
+    pub burst_ns: u64,
+    /// The leaf qdisc under the class: its kind and byte limit (bfifo's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf: Option<HtbLeaf>,
+    #[serde(default, skip_serializing_if = "ClassStats::is_zero")]
+    pub stats: ClassStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HtbLeaf {
+    pub kind: String,
+    /// bfifo's limit in bytes (0 for another kind).
+    #[serde(default)]
+    pub limit_bytes: u32,
+}
+
+/// A class's counters as the kernel dumps them: bytes and packets sent
+/// (bytes on the wire, as tc counts them), packets its leaf dropped, and
+/// how often the class was over its limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassStats {
+    pub bytes: u64,
+    pub packets: u64,
+    pub drops: u64,
+    pub overlimits: u64,
+}
+
+impl ClassStats {
+    fn is_zero(&self) -> bool {
+        *self == ClassStats::default()
+    }
+}
+
+/// A u32 filter on podnet's HTB root. `ip` is the source address it
+/// matches when it is one of podnet's (`match ip src A/32` or `ip6 src
+/// A/128`, nothing else); None for any other match, which podnet removes
+/// from its own root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HtbFilter {
+    pub priority: u16,
+    /// The kernel's u32 handle (`800::801`), to delete it by.
+    pub handle: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// The class it sends to (its minor under `706e:`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<u16>,
 }
 
 /// Kernel features the plan decides by. The defaults are a full kernel
@@ -256,6 +330,11 @@ impl Observed {
 
     pub fn addresses_of<'a>(&'a self, link: &'a str) -> impl Iterator<Item = &'a Address> + 'a {
         self.addresses.iter().filter(move |a| a.link == link)
+    }
+
+    /// podnet's HTB tree on `link`, if its root is podnet's htb.
+    pub fn htb_of(&self, link: &str) -> Option<&HtbTree> {
+        self.htb.iter().find(|t| t.link == link)
     }
 
     /// podnet's shaper on `link`, if it has any of it.

@@ -74,6 +74,7 @@ impl Backend for Memory {
             shaping: vec![podnet::api::types::ShapedDevice {
                 device: "ens192".into(),
                 program_id: 42,
+                backend: "edt".into(),
             }],
             trial: self.trial.lock().unwrap().clone(),
             reverted: Some(Reverted {

@@ -574,14 +574,16 @@ fn a_thousand_kernel_events_make_a_handful_of_reconciles() {
     assert!(client.status().unwrap().converged);
 }
 
-/// A kernel without sch_fq (the development kernel) cannot shape: the plan
-/// says so once, up front, and touches no qdisc, so nothing wakes podnetd
-/// again (before, a multiqueue master got mq put in and taken out on every
-/// pass, each waking the next). The links are applied all the same.
+/// A kernel without sch_fq (the development kernel) cannot shape by EDT:
+/// with `backend = "edt"` the plan says so once, up front, and touches no
+/// qdisc, so nothing wakes podnetd again (before, a multiqueue master got
+/// mq put in and taken out on every pass, each waking the next). The links
+/// are applied all the same. Switched to `auto`, the same master gets
+/// podnet's htb, converges, and stays quiet.
 #[test]
-fn a_kernel_without_fq_is_reported_and_nothing_is_tried_in_a_loop() {
+fn a_kernel_without_fq_refuses_edt_once_and_auto_shapes_by_htb_without_a_loop() {
     if !require(
-        "a_kernel_without_fq_is_reported_and_nothing_is_tried_in_a_loop",
+        "a_kernel_without_fq_refuses_edt_once_and_auto_shapes_by_htb_without_a_loop",
         &[ROOT, "ip", "tc"],
     ) {
         return;
@@ -596,7 +598,10 @@ fn a_kernel_without_fq_is_reported_and_nothing_is_tried_in_a_loop() {
     ns.ip("link set ens192 up");
     let cfg = ConfigDir::new(&[
         ("10-node.toml", NODE),
-        ("20-shaping.toml", "[masters.ens192]\nshaping = true\n"),
+        (
+            "20-shaping.toml",
+            "[masters.ens192]\nshaping = true\n[shaping]\nbackend = \"edt\"\n",
+        ),
     ]);
     let state = cfg.path.with_extension("state");
     let root = || {
@@ -617,7 +622,7 @@ fn a_kernel_without_fq_is_reported_and_nothing_is_tried_in_a_loop() {
             .unwrap()
             .problems
             .iter()
-            .any(|p| p.contains("this kernel has no fq qdisc"))
+            .any(|p| p.contains("backend = \"edt\" needs the fq qdisc"))
     });
     let passes = client.status().unwrap().passes;
     std::thread::sleep(Duration::from_secs(2));
@@ -636,6 +641,27 @@ fn a_kernel_without_fq_is_reported_and_nothing_is_tried_in_a_loop() {
         converged(&ns),
         "the links are applied whatever shaping cannot do"
     );
+
+    // `auto` on this kernel: HTB, once.
+    cfg.write(&[(
+        "20-shaping.toml",
+        "[masters.ens192]\nshaping = true\n[shaping]\nbackend = \"auto\"\n",
+    )]);
+    within(PROMPTLY, "converged with HTB", || {
+        client.status().unwrap().converged
+    });
+    assert!(root().contains("\"kind\":\"htb\""), "{}", root());
+    assert!(root().contains("\"handle\":\"706e:\""), "{}", root());
+    let passes = client.status().unwrap().passes;
+    std::thread::sleep(Duration::from_secs(2));
+    let later = client.status().unwrap();
+    assert!(
+        later.passes < passes + 10,
+        "{} passes in 2 s with nothing to do:\n{}",
+        later.passes - passes,
+        d.log()
+    );
+    assert!(later.converged, "{later:?}");
 }
 
 /// An apply that fails is tried again after a backoff, not on the kernel

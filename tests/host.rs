@@ -537,10 +537,13 @@ fn every_example_plans_against_its_master_and_changes_nothing() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        // On a kernel without fq (this machine's), a shaping example fails
-        // its dry run by saying so; nothing else may fail it.
+        // On a kernel without fq (this machine's), an example that asks
+        // for EDT by name fails its dry run by saying so (one on `auto`
+        // plans HTB); nothing else may fail it.
         let no_fq = !podnet::shaping::observe::features().sch_fq
-            && stdout.contains("! egress shaping of ens192: this kernel has no fq qdisc");
+            && stdout.contains(
+                "! egress shaping of ens192: [shaping] backend = \"edt\" needs the fq qdisc",
+            );
         assert!(
             out.status.success() || (no_fq && out.status.code() == Some(1)),
             "{}: {stdout}{}",
@@ -611,24 +614,42 @@ fn dry_run_lists_the_shaping_steps_and_what_this_kernel_cannot_do() {
     let before = ns.snapshot();
     let fq = podnet::shaping::observe::features().sch_fq;
     let run = podnetctl(&cfg.path, &ns, &["apply", "--dry-run"]);
+    assert_eq!(run.code, 0, "{run}");
     if fq {
-        assert_eq!(run.code, 0, "{run}");
         assert!(
             run.stdout
                 .contains("shaping ens192\n  ~ root qdisc fq 706e:, replacing default noqueue"),
             "{run}"
         );
     } else {
-        // This machine's development kernel: the plan says so, and the
-        // links are planned all the same.
+        // This machine's development kernel: `auto` picks HTB.
+        assert!(
+            run.stdout.contains(
+                "shaping ens192\n  ~ root qdisc htb 706e: (default direct: traffic no class matches leaves unshaped), replacing default noqueue"
+            ),
+            "{run}"
+        );
+    }
+    assert!(!run.stdout.contains("shaping ens224"), "{run}");
+    // EDT asked for by name: refused where fq is missing, naming the way
+    // out, and the links are planned all the same.
+    cfg.write(&[(
+        "50-shaping.toml",
+        "[masters.ens224]\nkind = \"macvlan\"\nshaping = false\n[shaping]\nbackend = \"edt\"\n",
+    )]);
+    let run = podnetctl(&cfg.path, &ns, &["apply", "--dry-run"]);
+    if fq {
+        assert_eq!(run.code, 0, "{run}");
+    } else {
         assert_eq!(run.code, 1, "{run}");
         assert!(
             run.stdout.contains(
-                "! egress shaping of ens192: this kernel has no fq qdisc (CONFIG_NET_SCH_FQ, module sch_fq)"
+                "! egress shaping of ens192: [shaping] backend = \"edt\" needs the fq qdisc (CONFIG_NET_SCH_FQ, module sch_fq), which this kernel does not have; set backend = \"auto\" or \"htb\""
             ),
             "{run}"
         );
         assert!(run.stdout.contains("shim pn-shim0"), "{run}");
+        assert!(!run.stdout.contains("root qdisc"), "{run}");
     }
     assert!(!run.stdout.contains("shaping ens224"), "{run}");
     assert_eq!(ns.snapshot(), before, "dry-run changed the host");
@@ -649,4 +670,242 @@ fn dry_run_lists_the_shaping_steps_and_what_this_kernel_cannot_do() {
         ),
         "{run}"
     );
+}
+
+/// `tc ARGS` in `ns`, as text (tc prints classes and u32 filters as text only).
+fn tc_text(ns: &Netns, args: &str) -> String {
+    let mut full = vec!["-n", ns.name.as_str()];
+    full.extend(args.split_whitespace());
+    String::from_utf8_lossy(&run_ok("tc", &full).stdout).into_owned()
+}
+
+/// The HTB backend through `podnetctl apply`: `[shaping] backend = "htb"`
+/// (what `auto` picks on a kernel without fq) shapes registered endpoints
+/// with a class and a u32 filter each under podnet's htb; a second apply
+/// changes nothing; a class deleted (with its filter: the kernel refuses a
+/// class a filter points at) and a rate changed by hand are repaired; and
+/// the root is put back when shaping leaves the files.
+#[test]
+fn htb_apply_is_a_no_op_the_second_time_repairs_drift_and_puts_the_root_back() {
+    if !require(
+        "htb_apply_is_a_no_op_the_second_time_repairs_drift_and_puts_the_root_back",
+        &[ROOT, "ip", "tc"],
+    ) {
+        return;
+    }
+    let ns = Netns::new("htbapply");
+    ns.veth("ens192");
+    let node = "version = 1\n[masters.ens192]\nkind = \"macvlan\"\nmode = \"bridge\"\n";
+    let shaping = "[tiers.silver]\negress = \"10M\"\n[shaping]\ndefault_tier = \"silver\"\nbackend = \"htb\"\n";
+    let cfg = ConfigDir::new(&[("10-node.toml", node), ("50-shaping.toml", shaping)]);
+    let state = cfg.path.with_extension("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let record = |id: &str, ip: &str, rate: u64| {
+        format!(
+            r#"{{"container_id":"{id}","ifname":"eth0","ips":["{ip}"],"master":"ens192","registered_at":0,"limits":{{"egress":{rate},"burst":null}}}}"#
+        )
+    };
+    std::fs::write(
+        state.join("endpoints.json"),
+        format!(
+            r#"{{"version":1,"endpoints":[{},{}]}}"#,
+            record("c1", "172.51.0.10/24", 10_000_000),
+            record("c2", "fd00:51::10/64", 100_000_000)
+        ),
+    )
+    .unwrap();
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout
+            .contains("~ root qdisc htb 706e: (default direct: traffic no class matches leaves unshaped), replacing default noqueue"),
+        "{run}"
+    );
+    let qdiscs = tc_text(&ns, "qdisc show dev ens192");
+    assert!(qdiscs.contains("qdisc htb 706e: root"), "{qdiscs}");
+    assert!(qdiscs.contains("default 0"), "{qdiscs}");
+    assert!(
+        qdiscs.contains("limit 312500b"),
+        "10M x the default horizon (250 ms at this rate): {qdiscs}"
+    );
+    let classes = tc_text(&ns, "class show dev ens192");
+    assert!(
+        classes.contains("class htb 706e:1 root leaf")
+            && classes.contains("rate 10Mbit ceil 10Mbit burst 64Kb cburst 64Kb"),
+        "{classes}"
+    );
+    assert!(classes.contains("rate 100Mbit ceil 100Mbit"), "{classes}");
+    let filters = tc_text(&ns, "filter show dev ens192");
+    assert!(
+        filters.contains("*flowid 706e:1") && filters.contains("match ac33000a/ffffffff at 12"),
+        "{filters}"
+    );
+    assert!(
+        filters.contains("match 00000010/ffffffff at 20"),
+        "{filters}"
+    );
+
+    // The second apply plans nothing and changes nothing.
+    let tree = |ns: &Netns| {
+        [
+            tc_text(ns, "qdisc show dev ens192"),
+            tc_text(ns, "class show dev ens192"),
+            tc_text(ns, "filter show dev ens192"),
+        ]
+        .join("\n")
+    };
+    let before = tree(&ns);
+    let again = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(again.code, 0, "{again}");
+    assert!(again.stdout.contains("No changes"), "{again}");
+    assert_eq!(tree(&ns), before);
+
+    // Drift: 172.51.0.10's filter and class deleted by hand, the other
+    // class's rate changed.
+    let line = filters
+        .lines()
+        .find(|l| l.contains("*flowid 706e:1"))
+        .unwrap();
+    let handle = line
+        .split(" fh ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    run_ok(
+        "tc",
+        &[
+            "-n", &ns.name, "filter", "del", "dev", "ens192", "parent", "706e:", "prio", "1",
+            "handle", handle, "u32",
+        ],
+    );
+    run_ok(
+        "tc",
+        &[
+            "-n", &ns.name, "class", "del", "dev", "ens192", "classid", "706e:1",
+        ],
+    );
+    run_ok(
+        "tc",
+        &[
+            "-n", &ns.name, "class", "change", "dev", "ens192", "classid", "706e:2", "htb", "rate",
+            "50mbit", "ceil", "50mbit", "quantum", "1514",
+        ],
+    );
+    let repair = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(repair.code, 0, "{repair}");
+    assert!(
+        repair
+            .stdout
+            .contains("+ htb class 706e:1 on ens192: 10Mbit")
+            && repair
+                .stdout
+                .contains("+ u32 filter on ens192: match ip src 172.51.0.10 -> class 706e:1")
+            && repair
+                .stdout
+                .contains("~ htb class 706e:2 on ens192: 50Mbit"),
+        "{repair}"
+    );
+    assert!(!repair.stdout.contains("root qdisc"), "{repair}");
+    assert_eq!(
+        tree(&ns)
+            .lines()
+            .filter(|l| l.contains("class htb"))
+            .count(),
+        2
+    );
+    let again = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert!(again.stdout.contains("No changes"), "{again}");
+
+    // Shaping leaves the files: filters, classes, then the root go.
+    std::fs::remove_file(cfg.path.join("50-shaping.toml")).unwrap();
+    let off = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(off.code, 0, "{off}");
+    assert!(
+        off.stdout
+            .contains("~ root qdisc: put back default noqueue (podnet's htb goes, with its classes and filters)"),
+        "{off}"
+    );
+    let qdiscs = tc_text(&ns, "qdisc show dev ens192");
+    assert!(qdiscs.contains("qdisc noqueue 0: root"), "{qdiscs}");
+    assert_eq!(tc_text(&ns, "class show dev ens192"), "");
+    let records: Vec<_> = std::fs::read_dir(state.join("shaping"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(records.is_empty(), "the root's record stays: {records:?}");
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// A failing HTB step undoes every step before it: the classes already
+/// added go, the root comes back, and podnet's record of the root is
+/// forgotten.
+#[test]
+fn a_failing_htb_step_rolls_back_the_classes_and_the_root() {
+    if !require(
+        "a_failing_htb_step_rolls_back_the_classes_and_the_root",
+        &[ROOT, "ip", "tc"],
+    ) {
+        return;
+    }
+    let ns = Netns::new("htbundo");
+    ns.veth("ens192");
+    // Up before the snapshot: the kernel gives an up link its default root.
+    ns.ip("link set ens192 up");
+    let cfg = ConfigDir::new(&[(
+        "10-node.toml",
+        "version = 1\n[masters.ens192]\nkind = \"macvlan\"\nmode = \"bridge\"\n\
+         [tiers.silver]\negress = \"10M\"\n[shaping]\ndefault_tier = \"silver\"\nbackend = \"htb\"\n",
+    )]);
+    let state = cfg.path.with_extension("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("endpoints.json"),
+        r#"{"version":1,"endpoints":[
+            {"container_id":"c1","ifname":"eth0","ips":["172.51.0.10/24"],"master":"ens192","registered_at":0,"limits":{"egress":10000000,"burst":null}},
+            {"container_id":"c2","ifname":"eth0","ips":["172.51.0.11/24"],"master":"ens192","registered_at":0,"limits":{"egress":10000000,"burst":null}}]}"#,
+    )
+    .unwrap();
+    let tree = || {
+        [
+            tc_text(&ns, "qdisc show dev ens192"),
+            tc_text(&ns, "class show dev ens192"),
+            tc_text(&ns, "filter show dev ens192"),
+        ]
+        .join("\n")
+    };
+    let (before, links) = (tree(), ns.snapshot());
+    // Steps: root, class, class, filter (fails), filter.
+    let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
+        .arg("-c")
+        .arg(&cfg.path)
+        .args(["--netns", &ns.name, "--state-dir"])
+        .arg(&state)
+        .arg("--bpf-dir")
+        .arg(state.join("bpf"))
+        .arg("apply")
+        .env("PODNET_FAILPOINT", "fail-step:4")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rolled back 3 applied step(s)"), "{stderr}");
+    assert!(!stderr.contains("rollback incomplete"), "{stderr}");
+    assert_eq!(tree(), before, "the HTB tree survived the rollback");
+    assert_eq!(ns.snapshot(), links, "the links changed");
+    let records: Vec<_> = std::fs::read_dir(state.join("shaping"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(records.is_empty(), "{records:?}");
+    // The same apply without the failpoint converges.
+    let run = podnetctl(&cfg.path, &ns, &["apply"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(
+        tc_text(&ns, "class show dev ens192")
+            .lines()
+            .filter(|l| l.starts_with("class htb 706e:"))
+            .count(),
+        2
+    );
+    let _ = std::fs::remove_dir_all(&state);
 }

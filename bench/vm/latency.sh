@@ -17,25 +17,33 @@ source "$PODNET_ROOT/tests/vm/measure.sh"
 source "$PODNET_ROOT/bench/vm/setup.sh"
 
 need_cmd ping
-RATE=${LAT_RATE:-100000000}
-SECS=${LAT_SECS:-12}
-PINGS=${LAT_PINGS:-700}
-FLOWS=${LAT_FLOWS:-1 128}
-ROWS=${LAT_ROWS:-marking cilium bandwidth}
+RATE=${BENCH_LAT_RATE:-100000000}
+SECS=${BENCH_LAT_SECS:-12}
+PINGS=${BENCH_LAT_PINGS:-700}
+FLOWS=${BENCH_LAT_FLOWS:-1 128}
+ROWS=${BENCH_LAT_ROWS:-marking cilium bandwidth}
 # The bandwidth plugin's burst: kubelet's (MaxInt32 bits, 256 MiB) lets a
 # 12 s run through unshaped at 100M, so the plugin gets 1 Mbit, as podnet's
 # tiers default to a 64 KiB packet.
-PLUGIN_BURST=${LAT_PLUGIN_BURST:-1000000}
+PLUGIN_BURST=${BENCH_LAT_PLUGIN_BURST:-1000000}
 gen_of() { curl -s --unix-socket "$SOCK" http://x/v1/status | jq .generation; }
 gen=$(gen_of)
 cat > "$T/cfg/20-latency.toml" <<TOML
 [tiers.marking]
 egress = "$RATE"
-[tiers.mark2]
+[tiers.h100]
 egress = "$RATE"
+horizon = "100ms"
+[tiers.h250]
+egress = "$RATE"
+horizon = "250ms"
+[tiers.h250m2]
+egress = "$RATE"
+horizon = "250ms"
 ce_threshold = "2ms"
-[tiers.mark5]
+[tiers.h250m5]
 egress = "$RATE"
+horizon = "250ms"
 ce_threshold = "5ms"
 [tiers.cilium]
 egress = "$RATE"
@@ -79,8 +87,7 @@ rtts() {
 for row in $ROWS; do
     case $row in
         marking) WHERE=mi TIER=marking label="podnet EDT (marking)" ;;
-        mark2) WHERE=mi TIER=mark2 label="podnet EDT (mark 2ms)" ;;
-        mark5) WHERE=mi TIER=mark5 label="podnet EDT (mark 5ms)" ;;
+        h*) WHERE=mi TIER=$row label="podnet EDT ($row)" ;;
         cilium) WHERE=mi TIER=cilium label="podnet EDT (2s, none)" ;;
         bandwidth) WHERE=ptp TIER= label="bandwidth plugin (veth)" ;;
     esac

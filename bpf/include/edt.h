@@ -98,9 +98,11 @@ static __always_inline int edt_schedule(struct __sk_buff *skb,
 	 * rate. Only while that lane's own backlog stays under
 	 * EDT_AHEAD_BACKLOG_NS: an endpoint sending nothing but small
 	 * packets fills it and queues as before, so it can be ahead of its
-	 * rate by at most that much.
+	 * rate by at most that much. An entry that never marks
+	 * (ce_threshold_ns 0: "off", or an older podnet's) has no lane
+	 * either: one FIFO, as Cilium keeps.
 	 */
-	if (ahead) {
+	if (ahead && READ_ONCE(info->ce_threshold_ns)) {
 		last = READ_ONCE(info->t_ahead);
 		if (last < t)
 			__sync_val_compare_and_swap(&info->t_ahead, last, t);

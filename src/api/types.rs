@@ -202,8 +202,16 @@ pub struct Enforcement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShapedDevice {
     pub device: String,
-    /// The kernel id of the EDT program on its egress hook.
+    /// The kernel id of the EDT program on its egress hook (0 with HTB).
     pub program_id: u32,
+    /// `edt` (the program and fq) or `htb` (a class per endpoint address
+    /// under podnet's htb root, selected by u32 filters).
+    #[serde(default = "edt")]
+    pub backend: String,
+}
+
+fn edt() -> String {
+    "edt".into()
 }
 
 /// The rates an endpoint is held to.

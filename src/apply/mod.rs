@@ -95,7 +95,13 @@ pub async fn apply(
         crate::failpoint::after_step(done.len());
     }
     drop(backend);
-    if plan.actions.iter().all(|a| a.role == Role::Endpoint) {
+    let map_only = plan.actions.iter().all(|a| {
+        matches!(
+            a.change,
+            crate::plan::Change::SetEntry { .. } | crate::plan::Change::RemoveEntry { .. }
+        )
+    });
+    if map_only {
         verify_entries(desired, observed, shaping)?;
     } else {
         verify(kernel, desired, shaping).await?;

@@ -12,6 +12,7 @@ use crate::api::types::EndpointRecord;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::Kernel;
 use crate::plan::{Action, Change, Inputs};
+use crate::shaping::tc::{self, RootKind};
 use crate::shaping::{hold_program, AttachMode, Endpoints, Shaper, ShaperPaths};
 use crate::state::{EndpointMap, Observed};
 
@@ -104,11 +105,17 @@ impl<'a> Shaping<'a> {
             );
             *self.shaper = None;
         }
-        let wanted = observed.kernel.sch_fq
+        // The HTB backend needs no program and no map: only EDT (or an
+        // EDT program still on a hook, to take off) loads the shaper.
+        let wanted = crate::plan::root_kind(desired, observed) == Ok(RootKind::Fq)
             && crate::policy::shaping_masters(desired)
                 .iter()
                 .any(|m| observed.link(m).is_some());
-        let needed = wanted || !observed.shaping.is_empty() || pinned;
+        let programs = observed
+            .shaping
+            .iter()
+            .any(|s| s.tcx.is_some() || s.clsact.is_some());
+        let needed = wanted || programs || pinned;
         if needed && (create || pinned) {
             self.loaded()?;
         }
@@ -166,6 +173,16 @@ impl<'a> Shaping<'a> {
     }
 }
 
+/// The address an HTB filter step is for (its object's name).
+fn endpoint_ip(action: &Action) -> Result<IpAddr> {
+    action.name.parse().map_err(|_| {
+        Error::new(
+            ErrorKind::Bug,
+            format!("{}: a filter step names no address", action.object()),
+        )
+    })
+}
+
 /// Runs shaping steps; keeps the programs it swapped out or detached
 /// loaded until the apply ends, so an undo can put them back.
 pub struct ShapingBackend<'s, 'a> {
@@ -197,8 +214,45 @@ impl<'s, 'a> ShapingBackend<'s, 'a> {
     pub async fn execute(&mut self, action: &Action) -> Result<()> {
         let dev = action.name.as_str();
         match &action.change {
-            Change::ReplaceRoot { .. } => self.shaper()?.replace_root(dev).await.map(drop),
-            Change::RestoreRoot { .. } => self.shaper()?.restore_root(dev).await,
+            Change::ReplaceRoot { kind, .. } => {
+                let s = &self.shaping;
+                crate::shaping::replace_root(&s.kernel, &s.paths, dev, *kind)
+                    .await
+                    .map(drop)
+            }
+            Change::RestoreRoot { .. } => {
+                let s = &self.shaping;
+                crate::shaping::restore_root(&s.kernel, &s.paths, dev).await
+            }
+            Change::AddClass { class } | Change::ChangeClass { class, .. } => {
+                let kernel = &self.shaping.kernel;
+                let ifindex = crate::shaping::ifindex(kernel, &class.device).await?;
+                tc::set_class(
+                    kernel,
+                    &class.device,
+                    ifindex,
+                    class.minor,
+                    class.rate_bps,
+                    class.burst_ns,
+                    class.limit_bytes,
+                )
+                .await
+            }
+            Change::RemoveClass { was } => {
+                let kernel = &self.shaping.kernel;
+                let ifindex = crate::shaping::ifindex(kernel, &was.device).await?;
+                tc::remove_class(kernel, &was.device, ifindex, was.minor).await
+            }
+            Change::AddFilter { device, minor } => {
+                let kernel = &self.shaping.kernel;
+                let ifindex = crate::shaping::ifindex(kernel, device).await?;
+                tc::add_filter(kernel, device, ifindex, endpoint_ip(action)?, *minor).await
+            }
+            Change::RemoveFilter { device, .. } => {
+                let kernel = &self.shaping.kernel;
+                let ifindex = crate::shaping::ifindex(kernel, device).await?;
+                tc::remove_filters(kernel, device, ifindex, endpoint_ip(action)?).await
+            }
             Change::AttachProgram { mode } => {
                 self.shaper()?.attach_program_to(dev, *mode).await.map(drop)
             }

@@ -43,15 +43,39 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                     .collect()
             })
             .unwrap_or_default();
+    // With HTB, each address's class counters (bytes on the wire, drops
+    // of its bfifo leaf), read from the kernel where podnetd shapes by HTB.
+    let htb_devices: Vec<String> = client
+        .status()
+        .map(|s| {
+            s.shaping
+                .into_iter()
+                .filter(|d| d.backend == "htb")
+                .map(|d| d.device)
+                .collect()
+        })
+        .unwrap_or_default();
+    let classes = if htb_devices.is_empty() {
+        Default::default()
+    } else {
+        htb_counters(cli, &htb_devices).unwrap_or_else(|e| {
+            eprintln!("reading the HTB classes' counters: {e}");
+            Default::default()
+        })
+    };
     let counters = |e: &crate::api::types::EndpointRecord| {
         let mut found = e
             .endpoint
             .ips
             .iter()
-            .filter_map(|ip| live.get(&ip.addr()))
+            .filter_map(|ip| {
+                live.get(&ip.addr())
+                    .map(|s| (s.bytes, s.drops))
+                    .or_else(|| classes.get(&ip.addr()).copied())
+            })
             .peekable();
         found.peek()?;
-        Some(found.fold((0u64, 0u64), |(b, d), s| (b + s.bytes, d + s.drops)))
+        Some(found.fold((0u64, 0u64), |(b, d), s| (b + s.0, d + s.1)))
     };
     if *output == Format::Json {
         let rows: Vec<_> = endpoints
@@ -111,4 +135,28 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes and drops of each address's HTB class on `devices`, from the
+/// kernel (the filter names the address, the class holds the counters).
+fn htb_counters(
+    cli: &Cli,
+    devices: &[String],
+) -> Result<std::collections::HashMap<std::net::IpAddr, (u64, u64)>> {
+    super::with_kernel(cli, async |kernel| {
+        let observed = crate::observe::observe(kernel).await?;
+        let mut out = std::collections::HashMap::new();
+        for tree in crate::shaping::observe::htb(kernel, &observed).await? {
+            if !devices.contains(&tree.link) {
+                continue;
+            }
+            for f in &tree.filters {
+                let class = tree.classes.iter().find(|c| Some(c.minor) == f.class);
+                if let (Some(ip), Some(c)) = (f.ip, class) {
+                    out.insert(ip, (c.stats.bytes, c.stats.drops));
+                }
+            }
+        }
+        Ok(out)
+    })
 }

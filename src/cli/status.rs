@@ -121,11 +121,18 @@ fn print_daemon_status(s: &crate::api::types::Status, format: Format) {
         }
     }
     for d in &s.shaping {
-        println!(
-            "{:<28} shaped (EDT program {})",
-            format!("shaping {}", d.device),
-            d.program_id
-        );
+        if d.backend == "htb" {
+            println!(
+                "{:<28} shaped (HTB: a class per endpoint address under htb 706e:)",
+                format!("shaping {}", d.device)
+            );
+        } else {
+            println!(
+                "{:<28} shaped (EDT program {})",
+                format!("shaping {}", d.device),
+                d.program_id
+            );
+        }
     }
     for p in &s.problems {
         println!("problem: {p}");

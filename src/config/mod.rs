@@ -342,13 +342,13 @@ pub struct Tier {
     pub burst: Option<Bits>,
     /// EDT: a packet that would wait longer than this is dropped. Unset:
     /// `[shaping] horizon`, else the time four 64 KiB packets take at the
-    /// rate, at least 25 ms.
+    /// rate, at least 250 ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub horizon: Option<Horizon>,
     /// EDT: an ECN-capable packet that would wait longer than this behind
     /// the pod's earlier packets is CE-marked, so its sender slows down
     /// before anything is dropped; `"off"`: never marked. Unset:
-    /// `[shaping] ce_threshold`, else 1 ms or two full frames at the rate,
+    /// `[shaping] ce_threshold`, else 2 ms or two full frames at the rate,
     /// whichever is longer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_threshold: Option<Delay>,
@@ -367,7 +367,8 @@ pub struct Shaping {
     /// Tier of a pod that asks for none. Unset: such pods are not shaped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_tier: Option<String>,
-    /// edt (eBPF + fq), htb, or auto (edt where the kernel has fq and tc-bpf).
+    /// edt (eBPF + fq), htb (a class per endpoint address, u32 filters), or
+    /// auto (edt where the kernel has sch_fq, else htb).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<ShapingBackend>,
     /// What to do with explicit rates a pod asks for
@@ -381,12 +382,12 @@ pub struct Shaping {
     pub max_rate: Option<Rate>,
     /// Packets that would wait longer than this are dropped (EDT's drop
     /// horizon): `"2s"`, `"500ms"`. A tier's own `horizon` wins. Unset:
-    /// the time four 64 KiB packets take at the pod's rate, at least 25 ms.
+    /// the time four 64 KiB packets take at the pod's rate, at least 250 ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub horizon: Option<Horizon>,
     /// ECN-capable packets that would wait longer than this are CE-marked:
     /// `"1ms"`, `"500us"`, `"off"`. A tier's own `ce_threshold` wins. Unset:
-    /// 1 ms or two full frames at the pod's rate, whichever is longer.
+    /// 2 ms or two full frames at the pod's rate, whichever is longer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_threshold: Option<Delay>,
 }

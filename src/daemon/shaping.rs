@@ -22,6 +22,12 @@ pub struct ShapingView {
     pub queueing: crate::policy::Queueing,
     /// The pinned endpoint map, for the request path's writes and reads.
     pub map: Option<Endpoints>,
+    /// Of the shaped devices, those the HTB backend shapes: their limits
+    /// are HTB classes a pass adds, not map entries.
+    pub htb: BTreeSet<String>,
+    /// The addresses whose HTB class and filter the last pass left in
+    /// place, with their limit (bit/s).
+    pub htb_in_force: BTreeMap<IpAddr, u64>,
 }
 
 impl ShapingView {
@@ -39,6 +45,11 @@ impl ShapingView {
         };
         if !leaves_through(e, &self.configured) {
             return true;
+        }
+        // An HTB class is a plan's step (its minor comes from the whole
+        // tree): the pass this asks for adds it, within milliseconds.
+        if leaves_through(e, &self.htb) {
+            return false;
         }
         let shaped: BTreeSet<String> = self.shaped.keys().cloned().collect();
         let Some(map) = self.map.as_mut().filter(|_| leaves_through(e, &shaped)) else {
@@ -125,6 +136,27 @@ impl ShapingView {
             return None;
         }
         let mut problems = Vec::new();
+        if leaves_through(e, &self.htb) {
+            for ip in &e.endpoint.ips {
+                match self.htb_in_force.get(&ip.addr()) {
+                    None => problems.push(format!(
+                        "{}: no HTB class in force yet (the next pass adds it; see `podnetctl status`)",
+                        ip.addr()
+                    )),
+                    Some(r) if *r != limit.rate_bps => problems.push(format!(
+                        "{}: the HTB class holds {r} bit/s, the limit is {} bit/s",
+                        ip.addr(),
+                        limit.rate_bps
+                    )),
+                    Some(_) => {}
+                }
+            }
+            return Some(Enforcement {
+                enforced: problems.is_empty(),
+                device: e.endpoint.master.clone(),
+                problems,
+            });
+        }
         match &e.endpoint.master {
             Some(m) if !self.shaped.contains_key(m) => {
                 problems.push(format!("{m} is not shaped yet (see `podnetctl status`)"))
@@ -197,7 +229,31 @@ mod tests {
             shaped: shaped.iter().map(|s| (s.to_string(), 7)).collect(),
             queueing: Default::default(),
             map: None,
+            htb: Default::default(),
+            htb_in_force: Default::default(),
         }
+    }
+
+    /// An HTB endpoint is in force once a pass left its class in place at
+    /// its limit; its ADD asks for that pass instead of writing the map.
+    #[test]
+    fn an_htb_endpoint_is_in_force_once_a_pass_left_its_class() {
+        let mut v = view(&["m0"], &["m0"]);
+        v.htb = ["m0".to_string()].into();
+        let e = record(Some("m0"), Some(100_000_000));
+        assert!(!v.install(&e), "ADD must ask for a pass");
+        let got = v.enforcement_in(&e, &Ok(BTreeMap::new())).unwrap();
+        assert!(!got.enforced);
+        assert!(
+            got.problems[0].contains("no HTB class in force yet"),
+            "{got:?}"
+        );
+        v.htb_in_force = [("10.0.0.5".parse().unwrap(), 10_000_000)].into();
+        let got = v.enforcement_in(&e, &Ok(BTreeMap::new())).unwrap();
+        assert!(got.problems[0].contains("holds 10000000 bit/s"), "{got:?}");
+        v.htb_in_force = [("10.0.0.5".parse().unwrap(), 100_000_000)].into();
+        let got = v.enforcement_in(&e, &Ok(BTreeMap::new())).unwrap();
+        assert!(got.enforced, "{got:?}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub async fn observe_with_shaping(
 ) -> Result<Observed> {
     let mut observed = observe(kernel).await?;
     observed.shaping = crate::shaping::observe::links(kernel, &observed, paths).await?;
+    observed.htb = crate::shaping::observe::htb(kernel, &observed).await?;
     observed.kernel = crate::shaping::observe::features();
     Ok(observed)
 }

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ChildKind, ChildMode};
+use crate::shaping::tc::RootKind;
 use crate::shaping::AttachMode;
 use crate::state::MapEntry;
 
@@ -88,6 +89,20 @@ pub struct LinkSnapshot {
     pub routes: Vec<IpNet>,
 }
 
+/// One endpoint address's HTB class on a device: `706e:<minor>` with
+/// rate = ceil, its burst, and the byte limit of its bfifo leaf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassSpec {
+    pub device: String,
+    pub minor: u16,
+    pub rate_bps: u64,
+    /// HTB's buffer as time at the rate (ns, a multiple of the 64 ns tick).
+    pub burst_ns: u64,
+    /// bfifo's limit: the rate times the horizon, at least four 64 KiB
+    /// packets, so a packet waits at most about the horizon.
+    pub limit_bytes: u32,
+}
+
 /// A change to one attribute of one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -125,9 +140,16 @@ pub enum Change {
     MarkLink {
         alias: String,
     },
-    /// podnet's fq (mq with an fq per queue when `queues` > 1) at the root
-    /// of a shaping device; the root it replaces (`was`) is recorded first.
+    /// podnet's root on a shaping device: fq (mq with an fq per queue when
+    /// `queues` > 1) for EDT, or htb for the HTB backend; the root it
+    /// replaces (`was`) is recorded first.
     ReplaceRoot {
+        #[serde(default)]
+        kind: RootKind,
+        /// podnet's own root of another kind, switched (EDT <-> HTB): its
+        /// undo puts that kind back, not the root from before podnet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<RootKind>,
         was: String,
         queues: u32,
         /// The old root may hold packets (anything but noqueue): they are
@@ -140,6 +162,34 @@ pub enum Change {
     /// The root podnet replaced put back (its record says what it was).
     RestoreRoot {
         to: String,
+        /// podnet's root that goes (for the undo).
+        #[serde(default)]
+        kind: RootKind,
+    },
+    /// An endpoint address's HTB class with its bfifo leaf (`name` is the
+    /// address).
+    AddClass {
+        class: ClassSpec,
+    },
+    /// The class's rate, burst or leaf limit changed in place (the class
+    /// and its queue stay).
+    ChangeClass {
+        class: ClassSpec,
+        was: ClassSpec,
+    },
+    /// The class and its leaf removed (its filter is removed before).
+    RemoveClass {
+        was: ClassSpec,
+    },
+    /// The u32 filter sending the address's packets to class `minor`.
+    AddFilter {
+        device: String,
+        minor: u16,
+    },
+    /// Every u32 filter on podnet's root matching the address.
+    RemoveFilter {
+        device: String,
+        minor: u16,
     },
     /// podnet's EDT program onto the egress hook. It fails open: a packet
     /// with no entry passes as before.
@@ -266,12 +316,44 @@ impl Action {
             // A marked link is one podnet can take back later (a stale one
             // is removed by the next plan): the mark stays.
             Change::MarkLink { .. } => Vec::new(),
-            Change::ReplaceRoot { was, .. } => back(Change::RestoreRoot { to: was.clone() }),
-            Change::RestoreRoot { to } => back(Change::ReplaceRoot {
+            Change::ReplaceRoot {
+                from: Some(from),
+                kind,
+                queues,
+                ..
+            } => back(Change::ReplaceRoot {
+                kind: *from,
+                from: Some(*kind),
+                was: format!("podnet's {kind} 706e:"),
+                queues: *queues,
+                drops_queue: true,
+                opted_in: true,
+            }),
+            Change::ReplaceRoot { was, kind, .. } => back(Change::RestoreRoot {
+                to: was.clone(),
+                kind: *kind,
+            }),
+            Change::RestoreRoot { to, kind } => back(Change::ReplaceRoot {
+                kind: *kind,
+                from: None,
                 was: to.clone(),
                 queues: 1,
                 drops_queue: true,
                 opted_in: true,
+            }),
+            Change::AddClass { class } => back(Change::RemoveClass { was: class.clone() }),
+            Change::ChangeClass { class, was } => back(Change::ChangeClass {
+                class: was.clone(),
+                was: class.clone(),
+            }),
+            Change::RemoveClass { was } => back(Change::AddClass { class: was.clone() }),
+            Change::AddFilter { device, minor } => back(Change::RemoveFilter {
+                device: device.clone(),
+                minor: *minor,
+            }),
+            Change::RemoveFilter { device, minor } => back(Change::AddFilter {
+                device: device.clone(),
+                minor: *minor,
             }),
             Change::AttachProgram { mode } => back(Change::DetachProgram {
                 mode: *mode,
@@ -311,11 +393,15 @@ impl Action {
             | Change::AddRoute { .. }
             | Change::AttachProgram { .. }
             | Change::PutBackProgram { .. }
+            | Change::AddClass { .. }
+            | Change::AddFilter { .. }
             | Change::SetEntry { was: None, .. } => '+',
             Change::DeleteLink { .. }
             | Change::DelAddress { .. }
             | Change::DelRoute { .. }
             | Change::DetachProgram { .. }
+            | Change::RemoveClass { .. }
+            | Change::RemoveFilter { .. }
             | Change::RemoveEntry { .. } => '-',
             Change::SetMtu { .. }
             | Change::SetUp { .. }
@@ -323,6 +409,7 @@ impl Action {
             | Change::ReplaceRoot { .. }
             | Change::RestoreRoot { .. }
             | Change::SwapProgram { .. }
+            | Change::ChangeClass { .. }
             | Change::SetEntry { was: Some(_), .. } => '~',
         }
     }
@@ -375,16 +462,66 @@ impl fmt::Display for Action {
                     self.name
                 )
             }
-            Change::ReplaceRoot { was, queues, .. } => {
+            Change::ReplaceRoot {
+                kind: RootKind::Htb,
+                was,
+                from,
+                ..
+            } => {
+                write!(
+                    f,
+                    "{sign} root qdisc htb 706e: (default direct: traffic no class matches leaves unshaped), replacing {was}"
+                )?;
+                if from.is_none() {
+                    write!(f, " (recorded, put back when shaping goes)")?;
+                }
+                Ok(())
+            }
+            Change::ReplaceRoot {
+                was, queues, from, ..
+            } => {
                 write!(f, "{sign} root qdisc fq 706e:")?;
                 // How many queues a device runs (real_num_tx_queues) is not
                 // in netlink: the shaper finds out as it installs.
                 if *queues > 1 {
                     write!(f, " (mq 706e: with an fq per queue if it runs its {queues})")?;
                 }
-                write!(f, ", replacing {was} (recorded, put back when shaping goes)")
+                write!(f, ", replacing {was}")?;
+                if from.is_none() {
+                    write!(f, " (recorded, put back when shaping goes)")?;
+                }
+                Ok(())
             }
-            Change::RestoreRoot { to } => write!(f, "{sign} root qdisc: put back {to}"),
+            Change::RestoreRoot { to, kind } => {
+                write!(f, "{sign} root qdisc: put back {to}")?;
+                if *kind == RootKind::Htb {
+                    write!(f, " (podnet's htb goes, with its classes and filters)")?;
+                }
+                Ok(())
+            }
+            Change::AddClass { class } => {
+                write!(f, "{sign} htb class {}", describe_class(class))
+            }
+            Change::ChangeClass { class, was } => write!(
+                f,
+                "{sign} htb class {} -> {}",
+                describe_class(was),
+                describe_class(class)
+            ),
+            Change::RemoveClass { was } => {
+                write!(f, "{sign} htb class {}", describe_class(was))
+            }
+            Change::AddFilter { device, minor } | Change::RemoveFilter { device, minor } => {
+                let m = match self.name.parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V6(_)) => "ip6 src",
+                    _ => "ip src",
+                };
+                write!(
+                    f,
+                    "{sign} u32 filter on {device}: match {m} {} -> class 706e:{minor:x}",
+                    self.name
+                )
+            }
             Change::AttachProgram { mode } => {
                 write!(f, "{sign} EDT program on egress ({mode}; fails open)")
             }
@@ -422,15 +559,31 @@ impl fmt::Display for Action {
     }
 }
 
-/// `100Mbit burst 8ms horizon 25ms mark 1ms`: an entry's limit, as
-/// `--dry-run` shows it (`mark off`: no CE marking).
-fn describe_entry(e: &MapEntry) -> String {
-    let time = |ns: u64| match ns {
+/// A duration in ns as `--dry-run` shows it: `2s`, `25ms`, `500us`, `5.243ms`.
+fn time(ns: u64) -> String {
+    match ns {
         _ if ns % 1_000_000_000 == 0 && ns > 0 => format!("{}s", ns / 1_000_000_000),
         _ if ns % 1_000_000 == 0 => format!("{}ms", ns / 1_000_000),
         _ if ns < 1_000_000 && ns % 1_000 == 0 => format!("{}us", ns / 1_000),
         _ => format!("{:.3}ms", ns as f64 / 1e6),
-    };
+    }
+}
+
+/// `706e:1 on ens192: 100Mbit burst 5.243ms, bfifo 25000000 bytes`.
+fn describe_class(c: &ClassSpec) -> String {
+    format!(
+        "706e:{:x} on {}: {} burst {}, bfifo {} bytes",
+        c.minor,
+        c.device,
+        crate::config::Rate(c.rate_bps),
+        time(c.burst_ns),
+        c.limit_bytes
+    )
+}
+
+/// `100Mbit burst 8ms horizon 25ms mark 1ms`: an entry's limit, as
+/// `--dry-run` shows it (`mark off`: no CE marking).
+fn describe_entry(e: &MapEntry) -> String {
     let mark = match e.ce_threshold_ns {
         0 => "off".to_string(),
         ns => time(ns),
@@ -473,13 +626,67 @@ mod tests {
         };
         assert_eq!(
             undo(Change::ReplaceRoot {
+                kind: RootKind::Htb,
+                from: None,
                 was: "pfifo 1:0".into(),
                 queues: 1,
                 drops_queue: true,
                 opted_in: false
             }),
             [Change::RestoreRoot {
-                to: "pfifo 1:0".into()
+                to: "pfifo 1:0".into(),
+                kind: RootKind::Htb,
+            }]
+        );
+        // A switch between podnet's own roots undoes to the other kind,
+        // not to the root from before podnet.
+        assert_eq!(
+            undo(Change::ReplaceRoot {
+                kind: RootKind::Htb,
+                from: Some(RootKind::Fq),
+                was: "podnet's fq 706e:".into(),
+                queues: 1,
+                drops_queue: true,
+                opted_in: false
+            }),
+            [Change::ReplaceRoot {
+                kind: RootKind::Fq,
+                from: Some(RootKind::Htb),
+                was: "podnet's htb 706e:".into(),
+                queues: 1,
+                drops_queue: true,
+                opted_in: true
+            }]
+        );
+        let class = |rate_bps| ClassSpec {
+            device: "ens192".into(),
+            minor: 3,
+            rate_bps,
+            burst_ns: 64,
+            limit_bytes: 262_144,
+        };
+        assert_eq!(
+            undo(Change::ChangeClass {
+                class: class(2),
+                was: class(1)
+            }),
+            [Change::ChangeClass {
+                class: class(1),
+                was: class(2)
+            }]
+        );
+        assert_eq!(
+            undo(Change::RemoveClass { was: class(1) }),
+            [Change::AddClass { class: class(1) }]
+        );
+        assert_eq!(
+            undo(Change::AddFilter {
+                device: "ens192".into(),
+                minor: 3
+            }),
+            [Change::RemoveFilter {
+                device: "ens192".into(),
+                minor: 3
             }]
         );
         assert_eq!(
@@ -543,6 +750,8 @@ mod tests {
     fn shaping_steps_have_their_disruption_class() {
         let a = |change| Action::new(Role::Shaping, "ens192", change).disruption();
         let replace = |drops_queue| Change::ReplaceRoot {
+            kind: RootKind::Fq,
+            from: None,
             was: String::new(),
             queues: 1,
             drops_queue,
@@ -551,7 +760,10 @@ mod tests {
         assert_eq!(a(replace(true)), Disruption::QueueReset);
         assert_eq!(a(replace(false)), Disruption::Hitless);
         assert_eq!(
-            a(Change::RestoreRoot { to: String::new() }),
+            a(Change::RestoreRoot {
+                to: String::new(),
+                kind: RootKind::Htb
+            }),
             Disruption::QueueReset
         );
         assert_eq!(

@@ -9,8 +9,10 @@
 //! 3. masters: lower MTU, once their shims are lower;
 //! 4. shaping (see `shaping.rs`, which also says how a new kind of state
 //!    joins the plan): programs off and roots back where shaping goes, map
-//!    entries, then per device fq at the root and the program on the hook,
-//!    and last the entries nobody needs.
+//!    entries, then per device podnet's root (fq, or htb for the HTB
+//!    backend) and the program on the hook, the HTB classes before the
+//!    filters that point at them, then filters and classes nobody needs
+//!    (filter first), and last the entries nobody needs.
 
 mod action;
 mod render;
@@ -21,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub use action::{Action, Change, Disruption, LinkSnapshot, NewLink, Role};
-pub use shaping::Inputs;
+pub use action::{Action, Change, ClassSpec, Disruption, LinkSnapshot, NewLink, Role};
+pub use shaping::{class_for, root_kind, Inputs};
 
 use crate::config::{ChildKind, Master, NodeConfig};
 use crate::state::{Link, Observed, OWNER_ALIAS_PREFIX, RT_TABLE_MAIN};
@@ -40,6 +42,8 @@ pub struct Plan {
     pub unmet: Vec<String>,
     /// The devices egress-shaped once this plan has run.
     pub shaped: BTreeSet<String>,
+    /// Of those, the ones the HTB backend shapes (the rest: EDT).
+    pub htb: BTreeSet<String>,
     /// Sections a direct apply validates but does not apply: podnetd's
     /// (shaping of registered pods) or not yet supported.
     pub unsupported: Vec<Unsupported>,
@@ -214,11 +218,16 @@ pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan 
             .chain(shaping.off)
             .chain(shaping.entries)
             .chain(shaping.devices)
+            .chain(shaping.classes)
+            .chain(shaping.filters)
+            .chain(shaping.unfilter)
+            .chain(shaping.unclass)
             .chain(shaping.gone)
             .collect(),
         problems,
         unmet: shaping.unmet,
         shaped: shaping.shaped,
+        htb: shaping.htb,
         unsupported: unsupported(desired),
     }
 }

@@ -31,12 +31,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::{Action, Change, Role};
+use super::{Action, Change, ClassSpec, Role};
 use crate::api::types::EndpointRecord;
-use crate::config::NodeConfig;
-use crate::shaping::tc::{Qdiscs, RootState};
-use crate::shaping::AttachMode;
-use crate::state::{BpfProgram, MapEntry, Observed};
+use crate::config::{NodeConfig, ShapingBackend};
+use crate::shaping::tc::{Qdiscs, RootKind, RootState, PSCHED_TICK_NS};
+use crate::shaping::{AttachMode, EgressLimit};
+use crate::state::{BpfProgram, HtbClass, HtbTree, MapEntry, Observed};
 
 /// What the plan reads besides the files and the host (a golden case's
 /// `inputs.json`).
@@ -66,46 +66,82 @@ impl Inputs {
     }
 }
 
-/// The shaping steps, by phase: `off` (programs off, then roots back, for
-/// devices that no longer shape), `entries` (written before any program
-/// reads them), `devices` (root, then program, then the other mode's
-/// program off), `gone` (entries nobody needs).
+/// The shaping steps, by phase: `off` (programs off, classes and filters
+/// out, then roots back, for devices that no longer shape), `entries`
+/// (written before any program reads them), `devices` (root, then program,
+/// then the other mode's program off; with HTB: any EDT program off, then
+/// the root), `classes` (HTB classes added or changed, before the filters
+/// that point at them), `filters` (added), `unfilter` and `unclass` (the
+/// filters of addresses gone, then their classes), `gone` (entries nobody
+/// needs).
 #[derive(Default)]
 pub(super) struct Steps {
     pub off: Vec<Action>,
     pub entries: Vec<Action>,
     pub devices: Vec<Action>,
+    pub classes: Vec<Action>,
+    pub filters: Vec<Action>,
+    pub unfilter: Vec<Action>,
+    pub unclass: Vec<Action>,
     pub gone: Vec<Action>,
     pub unmet: Vec<String>,
-    /// The devices shaped once these steps have run.
+    /// The devices shaped once these steps have run (either backend).
     pub shaped: BTreeSet<String>,
+    /// Of those, the ones shaped by HTB.
+    pub htb: BTreeSet<String>,
+}
+
+/// The root the node files' backend calls for on this kernel: `auto` is EDT
+/// where the kernel has sch_fq, else HTB (which needs neither fq nor BPF:
+/// its classifier is u32); `edt` without fq is nothing, with the reason.
+pub fn root_kind(desired: &NodeConfig, observed: &Observed) -> Result<RootKind, String> {
+    match crate::policy::backend(desired) {
+        ShapingBackend::Htb => Ok(RootKind::Htb),
+        ShapingBackend::Auto if observed.kernel.sch_fq => Ok(RootKind::Fq),
+        ShapingBackend::Auto => Ok(RootKind::Htb),
+        ShapingBackend::Edt if observed.kernel.sch_fq => Ok(RootKind::Fq),
+        ShapingBackend::Edt => Err(
+            "[shaping] backend = \"edt\" needs the fq qdisc (CONFIG_NET_SCH_FQ, module sch_fq), which this kernel does not have; set backend = \"auto\" or \"htb\" to shape with HTB classes instead".into(),
+        ),
+    }
 }
 
 pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Steps {
     let mut steps = Steps::default();
     let configured = crate::policy::shaping_masters(desired);
-    let mut devices: BTreeSet<String> = configured
+    let devices: BTreeSet<String> = configured
         .iter()
         .filter(|d| observed.link(d).is_some())
         .cloned()
         .collect();
-    if !devices.is_empty() && !observed.kernel.sch_fq {
-        steps.unmet.push(format!(
-            "egress shaping of {}: this kernel has no fq qdisc (CONFIG_NET_SCH_FQ, module sch_fq), which EDT shaping needs; those devices are not shaped",
-            devices.iter().cloned().collect::<Vec<_>>().join(", ")
-        ));
-        devices.clear();
-    }
+    let kind = match root_kind(desired, observed) {
+        Ok(kind) => Some(kind),
+        Err(why) => {
+            if !devices.is_empty() {
+                steps.unmet.push(format!(
+                    "egress shaping of {}: {why}; those devices are not shaped",
+                    devices.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            None
+        }
+    };
     let mode = inputs.mode(observed);
     let mut shaped = BTreeSet::new();
-    for dev in &devices {
-        if plan_device(desired, observed, inputs, dev, mode, &mut steps) {
-            shaped.insert(dev.clone());
+    if let Some(kind) = kind {
+        for dev in &devices {
+            if plan_device(desired, observed, inputs, dev, mode, kind, &mut steps) {
+                shaped.insert(dev.clone());
+                if kind == RootKind::Htb {
+                    steps.htb.insert(dev.clone());
+                }
+            }
         }
     }
     // Devices podnet shaped that no longer shape: the program off first (a
-    // stamped packet must never meet a qdisc that ignores the stamp), then
-    // the root podnet replaced back.
+    // stamped packet must never meet a qdisc that ignores the stamp), the
+    // HTB classes out (so the undo puts them back whole), then the root
+    // podnet replaced back.
     for link in &observed.links {
         if configured.contains(&link.name) {
             continue;
@@ -124,17 +160,226 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
                 }));
             }
         }
+        if root == RootState::Htb {
+            take_out_classes(observed, &link.name, &mut steps.off);
+        }
         if root.is_podnets() {
             steps.off.push(step(Change::RestoreRoot {
                 to: sh
                     .and_then(|s| s.previous_root.clone())
                     .unwrap_or_else(|| "the kernel's default root".into()),
+                kind: if root == RootState::Htb {
+                    RootKind::Htb
+                } else {
+                    RootKind::Fq
+                },
             }));
         }
     }
-    plan_entries(desired, observed, inputs, &shaped, &mut steps);
+    let edt: BTreeSet<String> = shaped.difference(&steps.htb).cloned().collect();
+    plan_entries(desired, observed, inputs, &edt, &mut steps);
+    let htb = steps.htb.clone();
+    for dev in &htb {
+        plan_classes(desired, observed, inputs, dev, &mut steps);
+    }
     steps.shaped = shaped;
     steps
+}
+
+/// Every filter, then every class, of podnet's HTB tree on `dev` removed,
+/// each a step with its own undo (the tree would go with the root anyway;
+/// as steps, an undo puts it back whole).
+fn take_out_classes(observed: &Observed, dev: &str, out: &mut Vec<Action>) {
+    let Some(tree) = observed.htb_of(dev) else {
+        return;
+    };
+    let mut classes: Vec<Action> = Vec::new();
+    for f in &tree.filters {
+        if let (Some(ip), Some(minor)) = (f.ip, f.class) {
+            out.push(Action::new(
+                Role::Endpoint,
+                &ip.to_string(),
+                Change::RemoveFilter {
+                    device: dev.to_string(),
+                    minor,
+                },
+            ));
+            if let Some(c) = tree.classes.iter().find(|c| c.minor == minor) {
+                classes.push(Action::new(
+                    Role::Endpoint,
+                    &ip.to_string(),
+                    Change::RemoveClass {
+                        was: spec_of(dev, c),
+                    },
+                ));
+            }
+        }
+    }
+    out.extend(classes);
+}
+
+/// An observed class as the plan describes it (a leaf other than bfifo
+/// has limit 0: "not podnet's leaf").
+fn spec_of(dev: &str, c: &HtbClass) -> ClassSpec {
+    ClassSpec {
+        device: dev.to_string(),
+        minor: c.minor,
+        rate_bps: c.rate_bps,
+        burst_ns: c.burst_ns,
+        limit_bytes: c
+            .leaf
+            .as_ref()
+            .filter(|l| l.kind == "bfifo")
+            .map_or(0, |l| l.limit_bytes),
+    }
+}
+
+/// The class an endpoint address's limit calls for (minor aside): rate =
+/// ceil as the kernel keeps it (bytes/s), the burst in whole psched ticks,
+/// and a bfifo leaf holding the horizon's worth at the rate, at least four
+/// 64 KiB packets, so a packet waits in it about the horizon at most (as
+/// EDT drops beyond it).
+pub fn class_for(dev: &str, minor: u16, limit: &EgressLimit) -> ClassSpec {
+    const MIN_LIMIT: u128 = 4 * 64 * 1024;
+    let bytes = (limit.rate_bps / 8).max(1);
+    let burst_ns = u64::try_from(u128::from(limit.burst_bytes) * 1_000_000_000 / u128::from(bytes))
+        .unwrap_or(u64::MAX);
+    let ticks = (burst_ns / PSCHED_TICK_NS).min(u64::from(u32::MAX));
+    let horizon_bytes = u128::from(bytes) * limit.horizon.as_nanos() / 1_000_000_000;
+    ClassSpec {
+        device: dev.to_string(),
+        minor,
+        rate_bps: bytes * 8,
+        burst_ns: ticks * PSCHED_TICK_NS,
+        limit_bytes: u32::try_from(horizon_bytes.max(MIN_LIMIT)).unwrap_or(u32::MAX),
+    }
+}
+
+/// The HTB classes and u32 filters of `dev`: one class per registered
+/// endpoint address with an egress rate leaving through it. Minors stay
+/// as the kernel holds them (an address keeps the class its filter points
+/// at; a class no filter points at is taken first by an address that has
+/// none), and a new address gets the lowest free minor.
+fn plan_classes(
+    desired: &NodeConfig,
+    observed: &Observed,
+    inputs: &Inputs,
+    dev: &str,
+    steps: &mut Steps,
+) {
+    let queueing = crate::policy::Queueing::of(desired);
+    let one: BTreeSet<String> = [dev.to_string()].into();
+    let wanted: BTreeMap<IpAddr, EgressLimit> =
+        crate::policy::wanted(&inputs.endpoints, &one, &queueing)
+            .into_iter()
+            // A rate of 0 counts without limiting: HTB has no such class,
+            // so its traffic goes out direct as unclassified traffic does.
+            .filter(|(_, l)| l.rate_bps > 0)
+            .collect();
+    // A root being put in place now holds no classes yet.
+    let root_is_htb = Qdiscs::observed(observed, dev).root_state() == RootState::Htb;
+    let empty = HtbTree::default();
+    let tree = observed
+        .htb_of(dev)
+        .filter(|_| root_is_htb)
+        .unwrap_or(&empty);
+    let classes: BTreeMap<u16, &HtbClass> = tree.classes.iter().map(|c| (c.minor, c)).collect();
+    let mut filtered: BTreeMap<IpAddr, u16> = BTreeMap::new();
+    for f in &tree.filters {
+        if let (Some(ip), Some(minor)) = (f.ip, f.class) {
+            filtered.entry(ip).or_insert(minor);
+        }
+    }
+    let mut orphans = classes
+        .keys()
+        .copied()
+        .filter(|m| !filtered.values().any(|f| f == m))
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut taken: BTreeSet<u16> = filtered
+        .iter()
+        .filter(|(ip, _)| wanted.contains_key(ip))
+        .map(|(_, m)| *m)
+        .collect();
+    let mut next_free = 1u16;
+    let step = |ip: &IpAddr, change| Action::new(Role::Endpoint, &ip.to_string(), change);
+    let mut kept: BTreeSet<u16> = BTreeSet::new();
+    for (ip, limit) in &wanted {
+        let (minor, has_filter) = match filtered.get(ip) {
+            Some(m) => (*m, true),
+            None => {
+                let m = orphans.next().or_else(|| {
+                    while taken.contains(&next_free) || classes.contains_key(&next_free) {
+                        next_free = next_free.checked_add(1)?;
+                    }
+                    Some(next_free)
+                });
+                match m {
+                    Some(m) => (m, false),
+                    None => {
+                        steps.unmet.push(format!(
+                            "endpoint {ip}: {dev} has no free htb class left (65535 at most)"
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
+        taken.insert(minor);
+        kept.insert(minor);
+        let want = class_for(dev, minor, limit);
+        match classes.get(&minor) {
+            None => steps
+                .classes
+                .push(step(ip, Change::AddClass { class: want })),
+            Some(c) => {
+                let was = spec_of(dev, c);
+                if was != want || c.ceil_bps != want.rate_bps {
+                    steps
+                        .classes
+                        .push(step(ip, Change::ChangeClass { class: want, was }));
+                }
+            }
+        }
+        if !has_filter {
+            steps.filters.push(step(
+                ip,
+                Change::AddFilter {
+                    device: dev.to_string(),
+                    minor,
+                },
+            ));
+        }
+    }
+    // Filters of addresses no longer wanted, then classes nobody uses.
+    for (ip, minor) in &filtered {
+        if !wanted.contains_key(ip) {
+            steps.unfilter.push(step(
+                ip,
+                Change::RemoveFilter {
+                    device: dev.to_string(),
+                    minor: *minor,
+                },
+            ));
+        }
+    }
+    for (minor, c) in &classes {
+        if kept.contains(minor) {
+            continue;
+        }
+        // Named by the address whose filter pointed at it, if any.
+        let name = filtered
+            .iter()
+            .find(|(_, m)| *m == minor)
+            .map_or_else(|| format!("{dev} 706e:{minor:x}"), |(ip, _)| ip.to_string());
+        steps.unclass.push(Action::new(
+            Role::Endpoint,
+            &name,
+            Change::RemoveClass {
+                was: spec_of(dev, c),
+            },
+        ));
+    }
 }
 
 /// Root and program of one shaping device; false when the device cannot be
@@ -145,6 +390,7 @@ fn plan_device(
     inputs: &Inputs,
     dev: &str,
     mode: AttachMode,
+    kind: RootKind,
     steps: &mut Steps,
 ) -> bool {
     let step = |change| Action::new(Role::Shaping, dev, change);
@@ -152,33 +398,73 @@ fn plan_device(
     let sh = observed.shaping_of(dev);
     let queues = observed.link(dev).map_or(1, |l| l.tx_queues);
     let opted_in = desired.masters.get(dev).and_then(|m| m.shaping) == Some(true);
-    let replace = |was: String, drops_queue: bool| Change::ReplaceRoot {
+    let replace = |was: String, drops_queue: bool, from: Option<RootKind>| Change::ReplaceRoot {
+        kind,
+        from,
         was,
         queues,
         drops_queue,
         opted_in,
     };
-    match qdiscs.root_state() {
-        RootState::Shaping => {}
-        RootState::PodnetsNotFq { kind } => steps.devices.push(step(replace(
-            sh.and_then(|s| s.previous_root.clone())
-                .unwrap_or_else(|| format!("{kind} 706e: (podnet's, not fq)")),
+    if kind == RootKind::Htb {
+        // No EDT program stays on a device HTB shapes: it would stamp
+        // packets no qdisc honours. Off before fq goes.
+        for (mode, program) in sh
+            .into_iter()
+            .flat_map(|s| [(AttachMode::Tcx, &s.tcx), (AttachMode::Clsact, &s.clsact)])
+        {
+            if let Some(p) = program {
+                steps.devices.push(step(Change::DetachProgram {
+                    mode,
+                    program: p.id,
+                }));
+            }
+        }
+    }
+    let state = qdiscs.root_state();
+    match &state {
+        s if s.is(kind) => {}
+        // A switch between podnet's own roots (EDT <-> HTB).
+        RootState::Shaping => steps.devices.push(step(replace(
+            "podnet's fq 706e:".into(),
             true,
+            Some(RootKind::Fq),
+        ))),
+        RootState::Htb => {
+            take_out_classes(observed, dev, &mut steps.devices);
+            steps.devices.push(step(replace(
+                "podnet's htb 706e:".into(),
+                true,
+                Some(RootKind::Htb),
+            )))
+        }
+        RootState::PodnetsNotFq { kind: other } => steps.devices.push(step(replace(
+            sh.and_then(|s| s.previous_root.clone())
+                .unwrap_or_else(|| format!("{other} 706e: (podnet's, not {kind})")),
+            true,
+            None,
         ))),
         // No root in an observation means the kernel's default (a golden
         // case written without qdiscs; a live link always has one).
-        RootState::Missing => steps
-            .devices
-            .push(step(replace("default noqueue".into(), false))),
-        RootState::Other { kind, .. } => match qdiscs.previous_root(dev) {
-            Ok(previous) => steps
+        RootState::Missing => {
+            steps
                 .devices
-                .push(step(replace(previous.describe(), kind != "noqueue"))),
+                .push(step(replace("default noqueue".into(), false, None)))
+        }
+        RootState::Other { kind: other, .. } => match qdiscs.previous_root(dev) {
+            Ok(previous) => {
+                steps
+                    .devices
+                    .push(step(replace(previous.describe(), other != "noqueue", None)))
+            }
             Err(e) => {
                 steps.unmet.push(format!("masters.{dev}.shaping: {e}"));
                 return false;
             }
         },
+    }
+    if kind == RootKind::Htb {
+        return true;
     }
     let current = |p: &BpfProgram| {
         inputs.program.as_ref().is_none_or(|ours| {

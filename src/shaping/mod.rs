@@ -515,6 +515,129 @@ pub(crate) async fn podnet_filter(kernel: &Kernel, ifindex: u32) -> Result<Optio
     tc::egress_filter(kernel, ifindex, CLSACT_PRIORITY, u32::from(CLSACT_HANDLE)).await
 }
 
+/// The record of `ifindex`, made now if podnet lost it (state dir wiped
+/// while shaped): then the kernel's default is what turning shaping off
+/// puts back.
+fn record_or_default_in(
+    paths: &ShaperPaths,
+    device: &str,
+    ifindex: u32,
+) -> Result<record::DeviceRecord> {
+    if let Some(r) = record::load(&paths.state_dir, ifindex)? {
+        return Ok(r);
+    }
+    let r = record::DeviceRecord::new(
+        device,
+        ifindex,
+        PreviousRoot::Default {
+            kind: "unknown".into(),
+        },
+    )?;
+    record::save(&paths.state_dir, &r)?;
+    Ok(r)
+}
+
+/// Puts podnet's root of `kind` at the root of `device`: fq (mq with an fq
+/// per queue on a multiqueue device) for EDT, htb for the HTB backend;
+/// writing first the record of the root it replaces, so a crash in between
+/// never loses what to put back (a switch between podnet's own kinds keeps
+/// the record it has). True when the root changed; false when podnet's
+/// root of that kind was there already. A failed install leaves the device
+/// as it was. Needs no BPF: the HTB backend runs where BPF does not.
+pub async fn replace_root(
+    kernel: &Kernel,
+    paths: &ShaperPaths,
+    device: &str,
+    kind: tc::RootKind,
+) -> Result<bool> {
+    let dev = device_info(kernel, device).await?;
+    let state_dir = paths.state_dir.clone();
+    let qdiscs = tc::dump(kernel, dev.ifindex).await?;
+    if qdiscs.root_state().is(kind) {
+        record_or_default_in(paths, device, dev.ifindex)?;
+        return Ok(false);
+    }
+    let mut rec = record::load(&state_dir, dev.ifindex)?;
+    if !qdiscs.root_is_podnets() || rec.is_none() {
+        let previous = if qdiscs.root_is_podnets() {
+            // Ours, half set up, and the record lost: the kernel's
+            // default is the best we can restore.
+            PreviousRoot::Default {
+                kind: "unknown".into(),
+            }
+        } else {
+            qdiscs.previous_root(device)?
+        };
+        let r = record::DeviceRecord::new(device, dev.ifindex, previous)?;
+        record::save(&state_dir, &r)?;
+        rec = Some(r);
+    }
+    let installed = match kind {
+        tc::RootKind::Fq => tc::install(kernel, device, dev.ifindex, dev.tx_queues).await,
+        tc::RootKind::Htb => tc::install_htb(kernel, device, dev.ifindex).await,
+    };
+    if let Err(e) = installed {
+        return Err(undo_root(kernel, paths, device, dev.ifindex, rec.as_ref(), e).await);
+    }
+    Ok(true)
+}
+
+/// Puts back the root qdisc podnet replaced on `device` (the kernel's
+/// default when it has no record) and forgets the record. With EDT the
+/// program must be off the hook first: a stamped packet must never meet a
+/// qdisc that does not honour the stamp. podnet's htb goes with its
+/// classes and filters.
+pub async fn restore_root(kernel: &Kernel, paths: &ShaperPaths, device: &str) -> Result<()> {
+    let dev = device_info(kernel, device).await?;
+    let rec = record::load(&paths.state_dir, dev.ifindex)?;
+    let qdiscs = tc::dump(kernel, dev.ifindex).await?;
+    if qdiscs.root_is_podnets() {
+        let previous = rec
+            .map(|r| r.previous_root)
+            .unwrap_or(PreviousRoot::Default {
+                kind: "unknown".into(),
+            });
+        tc::restore(kernel, device, dev.ifindex, &previous).await?;
+    }
+    record::remove(&paths.state_dir, dev.ifindex)
+}
+
+/// After a failed install: puts the previous root back (this call
+/// replaced it) and forgets the record, so the device is as it was.
+/// Returns the original error, with any undo error appended.
+async fn undo_root(
+    kernel: &Kernel,
+    paths: &ShaperPaths,
+    device: &str,
+    ifindex: u32,
+    rec: Option<&record::DeviceRecord>,
+    e: Error,
+) -> Error {
+    let previous = rec
+        .map(|r| r.previous_root.clone())
+        .unwrap_or(PreviousRoot::Default {
+            kind: "unknown".into(),
+        });
+    let mut undo = tc::restore(kernel, device, ifindex, &previous).await;
+    if let (Ok(()), Some(r)) = (&undo, rec) {
+        if r.clsact_added {
+            undo = tc::remove_clsact_if_unused(kernel, device, ifindex).await;
+        }
+    }
+    match undo.and_then(|()| record::remove(&paths.state_dir, ifindex)) {
+        Ok(()) => e,
+        Err(u) => {
+            let kind = e.kind;
+            Error::new(kind, format!("{e}; undoing also failed: {u}"))
+        }
+    }
+}
+
+/// The ifindex of `device`, for the HTB backend's steps.
+pub async fn ifindex(kernel: &Kernel, device: &str) -> Result<u32> {
+    Ok(device_info(kernel, device).await?.ifindex)
+}
+
 impl Shaper {
     /// Loads the program into the kernel and opens the endpoint map
     /// (pinning it on first use). Attaches nothing.
@@ -594,75 +717,18 @@ impl Shaper {
         record::load(&self.paths.state_dir, dev.ifindex)
     }
 
-    /// The record of `ifindex`, made now if podnet lost it (state dir
-    /// wiped while shaped): then the kernel's default is what turning
-    /// shaping off puts back.
     fn record_or_default(&self, device: &str, ifindex: u32) -> Result<record::DeviceRecord> {
-        if let Some(r) = record::load(&self.paths.state_dir, ifindex)? {
-            return Ok(r);
-        }
-        let r = record::DeviceRecord::new(
-            device,
-            ifindex,
-            PreviousRoot::Default {
-                kind: "unknown".into(),
-            },
-        )?;
-        record::save(&self.paths.state_dir, &r)?;
-        Ok(r)
+        record_or_default_in(&self.paths, device, ifindex)
     }
 
-    /// Puts podnet's fq (mq with an fq per queue on a multiqueue device) at
-    /// the root of `device`, writing first the record of the root it
-    /// replaces, so a crash in between never loses what to put back. True
-    /// when the root changed; false when podnet's fq was there already.
-    /// A failed install leaves the device as it was.
+    /// Puts podnet's fq at the root of `device`: see [`replace_root`].
     pub async fn replace_root(&mut self, device: &str) -> Result<bool> {
-        let dev = device_info(&self.kernel, device).await?;
-        let state_dir = self.paths.state_dir.clone();
-        let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
-        if qdiscs.is_shaping() {
-            self.record_or_default(device, dev.ifindex)?;
-            return Ok(false);
-        }
-        let mut rec = record::load(&state_dir, dev.ifindex)?;
-        if !qdiscs.root_is_podnets() || rec.is_none() {
-            let previous = if qdiscs.root_is_podnets() {
-                // Ours, half set up, and the record lost: the kernel's
-                // default is the best we can restore.
-                PreviousRoot::Default {
-                    kind: "unknown".into(),
-                }
-            } else {
-                qdiscs.previous_root(device)?
-            };
-            let r = record::DeviceRecord::new(device, dev.ifindex, previous)?;
-            record::save(&state_dir, &r)?;
-            rec = Some(r);
-        }
-        if let Err(e) = tc::install(&self.kernel, device, dev.ifindex, dev.tx_queues).await {
-            return Err(self.undo_root(device, dev.ifindex, rec.as_ref(), e).await);
-        }
-        Ok(true)
+        replace_root(&self.kernel, &self.paths, device, tc::RootKind::Fq).await
     }
 
-    /// Puts back the root qdisc podnet replaced on `device` (the kernel's
-    /// default when it has no record) and forgets the record. The program
-    /// must be off the hook first: a stamped packet must never meet a
-    /// qdisc that does not honour the stamp.
+    /// See [`restore_root`].
     pub async fn restore_root(&mut self, device: &str) -> Result<()> {
-        let dev = device_info(&self.kernel, device).await?;
-        let rec = record::load(&self.paths.state_dir, dev.ifindex)?;
-        let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
-        if qdiscs.root_is_podnets() {
-            let previous = rec
-                .map(|r| r.previous_root)
-                .unwrap_or(PreviousRoot::Default {
-                    kind: "unknown".into(),
-                });
-            tc::restore(&self.kernel, device, dev.ifindex, &previous).await?;
-        }
-        record::remove(&self.paths.state_dir, dev.ifindex)
+        restore_root(&self.kernel, &self.paths, device).await
     }
 
     /// Attaches this program to `device`'s egress hook (`mode`), or swaps
@@ -762,36 +828,6 @@ impl Shaper {
         let (kernel, paths) = (self.kernel.clone(), self.paths.clone());
         let prog = program::classifier(&mut self.ebpf)?;
         hang(&kernel, &paths, prog, device, ifindex, mode, rec).await
-    }
-
-    /// After a failed attach: puts the previous root back (this call
-    /// replaced it) and forgets the record, so the device is as it was.
-    /// Returns the original error, with any undo error appended.
-    async fn undo_root(
-        &self,
-        device: &str,
-        ifindex: u32,
-        rec: Option<&record::DeviceRecord>,
-        e: Error,
-    ) -> Error {
-        let previous = rec
-            .map(|r| r.previous_root.clone())
-            .unwrap_or(PreviousRoot::Default {
-                kind: "unknown".into(),
-            });
-        let mut undo = tc::restore(&self.kernel, device, ifindex, &previous).await;
-        if let (Ok(()), Some(r)) = (&undo, rec) {
-            if r.clsact_added {
-                undo = tc::remove_clsact_if_unused(&self.kernel, device, ifindex).await;
-            }
-        }
-        match undo.and_then(|()| record::remove(&self.paths.state_dir, ifindex)) {
-            Ok(()) => e,
-            Err(u) => {
-                let kind = e.kind;
-                Error::new(kind, format!("{e}; undoing also failed: {u}"))
-            }
-        }
     }
 
     async fn detach_clsact(&self, device: &str, ifindex: u32, clsact_added: bool) -> Result<()> {

@@ -8,10 +8,11 @@
 
 use std::path::Path;
 
+use super::tc::{self, Qdiscs, RootState};
 use super::{program, ShaperPaths};
 use crate::error::Result;
 use crate::kernel::Kernel;
-use crate::state::{BpfProgram, KernelFeatures, LinkShaping, Observed};
+use crate::state::{BpfProgram, HtbTree, KernelFeatures, LinkShaping, Observed};
 
 /// The shaper's state on every link of `observed` that has any: one read
 /// of the pin directory and one of the record directory, a pin opened only
@@ -61,6 +62,21 @@ pub async fn links(
                 previous_root,
             });
         }
+    }
+    Ok(out)
+}
+
+/// podnet's HTB tree on every link whose root is podnet's htb: its
+/// classes with their leaves and counters, and the u32 filters on it.
+pub async fn htb(kernel: &Kernel, observed: &Observed) -> Result<Vec<HtbTree>> {
+    let mut out = Vec::new();
+    for link in &observed.links {
+        if Qdiscs::observed(observed, &link.name).root_state() != RootState::Htb {
+            continue;
+        }
+        // The leaves' options (bfifo's limit) are not in the observation.
+        let qdiscs = tc::dump(kernel, link.index).await?;
+        out.push(tc::htb_tree(kernel, &link.name, link.index, &qdiscs).await?);
     }
     Ok(out)
 }

@@ -134,6 +134,26 @@ pub fn parse_tc_handle(text: &str) -> Option<u32> {
     }
 }
 
+/// The root podnet puts on a shaping device: fq for EDT (the program
+/// stamps, fq holds each packet to its stamp), htb for the HTB backend
+/// (a class per endpoint address, selected by u32 filters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootKind {
+    #[default]
+    Fq,
+    Htb,
+}
+
+impl std::fmt::Display for RootKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RootKind::Fq => "fq",
+            RootKind::Htb => "htb",
+        })
+    }
+}
+
 /// Whose root qdisc a device has, as far as shaping goes. The one rule both
 /// podnetd (before it touches the device) and the plan (what `--dry-run`
 /// says podnetd will do) decide by.
@@ -142,6 +162,9 @@ pub enum RootState {
     /// podnet's fq, or podnet's mq with an fq on every queue: packets meet
     /// fq, the device is shaped once the program is on its hook.
     Shaping,
+    /// podnet's htb: the HTB backend's root (its classes and filters are
+    /// observed apart, [`crate::state::HtbTree`]).
+    Htb,
     /// podnet's handle on something else (fq replaced behind podnet's back,
     /// or a root set up half way): podnet's to put fq back on, or to take off.
     PodnetsNotFq { kind: String },
@@ -155,7 +178,18 @@ pub enum RootState {
 impl RootState {
     /// podnet's handle is on the root.
     pub fn is_podnets(&self) -> bool {
-        matches!(self, RootState::Shaping | RootState::PodnetsNotFq { .. })
+        matches!(
+            self,
+            RootState::Shaping | RootState::Htb | RootState::PodnetsNotFq { .. }
+        )
+    }
+
+    /// podnet's root of `kind` is in place.
+    pub fn is(&self, kind: RootKind) -> bool {
+        match kind {
+            RootKind::Fq => *self == RootState::Shaping,
+            RootKind::Htb => *self == RootState::Htb,
+        }
     }
 }
 
@@ -197,6 +231,7 @@ impl Qdiscs {
             };
         }
         let fq = match root.kind.as_str() {
+            "htb" => return RootState::Htb,
             "fq" => true,
             "mq" => {
                 let mut children = self.children_of(PODNET_QDISC_MAJOR).peekable();
@@ -440,6 +475,8 @@ pub async fn install(kernel: &Kernel, device: &str, ifindex: u32, tx_queues: u32
             ),
         )
     };
+    // podnet's htb (the HTB backend's root) cannot be changed into fq.
+    clear_other_kind(kernel, device, ifindex, &["fq", "mq"]).await?;
     if tx_queues > 1 {
         match replace(kernel, qdisc_msg(ifindex, TC_H_ROOT, root, "mq", &[])).await {
             Ok(()) => {
@@ -632,6 +669,484 @@ pub async fn remove_clsact_if_unused(kernel: &Kernel, device: &str, ifindex: u32
     }
 }
 
+// ---- The HTB backend: podnet's htb root, a class per endpoint address
+// with a bfifo leaf, and a u32 filter per address selecting it. The kernel
+// has typed options for none of htb and bfifo in netlink-packet-route:
+// raw structs and attributes, as for fq.
+
+const TCA_HTB_PARMS: u16 = 1;
+const TCA_HTB_INIT: u16 = 2;
+const TCA_HTB_RATE64: u16 = 6;
+const TCA_HTB_CEIL64: u16 = 7;
+const TC_HTB_PROTOVER: u32 = 3;
+/// `struct tc_ratespec.linklayer`: with ethernet, the kernel computes
+/// transmission times itself and needs no rate table (iproute2's old way).
+const TC_LINKLAYER_ETHERNET: u8 = 1;
+/// The kernel's psched tick is 2^6 ns (`PSCHED_SHIFT`; /proc/net/psched's
+/// second field, 0x40, says the same): HTB's buffer is in ticks.
+pub const PSCHED_TICK_NS: u64 = 64;
+const TCA_U32_CLASSID: u16 = 1;
+const TCA_U32_SEL: u16 = 5;
+const TC_U32_TERMINAL: u8 = 1;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// The u32 priorities of podnet's filters: IPv4 first, then IPv6. One
+/// priority per family keeps each family's filters in one list.
+pub const U32_PRIO_V4: u16 = 1;
+pub const U32_PRIO_V6: u16 = 2;
+
+/// podnet's htb root handle, `706e:`.
+pub fn htb_root() -> u32 {
+    u32::from(PODNET_QDISC_MAJOR) << 16
+}
+
+/// htb's global options: `default 0`, so a packet no filter classifies
+/// goes out direct (unshaped, not held in any class); r2q is moot, as every
+/// class sets its quantum.
+fn htb_init() -> Vec<u8> {
+    let mut glob = Vec::with_capacity(20);
+    for v in [TC_HTB_PROTOVER, 10, 0, 0, 0] {
+        glob.extend_from_slice(&v.to_ne_bytes());
+    }
+    let mut v = Vec::new();
+    push_attr(&mut v, TCA_HTB_INIT, &glob);
+    v
+}
+
+/// A class's options: rate = ceil = `rate_bps`, burst = cburst = `burst_ns`
+/// (in psched ticks), quantum from the rate (set, so htb never warns about
+/// r2q). Rates of 2^32 bytes/s and more go in the 64-bit attributes.
+pub(crate) fn htb_class_options(rate_bps: u64, burst_ns: u64) -> Vec<u8> {
+    let bytes = (rate_bps / 8).max(1);
+    let rate32 = u32::try_from(bytes).unwrap_or(u32::MAX);
+    let ticks = u32::try_from(burst_ns / PSCHED_TICK_NS).unwrap_or(u32::MAX);
+    // DRR among classes that may send: about a tenth of a second's bytes
+    // at r2q 10 would be htb's own choice; bounded as htb bounds it.
+    let quantum = u32::try_from((bytes / 10).clamp(1514, 200_000)).unwrap_or(200_000);
+    let mut parms = Vec::with_capacity(44);
+    for _ in 0..2 {
+        // struct tc_ratespec: cell_log, linklayer, overhead, cell_align, mpu, rate
+        parms.push(0);
+        parms.push(TC_LINKLAYER_ETHERNET);
+        parms.extend_from_slice(&0u16.to_ne_bytes());
+        parms.extend_from_slice(&0i16.to_ne_bytes());
+        parms.extend_from_slice(&0u16.to_ne_bytes());
+        parms.extend_from_slice(&rate32.to_ne_bytes());
+    }
+    // buffer, cbuffer, quantum, level, prio
+    for v in [ticks, ticks, quantum, 0, 0] {
+        parms.extend_from_slice(&v.to_ne_bytes());
+    }
+    let mut v = Vec::new();
+    push_attr(&mut v, TCA_HTB_PARMS, &parms);
+    if rate32 == u32::MAX {
+        push_attr(&mut v, TCA_HTB_RATE64, &bytes.to_ne_bytes());
+        push_attr(&mut v, TCA_HTB_CEIL64, &bytes.to_ne_bytes());
+    }
+    v
+}
+
+/// Reads what [`htb_class_options`] writes (and what the kernel dumps):
+/// (rate bit/s, ceil bit/s, burst ns).
+fn parse_htb_class(options: &[u8]) -> Option<(u64, u64, u64)> {
+    let mut parms = None;
+    let (mut rate64, mut ceil64) = (None, None);
+    for (kind, payload) in attrs(options) {
+        match kind {
+            TCA_HTB_PARMS if payload.len() >= 44 => parms = Some(payload),
+            TCA_HTB_RATE64 if payload.len() >= 8 => rate64 = Some(u64_at(payload, 0)),
+            TCA_HTB_CEIL64 if payload.len() >= 8 => ceil64 = Some(u64_at(payload, 0)),
+            _ => {}
+        }
+    }
+    let p = parms?;
+    let rate = rate64.unwrap_or(u64::from(u32_at(p, 8)));
+    let ceil = ceil64.unwrap_or(u64::from(u32_at(p, 20)));
+    let buffer = u64::from(u32_at(p, 24));
+    Some((rate * 8, ceil * 8, buffer * PSCHED_TICK_NS))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_ne_bytes(x)
+}
+
+/// The (type, payload) of each attribute in `buf`.
+fn attrs(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while buf.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+        if len < 4 || len > buf.len() {
+            break;
+        }
+        out.push((kind, &buf[4..len]));
+        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+    }
+    out
+}
+
+/// The u32 options matching source address `ip` exactly and sending to
+/// class `classid`: `match ip src A/32` (IPv4 header offset 12) or
+/// `match ip6 src A/128` (offsets 8..24), terminal.
+fn u32_options(ip: std::net::IpAddr, classid: u32) -> Vec<u8> {
+    let keys: Vec<(u32, i32)> = match ip {
+        std::net::IpAddr::V4(a) => vec![(u32::from(a), 12)],
+        std::net::IpAddr::V6(a) => a
+            .octets()
+            .chunks(4)
+            .zip([8, 12, 16, 20])
+            .map(|(c, off)| (u32::from_be_bytes([c[0], c[1], c[2], c[3]]), off))
+            .collect(),
+    };
+    // struct tc_u32_sel: flags, offshift, nkeys, pad, offmask (be16), off,
+    // offoff, hoff, hmask (be32); then struct tc_u32_key each: mask, val
+    // (be32), off, offmask.
+    let mut sel = vec![TC_U32_TERMINAL, 0, keys.len() as u8, 0];
+    sel.extend_from_slice(&[0; 12]);
+    for (val, off) in keys {
+        sel.extend_from_slice(&u32::MAX.to_be_bytes());
+        sel.extend_from_slice(&val.to_be_bytes());
+        sel.extend_from_slice(&off.to_ne_bytes());
+        sel.extend_from_slice(&0i32.to_ne_bytes());
+    }
+    let mut v = Vec::new();
+    push_attr(&mut v, TCA_U32_CLASSID, &classid.to_ne_bytes());
+    push_attr(&mut v, TCA_U32_SEL, &sel);
+    v
+}
+
+/// The source address a u32 selector matches, if it is exactly one of
+/// podnet's: one full-mask key at 12 (IPv4), or four at 8..24 (IPv6).
+fn u32_source(sel: &netlink_packet_route::tc::TcU32Selector) -> Option<std::net::IpAddr> {
+    let full = |k: &netlink_packet_route::tc::TcU32Key| k.mask == u32::MAX && k.offmask == 0;
+    match sel.keys.as_slice() {
+        [k] if full(k) && k.off == 12 => Some(std::net::Ipv4Addr::from(k.val).into()),
+        ks if ks.len() == 4
+            && ks.iter().all(full)
+            && ks.iter().map(|k| k.off).eq([8, 12, 16, 20]) =>
+        {
+            let mut o = [0u8; 16];
+            for (i, k) in ks.iter().enumerate() {
+                o[i * 4..i * 4 + 4].copy_from_slice(&k.val.to_be_bytes());
+            }
+            Some(std::net::Ipv6Addr::from(o).into())
+        }
+        _ => None,
+    }
+}
+
+async fn dump_tc(
+    kernel: &Kernel,
+    msg: RouteNetlinkMessage,
+) -> Result<Vec<TcMessage>, rtnetlink::Error> {
+    let mut req = NetlinkMessage::from(msg);
+    req.header.flags = NLM_F_REQUEST | rtnetlink::packet_core::NLM_F_DUMP;
+    let mut resp = kernel.handle().clone().request(req)?;
+    let mut out = Vec::new();
+    while let Some(m) = resp.next().await {
+        match m.payload {
+            NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewTrafficClass(t) | RouteNetlinkMessage::NewTrafficFilter(t),
+            ) => out.push(t),
+            NetlinkPayload::Error(e) if e.code.is_some() => {
+                return Err(rtnetlink::Error::NetlinkError(e))
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// podnet's HTB tree on `ifindex` (classes under `706e:` with their leaves
+/// and counters, filters on `706e:`), given its qdiscs (`leaves`: every
+/// qdisc of the device, raw, to find each class's leaf).
+pub async fn htb_tree(
+    kernel: &Kernel,
+    link: &str,
+    ifindex: u32,
+    leaves: &Qdiscs,
+) -> Result<crate::state::HtbTree> {
+    use netlink_packet_route::tc::{TcFilterU32Option, TcStats2};
+    let root = htb_root();
+    let mut m = TcMessage::default();
+    m.header.index = ifindex as i32;
+    let classes = dump_tc(kernel, RouteNetlinkMessage::GetTrafficClass(m.clone()))
+        .await
+        .map_err(|e| refused(e).context(format!("{link}: reading htb classes")))?;
+    m.header.parent = TcHandle::from(root);
+    let filters = match dump_tc(kernel, RouteNetlinkMessage::GetTrafficFilter(m)).await {
+        Ok(f) => f,
+        // The root went away meanwhile.
+        Err(e) if matches!(errno(&e), Some(Errno::EINVAL) | Some(Errno::ENOENT)) => Vec::new(),
+        Err(e) => return Err(refused(e).context(format!("{link}: reading u32 filters"))),
+    };
+    let mut tree = crate::state::HtbTree {
+        link: link.to_string(),
+        ..Default::default()
+    };
+    for c in classes.iter().filter(|c| c.header.index == ifindex as i32) {
+        let handle = u32::from(c.header.handle);
+        if handle >> 16 != root >> 16 || handle & 0xffff == 0 || kind(c) != "htb" {
+            continue;
+        }
+        let mut stats = crate::state::ClassStats::default();
+        let mut params = None;
+        for a in &c.attributes {
+            match a {
+                TcAttribute::Options(opts) => params = parse_htb_class(&raw_options(opts)),
+                TcAttribute::Stats2(s2) => {
+                    for s in s2 {
+                        match s {
+                            TcStats2::Basic(b) => {
+                                stats.bytes = b.bytes;
+                                stats.packets = u64::from(b.packets);
+                            }
+                            TcStats2::Queue(q) => {
+                                stats.drops = u64::from(q.drops);
+                                stats.overlimits = u64::from(q.overlimits);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (rate_bps, ceil_bps, burst_ns) = params.unwrap_or_default();
+        let leaf = leaves
+            .0
+            .iter()
+            .find(|q| q.parent == handle)
+            .map(|q| crate::state::HtbLeaf {
+                kind: q.kind.clone(),
+                limit_bytes: if q.kind == "bfifo" && q.options.len() >= 4 {
+                    u32_at(&q.options, 0)
+                } else {
+                    0
+                },
+            });
+        tree.classes.push(crate::state::HtbClass {
+            minor: (handle & 0xffff) as u16,
+            rate_bps,
+            ceil_bps,
+            burst_ns,
+            leaf,
+            stats,
+        });
+    }
+    for f in filters.iter().filter(|f| f.header.index == ifindex as i32) {
+        let handle = u32::from(f.header.handle);
+        // The per-priority entries and the hash table itself carry no node.
+        if handle & 0xfff == 0 {
+            continue;
+        }
+        let (mut ip, mut class) = (None, None);
+        for a in &f.attributes {
+            if let TcAttribute::Options(opts) = a {
+                for o in opts {
+                    match o {
+                        TcOption::U32(TcFilterU32Option::Selector(sel)) => ip = u32_source(sel),
+                        TcOption::U32(TcFilterU32Option::ClassId(id)) => {
+                            let id = u32::from(*id);
+                            class = (id >> 16 == root >> 16).then_some((id & 0xffff) as u16);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        tree.filters.push(crate::state::HtbFilter {
+            priority: (f.header.info >> 16) as u16,
+            handle,
+            ip,
+            class,
+        });
+    }
+    tree.classes.sort_by_key(|c| c.minor);
+    tree.filters.sort_by_key(|f| (f.priority, f.handle));
+    Ok(tree)
+}
+
+/// Puts podnet's htb at the root of `ifindex` (see [`htb_init`]). A root of
+/// podnet's of another kind is deleted first: the kernel changes a qdisc in
+/// place under its handle, never into another kind.
+pub async fn install_htb(kernel: &Kernel, device: &str, ifindex: u32) -> Result<()> {
+    clear_other_kind(kernel, device, ifindex, &["htb"]).await?;
+    replace(
+        kernel,
+        qdisc_msg(ifindex, TC_H_ROOT, htb_root(), "htb", &htb_init()),
+    )
+    .await
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::NotSupported,
+            format!(
+                "{device}: cannot set htb as root qdisc ({}); the HTB backend needs the htb qdisc \
+                 (CONFIG_NET_SCH_HTB, module sch_htb)",
+                refused(e)
+            ),
+        )
+    })
+}
+
+/// Deletes podnet's root when it is of another kind than `want`.
+async fn clear_other_kind(
+    kernel: &Kernel,
+    device: &str,
+    ifindex: u32,
+    want: &[&str],
+) -> Result<()> {
+    let now = dump(kernel, ifindex).await?;
+    if let Some(root) = now.root() {
+        if root.major() == PODNET_QDISC_MAJOR && !want.contains(&root.kind.as_str()) {
+            delete(kernel, qdisc_msg(ifindex, TC_H_ROOT, root.handle, "", &[]))
+                .await
+                .map_err(|e| {
+                    refused(e).context(format!("{device}: removing podnet's {} root", root.kind))
+                })?;
+        }
+    }
+    Ok(())
+}
+
+fn class_msg(ifindex: u32, minor: u16, options: &[u8]) -> TcMessage {
+    let mut m = qdisc_msg(
+        ifindex,
+        htb_root(),
+        htb_root() | u32::from(minor),
+        "htb",
+        options,
+    );
+    if options.is_empty() {
+        m.attributes.clear();
+    }
+    m
+}
+
+/// Creates or changes class `706e:minor` (in place: its queue stays), then
+/// its bfifo leaf: changed in place when one is there (bfifo's change keeps
+/// its packets), else grafted.
+pub async fn set_class(
+    kernel: &Kernel,
+    device: &str,
+    ifindex: u32,
+    minor: u16,
+    rate_bps: u64,
+    burst_ns: u64,
+    limit_bytes: u32,
+) -> Result<()> {
+    let ctx = |what: &'static str| {
+        move |e: rtnetlink::Error| refused(e).context(format!("{device}: {what} 706e:{minor:x}"))
+    };
+    let m = class_msg(ifindex, minor, &htb_class_options(rate_bps, burst_ns));
+    send(
+        kernel,
+        RouteNetlinkMessage::NewTrafficClass(m),
+        NLM_F_CREATE | NLM_F_REPLACE,
+    )
+    .await
+    .map_err(ctx("setting htb class"))?;
+    let classid = htb_root() | u32::from(minor);
+    let leaf = dump(kernel, ifindex)
+        .await?
+        .0
+        .into_iter()
+        .find(|q| q.parent == classid && q.kind == "bfifo")
+        .map_or(0, |q| q.handle);
+    replace(
+        kernel,
+        qdisc_msg(ifindex, classid, leaf, "bfifo", &limit_bytes.to_ne_bytes()),
+    )
+    .await
+    .map_err(ctx("setting the bfifo leaf of"))
+}
+
+/// Deletes class `706e:minor` (its leaf goes with it); gone already is fine.
+pub async fn remove_class(kernel: &Kernel, device: &str, ifindex: u32, minor: u16) -> Result<()> {
+    match send(
+        kernel,
+        RouteNetlinkMessage::DelTrafficClass(class_msg(ifindex, minor, &[])),
+        0,
+    )
+    .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(errno(&e), Some(Errno::ENOENT) | Some(Errno::ENODEV)) => Ok(()),
+        Err(e) => Err(refused(e).context(format!("{device}: removing htb class 706e:{minor:x}"))),
+    }
+}
+
+fn filter_msg(ifindex: u32, ip: std::net::IpAddr, handle: u32, priority: u16) -> TcMessage {
+    let proto = if ip.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 };
+    let mut m = TcMessage::default();
+    m.header.index = ifindex as i32;
+    m.header.parent = TcHandle::from(htb_root());
+    m.header.handle = TcHandle::from(handle);
+    m.header.info = u32::from(priority) << 16 | u32::from(proto.to_be());
+    m.attributes.push(TcAttribute::Kind("u32".into()));
+    m
+}
+
+/// Adds the u32 filter sending `ip`'s packets to class `706e:minor`.
+pub async fn add_filter(
+    kernel: &Kernel,
+    device: &str,
+    ifindex: u32,
+    ip: std::net::IpAddr,
+    minor: u16,
+) -> Result<()> {
+    let prio = if ip.is_ipv4() {
+        U32_PRIO_V4
+    } else {
+        U32_PRIO_V6
+    };
+    let mut m = filter_msg(ifindex, ip, 0, prio);
+    m.attributes.push(TcAttribute::Other(DefaultNla::new(
+        TCA_OPTIONS,
+        u32_options(ip, htb_root() | u32::from(minor)),
+    )));
+    send(
+        kernel,
+        RouteNetlinkMessage::NewTrafficFilter(m),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .await
+    .map_err(|e| refused(e).context(format!("{device}: adding the u32 filter of {ip}")))
+}
+
+/// Removes every u32 filter on podnet's root that matches `ip` (found by a
+/// dump: the kernel picks a filter's handle when it is added).
+pub async fn remove_filters(
+    kernel: &Kernel,
+    device: &str,
+    ifindex: u32,
+    ip: std::net::IpAddr,
+) -> Result<()> {
+    let tree = htb_tree(kernel, device, ifindex, &Qdiscs::default()).await?;
+    for f in tree.filters.iter().filter(|f| f.ip == Some(ip)) {
+        match send(
+            kernel,
+            RouteNetlinkMessage::DelTrafficFilter(filter_msg(ifindex, ip, f.handle, f.priority)),
+            0,
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(e) if matches!(errno(&e), Some(Errno::ENOENT) | Some(Errno::ENODEV)) => {}
+            Err(e) => {
+                return Err(refused(e).context(format!("{device}: removing the u32 filter of {ip}")))
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -780,6 +1295,33 @@ mod tests {
         assert!(!mq.is_shaping(), "one queue without fq");
         let foreign_fq = Qdiscs(vec![q("fq", 0x0001_0000, TC_H_ROOT)]);
         assert!(!foreign_fq.root_is_podnets() && !foreign_fq.is_shaping());
+    }
+
+    #[test]
+    fn htb_class_options_read_back_and_use_64_bit_rates_above_u32() {
+        for (rate, burst) in [(10_000_000, 52_428_800), (800_000_000_000, 64_000)] {
+            let o = htb_class_options(rate, burst);
+            assert_eq!(parse_htb_class(&o), Some((rate, rate, burst)));
+        }
+        // 44 bytes of tc_htb_opt + header: no 64-bit attributes below 2^32 B/s.
+        assert_eq!(htb_class_options(10_000_000, 640).len(), 48);
+        assert_eq!(htb_class_options(800_000_000_000, 640).len(), 48 + 12 + 12);
+    }
+
+    #[test]
+    fn u32_selectors_read_back_to_their_address() {
+        use netlink_packet_route::tc::{TcFilterU32Option, TcU32Selector};
+        for ip in ["10.0.0.5", "fd00::5", "2001:db8:1:2:3:4:5:6"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let o = u32_options(ip, htb_root() | 7);
+            let (_, sel) = attrs(&o)
+                .into_iter()
+                .find(|(k, _)| *k == TCA_U32_SEL)
+                .unwrap();
+            let sel = TcU32Selector::parse(sel).unwrap();
+            assert_eq!(u32_source(&sel), Some(ip));
+            let _ = TcFilterU32Option::Selector(sel);
+        }
     }
 
     #[test]

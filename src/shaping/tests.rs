@@ -494,6 +494,15 @@ fn proto_frame(src: IpAddr, len: usize, proto: u8) -> Vec<u8> {
 }
 
 const ICMP: u8 = 1;
+
+/// `rate` with marking on (at a threshold no test here reaches), which
+/// the lane ahead comes with.
+fn marking(rate: u64) -> EgressLimit {
+    EgressLimit {
+        ce_threshold: Duration::from_secs(1),
+        ..EgressLimit::new(rate)
+    }
+}
 const TCP: u8 = 6;
 
 #[test]
@@ -506,7 +515,7 @@ fn small_packets_that_are_not_tcp_data_go_ahead_of_the_queue_and_are_charged_to_
     // (1 ms of backlog) holds both the ping and the ACK.
     let rate = 10 * SLOW;
     let ns = |bytes: u64| bytes * 1_000_000_000 / (rate / 8);
-    dp.endpoints.set(src, &EgressLimit::new(rate)).unwrap();
+    dp.endpoints.set(src, &marking(rate)).unwrap();
     // Thirty frames: the queue ends ~36 ms from now.
     let queued: Vec<Verdict> = (0..30).map(|_| dp.send(src, FRAME)).collect();
     let end = queued[29].tstamp;
@@ -535,7 +544,7 @@ fn small_tcp_data_keeps_its_place_in_the_queue() {
         return;
     };
     let src = ip("10.0.0.1");
-    dp.endpoints.set(src, &EgressLimit::new(SLOW)).unwrap();
+    dp.endpoints.set(src, &marking(SLOW)).unwrap();
     let a = dp.send(src, FRAME);
     // 100 bytes: 34 bytes of TCP payload must not overtake `a`.
     let v = dp.run(&proto_frame(src, 100, TCP), 0, 0);
@@ -551,7 +560,7 @@ fn a_flood_of_small_packets_fills_the_lane_ahead_and_then_queues() {
         return;
     };
     let src = ip("10.0.0.1");
-    dp.endpoints.set(src, &EgressLimit::new(SLOW)).unwrap();
+    dp.endpoints.set(src, &marking(SLOW)).unwrap();
     let a = dp.send(src, FRAME);
     // At SLOW a 112-byte ping takes 0.896 ms: the first fits the lane's
     // 1 ms backlog, the second would not and queues behind `a` and the first.
@@ -560,4 +569,16 @@ fn a_flood_of_small_packets_fills_the_lane_ahead_and_then_queues() {
     let ping_ns = 112 * 1_000_000_000 / (SLOW / 8);
     assert!(p1.tstamp < a.tstamp, "{p1:?} {a:?}");
     assert_eq!(p2.tstamp - a.tstamp, 2 * ping_ns, "{p2:?} {a:?}");
+}
+
+#[test]
+fn without_marking_there_is_no_lane_ahead_one_fifo_as_cilium_keeps() {
+    let Some(mut dp) = datapath("ahead-off") else {
+        return;
+    };
+    let src = ip("10.0.0.1");
+    dp.endpoints.set(src, &EgressLimit::new(SLOW)).unwrap();
+    let a = dp.send(src, FRAME);
+    let p = dp.run(&proto_frame(src, 112, ICMP), 0, 0);
+    assert_eq!(p.tstamp - a.tstamp, 112 * 1_000_000_000 / (SLOW / 8));
 }

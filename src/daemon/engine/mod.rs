@@ -332,6 +332,7 @@ impl Engine {
             inputs.mode(&observed),
             &planned,
             &remaining,
+            &inputs.endpoints,
         );
         self.forget_quiet_fights(&remaining);
         let converged = remaining.actions.is_empty() && remaining.problems.is_empty();
@@ -469,9 +470,13 @@ impl Engine {
                 .shaping
                 .shaped
                 .iter()
-                .map(|(device, id)| crate::api::types::ShapedDevice {
-                    device: device.clone(),
-                    program_id: *id,
+                .map(|(device, id)| {
+                    let htb = s.shaping.htb.contains(device);
+                    crate::api::types::ShapedDevice {
+                        device: device.clone(),
+                        program_id: if htb { 0 } else { *id },
+                        backend: if htb { "htb" } else { "edt" }.into(),
+                    }
                 })
                 .collect();
             s.status = status;

@@ -50,6 +50,7 @@ impl Engine {
         mode: crate::shaping::AttachMode,
         plan: &Plan,
         remaining: &Plan,
+        endpoints: &[EndpointRecord],
     ) {
         let identity = self.shaper.as_mut().and_then(|s| s.identity().ok());
         let ours = identity.as_ref().map_or(0, |p| p.id);
@@ -85,11 +86,30 @@ impl Engine {
             })
             .map(|d| (d.clone(), program(d)))
             .collect();
+        // HTB: the addresses planned a class on a device shaped now, with
+        // no step on them left undone.
+        let htb: std::collections::BTreeSet<String> = plan
+            .htb
+            .iter()
+            .filter(|d| shaped.contains_key(*d))
+            .cloned()
+            .collect();
+        let queueing = crate::policy::Queueing::of(desired);
+        let htb_in_force = crate::policy::wanted(endpoints, &htb, &queueing)
+            .into_iter()
+            .filter(|(ip, _)| {
+                let name = ip.to_string();
+                !remaining.actions.iter().any(|a| a.name == name)
+            })
+            .map(|(ip, l)| (ip, l.rate_bps))
+            .collect();
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         let view = &mut shared.shaping;
         view.configured = crate::policy::shaping_masters(desired);
-        view.queueing = crate::policy::Queueing::of(desired);
+        view.queueing = queueing;
         view.shaped = shaped;
+        view.htb = plan.htb.clone();
+        view.htb_in_force = htb_in_force;
         // A map loaded anew (its pin was gone) is another map: reopen it.
         if view.map.as_ref().and_then(|m| m.id().ok()) != map_id {
             view.map = None;
