@@ -8,7 +8,9 @@
 # a pass puts it back; the rate holds through a podnetd restart (which finds
 # its program attached and keeps it) and through the loss of the pinned map
 # (a new map, filled, then the program swapped to it); DEL frees the pod;
-# turning shaping off in the files puts the root qdisc back. Set KIND and
+# turning shaping off in the files puts the root qdisc back; a flow that is
+# not ECN-capable is never CE-marked and an ECN-capable one is, at its rate.
+# Set KIND and
 # MODE, source lib.sh, then this.
 
 source "$(dirname "${BASH_SOURCE[0]}")/measure.sh"
@@ -91,6 +93,24 @@ list=$("$(podnet_bin podnetctl)" --socket "$SOCK" bandwidth list --bpf-dir "$PIN
 log "bandwidth list: $list"
 assert_eq 50000000 "$(jq -r '.[0].egress_bps' <<< "$list")" "listed egress limit"
 (($(jq -r '.[0].egress_bytes' <<< "$list") > 20000000)) || fail "live byte counter missing or low"
+
+log "=== ECN: a flow that is not ECN-capable is never marked; an ECN-capable one is, and keeps its rate"
+# The entry podnetd wrote marks at 2 ms (the default at 50M); the flow
+# above did not ask for ECN (tcp_ecn=2: only answer it), so nothing on it
+# could be marked, whatever its queue.
+marks() { "$DEMO" --pin-dir "$PIN" stats | jq --arg ip "${ip%/*}" '[.[] | select(.ip == $ip) | .marks] | add'; }
+entry=$("$DEMO" --pin-dir "$PIN" stats | jq -c --arg ip "${ip%/*}" '.[] | select(.ip == $ip)')
+log "entry: $entry"
+assert_eq 2000000 "$(jq -r .ce_threshold_ns <<< "$entry")" "marking threshold at 50M (default)"
+assert_eq 250000000 "$(jq -r .horizon_ns <<< "$entry")" "horizon at 50M (default)"
+assert_eq 0 "$(marks)" "marks after a flow that is not ECN-capable"
+ip netns exec pod sysctl -qw net.ipv4.tcp_ecn=1
+json=$(ip netns exec pod iperf3 -c 10.20.0.1 -t 5 -J --get-server-output)
+check "$json" 50000000 "50M, ECN on" || { cat "$T/podnetd.log"; exit 1; }
+m=$(marks)
+log "CE marks on the ECN flow: $m; retransmits: $(jq -r '.end.sum_sent.retransmits' <<< "$json")"
+((m > 0)) || fail "an ECN-capable flow at its limit was never marked"
+ip netns exec pod sysctl -qw net.ipv4.tcp_ecn=2
 
 log "=== CHECK: the limit is in force"
 assert_eq true "$(api "/v1/endpoints/$ID/eth0" | jq -r .enforcement.enforced)" "enforced after ADD"
