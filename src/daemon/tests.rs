@@ -63,6 +63,7 @@ fn request_path(shared: &Arc<Mutex<Shared>>) -> DaemonBackend {
     DaemonBackend {
         shared: shared.clone(),
         triggers,
+        kernel: None,
     }
 }
 
