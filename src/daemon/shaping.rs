@@ -248,7 +248,7 @@ impl ShapingView {
                 }
                 match htb.map(|h| h.get(&ip.addr())) {
                     Some(None) if self.htb_in_force.contains_key(&ip.addr()) => problems.push(format!(
-                        "{}: no HTB class in the kernel (its class or u32 filter on {} was removed since the last pass, which left it; the next pass puts it back)",
+                        "{}: no HTB class in the kernel (its class or u32 filter on {} was removed behind podnetd's back since its last pass; the next pass puts it back)",
                         ip.addr(),
                         e.endpoint.master.as_deref().unwrap_or("its master")
                     )),
