@@ -397,6 +397,17 @@ max_rate = "1G"
                     seen.push(egress_traffic(&client, &id).expect("the pod's traffic row"));
                     std::thread::sleep(Duration::from_secs(1));
                 }
+                // The table as an operator sees it, mid-run (the README's sample).
+                let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
+                    .args(["--netns", &node.name, "--socket"])
+                    .arg(d.socket())
+                    .args(["bandwidth", "list"])
+                    .output()
+                    .unwrap();
+                eprintln!(
+                    "podnetctl bandwidth list:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
                 seen
             });
         let mut sampled = Vec::new();
