@@ -125,7 +125,7 @@ impl Backend for Memory {
         self.endpoints.lock().unwrap().values().cloned().collect()
     }
 
-    fn endpoint(&self, container_id: &str, ifname: &str) -> Option<EndpointRecord> {
+    async fn endpoint(&self, container_id: &str, ifname: &str) -> Option<EndpointRecord> {
         let key = (container_id.to_string(), ifname.to_string());
         self.endpoints.lock().unwrap().get(&key).cloned()
     }
@@ -153,6 +153,7 @@ impl Backend for Memory {
                 tier: Some("gold".into()),
             }),
             enforcement: None,
+            traffic: Vec::new(),
         };
         let key = (container_id.to_string(), ifname.to_string());
         self.endpoints.lock().unwrap().insert(key, record.clone());

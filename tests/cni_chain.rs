@@ -11,6 +11,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::{require, within, ConfigDir, Daemon, Netns, PROMPTLY, ROOT};
 use serde_json::{json, Value};
@@ -116,6 +117,24 @@ fn del(list: &Value, result: &Value, runtime: &Value, netns: &str, id: &str) {
         let (code, out) = exec("DEL", plugin, list, Some(result), runtime, netns, id);
         assert_eq!(code, 0, "{} DEL: {out}", plugin["type"]);
     }
+}
+
+/// CHECK through the whole list, as libcni runs it (ADD's final result as
+/// every plugin's prevResult); the failing plugin's error, if one fails.
+fn check(
+    list: &Value,
+    result: &Value,
+    runtime: &Value,
+    netns: &str,
+    id: &str,
+) -> Result<(), (String, i32, Value)> {
+    for plugin in list["plugins"].as_array().unwrap() {
+        let (code, out) = exec("CHECK", plugin, list, Some(result), runtime, netns, id);
+        if code != 0 {
+            return Err((plugin["type"].as_str().unwrap().to_string(), code, out));
+        }
+    }
+    Ok(())
 }
 
 fn conflist(second: Value, ipam_dir: &Path) -> Value {
@@ -349,7 +368,69 @@ max_rate = "1G"
             .find(|(_, line, _)| line.contains(&mbit))
             .unwrap_or_else(|| panic!("no class at {mbit}: {:?}", classes(&node)))
             .0;
-        let steady = iperf3_steady(&peer, &pod, "172.51.0.1", 5201 + n as u16);
+        // Idle (the pod has sent nothing): once podnetd's sampler has two
+        // samples of its class, /v1/endpoints says 0 bit/s.
+        within(
+            Duration::from_secs(10),
+            "two samples of the idle pod",
+            || egress_traffic(&client, &id).is_some_and(|t| t.rate_bps.is_some()),
+        );
+        let idle = egress_traffic(&client, &id).unwrap();
+        assert_eq!(
+            (idle.backend.as_str(), idle.limit_bps, idle.rate_bps),
+            ("htb", limit, Some(0)),
+            "{idle:?}"
+        );
+        assert_eq!(idle.overlimits, Some(0), "{idle:?}");
+        assert_eq!(
+            (idle.marks, idle.queue_delay_us),
+            (None, None),
+            "HTB has neither"
+        );
+        // While iperf3 sends (6 s), /v1/endpoints once a second from 2.5 s
+        // on: the achieved rate within ±10% of the limit, the bytes growing.
+        let (steady, seen) =
+            iperf3_steady_while(&peer, &pod, "172.51.0.1", 5201 + n as u16, || {
+                std::thread::sleep(Duration::from_millis(2500));
+                let mut seen = Vec::new();
+                for _ in 0..3 {
+                    seen.push(egress_traffic(&client, &id).expect("the pod's traffic row"));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                // The table as an operator sees it, mid-run (the README's sample).
+                let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
+                    .args(["--netns", &node.name, "--socket"])
+                    .arg(d.socket())
+                    .args(["bandwidth", "list"])
+                    .output()
+                    .unwrap();
+                eprintln!(
+                    "podnetctl bandwidth list:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                seen
+            });
+        let mut sampled = Vec::new();
+        for (i, t) in seen.iter().enumerate() {
+            let rate = t.rate_bps.unwrap_or_else(|| panic!("no rate: {t:?}"));
+            let r = rate as f64 / limit as f64;
+            sampled.push(format!(
+                "  /v1/endpoints at {:.1} s: rate_bps {rate} = {:.1}% of the limit, bytes {}, overlimits {}, drops {}",
+                2.5 + i as f64,
+                r * 100.0,
+                t.bytes,
+                t.overlimits.unwrap_or(0),
+                t.drops
+            ));
+            assert!(
+                (0.9..=1.1).contains(&r),
+                "limit {limit}: podnetd says {rate} bit/s ({:.1}%): {seen:?}",
+                r * 100.0
+            );
+            if i > 0 {
+                assert!(t.bytes > seen[i - 1].bytes, "bytes not growing: {seen:?}");
+            }
+        }
         let ratio = steady / limit as f64;
         let sent = classes(&node)
             .into_iter()
@@ -362,26 +443,46 @@ max_rate = "1G"
             ratio * 100.0,
         ));
         eprintln!("{}", report.last().unwrap());
+        report.extend(sampled);
         assert!(sent > 0, "the pod's traffic did not go through its class");
-        // `podnetctl bandwidth list` shows the class's counters for the pod.
-        let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
-            .args(["--netns", &node.name, "--socket"])
-            .arg(d.socket())
-            .args(["bandwidth", "list", "-o", "json"])
-            .output()
-            .unwrap();
-        let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "bandwidth list: {e}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        let row = rows
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["endpoint"] == format!("{id}/eth0"))
-            .unwrap_or_else(|| panic!("{rows}"));
+        // `podnetctl bandwidth list` shows the class's counters for the pod,
+        // as podnetd's sampler read them (at most a second ago): once the
+        // pod is idle, exactly what tc counts, at 0 bit/s.
+        let list_row = || {
+            let out = Command::new(env!("CARGO_BIN_EXE_podnetctl"))
+                .args(["--netns", &node.name, "--socket"])
+                .arg(d.socket())
+                .args(["bandwidth", "list", "-o", "json"])
+                .output()
+                .unwrap();
+            let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "bandwidth list: {e}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["endpoint"] == format!("{id}/eth0"))
+                .unwrap_or_else(|| panic!("{rows}"))
+                .clone()
+        };
+        let mut row = list_row();
+        within(
+            Duration::from_secs(10),
+            "bandwidth list at tc's count, idle",
+            || {
+                row = list_row();
+                let tc = classes(&node)
+                    .into_iter()
+                    .find(|(h, _, _)| *h == handle)
+                    .map_or(0, |(_, _, sent)| sent);
+                row["egress_bytes"].as_u64() == Some(tc)
+                    && row["traffic"][0]["bytes"].as_u64() == Some(tc)
+                    && row["traffic"][0]["rate_bps"] == 0
+            },
+        );
         assert!(row["egress_bytes"].as_u64().unwrap_or(0) >= sent, "{row}");
         assert_eq!(row["enforced"], true, "{row}");
         assert!(
@@ -390,6 +491,13 @@ max_rate = "1G"
             ratio * 100.0,
             d.log()
         );
+        if n == 0 {
+            htb_check_follows_the_kernel(&node, &client, &handle, &ip, || {
+                in_netns(&node.name, || {
+                    check(&list, &result, &runtime, &pod.name, &id)
+                })
+            });
+        }
         in_netns(&node.name, || del(&list, &result, &runtime, &pod.name, &id));
     }
     // The endpoints gone, their classes and filters go by the next pass.
@@ -397,6 +505,75 @@ max_rate = "1G"
         classes(&node).is_empty()
     });
     eprintln!("{}", report.join("\n"));
+}
+
+/// CHECK on an HTB pod reads its class from the kernel, not what the last
+/// pass left: its u32 filter deleted by hand (no qdisc event, so no pass
+/// repairs it), CHECK fails with code 102 naming the address; after the
+/// repair pass it passes. Its class deleted too (its leaf goes with it: a
+/// qdisc event, so podnetd's own pass repairs it), CHECK passes again
+/// once that pass has run.
+fn htb_check_follows_the_kernel(
+    node: &Netns,
+    client: &podnet::api::client::BlockingClient,
+    class: &str,
+    ip: &str,
+    check: impl Fn() -> Result<(), (String, i32, Value)>,
+) {
+    check().unwrap_or_else(|e| panic!("CHECK of a shaped pod: {e:?}"));
+    let drop_filter = || {
+        common::run_ok(
+            "tc",
+            &[
+                "-n", &node.name, "filter", "del", "dev", "ens192", "parent", "706e:", "prio", "1",
+            ],
+        )
+    };
+    drop_filter();
+    let (plugin, code, err) = check().expect_err("CHECK passed with the pod's filter gone");
+    assert_eq!(
+        (plugin.as_str(), code, err["code"].as_u64()),
+        ("podnet-cni", 1, Some(102)),
+        "{err}"
+    );
+    let details = err["details"].as_str().unwrap_or("");
+    assert!(
+        details.contains(ip) && details.contains("no HTB class in the kernel"),
+        "{err}"
+    );
+    eprintln!("CHECK with the filter gone: {}: {details}", err["msg"]);
+    client.reconcile().unwrap();
+    check().unwrap_or_else(|e| panic!("CHECK after the repair pass: {e:?}"));
+    drop_filter();
+    common::run_ok(
+        "tc",
+        &[
+            "-n", &node.name, "class", "del", "dev", "ens192", "classid", class,
+        ],
+    );
+    within(PROMPTLY, "CHECK passing after podnetd's own repair", || {
+        check().is_ok()
+    });
+    assert!(
+        classes(node).iter().any(|(h, _, _)| h == class),
+        "the class is back: {:?}",
+        classes(node)
+    );
+}
+
+/// The egress row of `id`/eth0 in podnetd's `/v1/endpoints`.
+fn egress_traffic(
+    client: &podnet::api::client::BlockingClient,
+    id: &str,
+) -> Option<podnet::api::types::Traffic> {
+    client
+        .endpoints()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.container_id == id)?
+        .traffic
+        .into_iter()
+        .find(|t| t.direction == "egress")
 }
 
 /// `tc -j ARGS` in `ns`, parsed.
@@ -432,7 +609,13 @@ fn classes(ns: &Netns) -> Vec<(String, String, u64)> {
 /// Sends from `pod` to `server` (in `peer`) with iperf3 for 6 s, one TCP
 /// stream; the receiver's rate after the first second, in bit/s on the
 /// wire (1514 bytes per 1448 of payload).
-fn iperf3_steady(peer: &Netns, pod: &Netns, server: &str, port: u16) -> f64 {
+fn iperf3_steady_while<T: Send>(
+    peer: &Netns,
+    pod: &Netns,
+    server: &str,
+    port: u16,
+    during: impl FnOnce() -> T + Send,
+) -> (f64, T) {
     let port = port.to_string();
     let mut srv = Command::new("ip")
         .args([
@@ -443,13 +626,16 @@ fn iperf3_steady(peer: &Netns, pod: &Netns, server: &str, port: u16) -> f64 {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let out = Command::new("ip")
+    let client = Command::new("ip")
         .args([
             "netns", "exec", &pod.name, "iperf3", "-c", server, "-p", &port,
         ])
         .args(["-t", "6", "-Z", "-J", "--get-server-output"])
-        .output()
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
+    let seen = during();
+    let out = client.wait_with_output().unwrap();
     let _ = srv.wait();
     let v: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("iperf3: {e}: {}", String::from_utf8_lossy(&out.stdout)));
@@ -466,5 +652,5 @@ fn iperf3_steady(peer: &Netns, pod: &Netns, server: &str, port: u16) -> f64 {
         secs += sum["seconds"].as_f64().unwrap_or(0.0);
     }
     assert!(secs > 3.0, "too few receiver intervals: {v}");
-    bytes * 1514.0 / 1448.0 * 8.0 / secs
+    (bytes * 1514.0 / 1448.0 * 8.0 / secs, seen)
 }

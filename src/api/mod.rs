@@ -48,7 +48,13 @@ pub trait Backend: Send + Sync + 'static {
     fn status(&self) -> Status;
     fn node(&self) -> Node;
     fn endpoints(&self) -> Vec<EndpointRecord>;
-    fn endpoint(&self, container_id: &str, ifname: &str) -> Option<EndpointRecord>;
+    /// One endpoint, its shaping checked in the kernel now (CHECK asks
+    /// this): async, as that may take a netlink read.
+    fn endpoint(
+        &self,
+        container_id: &str,
+        ifname: &str,
+    ) -> impl Future<Output = Option<EndpointRecord>> + Send;
     /// Registers (or replaces) an endpoint; persisted before it returns.
     fn put_endpoint(
         &self,

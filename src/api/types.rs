@@ -185,6 +185,44 @@ pub struct EndpointRecord {
     /// shape this endpoint (no egress limit, or its master does not shape).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
+    /// What the shaper does with the endpoint's traffic now, one row per
+    /// direction podnet shapes it in (today `egress` only): filled in by
+    /// podnetd's answers (never stored); empty when podnet shapes none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<Traffic>,
+}
+
+/// One direction of an endpoint's shaped traffic, as the kernel counts it,
+/// summed over the endpoint's addresses (the shaper keeps one map entry or
+/// one HTB class per address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Traffic {
+    /// `egress` (`ingress` rows join when podnet shapes ingress).
+    pub direction: String,
+    /// `edt` (the program and fq) or `htb` (a class per address).
+    pub backend: String,
+    /// The limit, bit/s.
+    pub limit_bps: u64,
+    /// The rate achieved over podnetd's last sampling interval (about a
+    /// second), bit/s on the wire; null until two samples of every address
+    /// exist.
+    pub rate_bps: Option<u64>,
+    /// Bytes let through (on the wire, as the shaper counts them).
+    pub bytes: u64,
+    /// Packets let through.
+    pub packets: u64,
+    /// Packets dropped: at the horizon (EDT), by the class's leaf (HTB).
+    pub drops: u64,
+    /// EDT: packets CE-marked for waiting longer than the marking threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marks: Option<u64>,
+    /// EDT: the endpoint's backlog now, µs: how far its departure clock is
+    /// ahead of the kernel's (the longest over its addresses; 0 when idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_delay_us: Option<u64>,
+    /// HTB: how often a packet found the class over its rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlimits: Option<u64>,
 }
 
 /// What podnetd finds in the kernel for one endpoint's egress limit.

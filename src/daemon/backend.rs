@@ -16,6 +16,8 @@ use crate::api::{Backend, Refusal};
 pub struct DaemonBackend {
     pub(super) shared: Arc<Mutex<Shared>>,
     pub(super) triggers: Triggers,
+    /// For the kernel reads of a CHECK (None in tests without one).
+    pub(super) kernel: Option<crate::kernel::Kernel>,
 }
 
 impl DaemonBackend {
@@ -38,16 +40,67 @@ impl Backend for DaemonBackend {
         let shared = self.shared();
         let mut list = shared.registry.list();
         let entries = shared.shaping.entries();
+        let now = crate::shaping::monotonic_ns();
         for r in &mut list {
             r.enforcement = shared.shaping.enforcement_in(r, &entries);
+            r.traffic = shared.shaping.traffic_in(r, &entries, now);
         }
         list
     }
 
-    fn endpoint(&self, container_id: &str, ifname: &str) -> Option<EndpointRecord> {
+    async fn endpoint(&self, container_id: &str, ifname: &str) -> Option<EndpointRecord> {
+        // An HTB endpoint's classes are read from the kernel now, outside
+        // the lock: what a pass left may have been removed since.
+        let (record, htb) = {
+            let shared = self.shared();
+            let r = shared.registry.get(container_id, ifname).cloned()?;
+            let devices: Vec<String> = match &r.endpoint.master {
+                Some(m) => shared
+                    .shaping
+                    .htb
+                    .iter()
+                    .filter(|d| *d == m)
+                    .cloned()
+                    .collect(),
+                None => shared.shaping.htb.iter().cloned().collect(),
+            };
+            (r, devices)
+        };
+        let live = match (&self.kernel, htb.is_empty()) {
+            (Some(kernel), false) => {
+                let mut classes = std::collections::BTreeMap::new();
+                let mut index = std::collections::HashMap::new();
+                let mut read = Ok(());
+                for d in &htb {
+                    match super::sampler::htb_classes(kernel, d, &mut index).await {
+                        Ok(c) => classes.extend(c),
+                        Err(e) => read = Err(format!("reading the HTB classes on {d}: {e}")),
+                    }
+                }
+                Some(read.map(|_| classes))
+            }
+            _ => None,
+        };
         let shared = self.shared();
-        let mut r = shared.registry.get(container_id, ifname).cloned()?;
-        r.enforcement = shared.shaping.enforcement(&r);
+        // Registered since? Then as it is now.
+        let mut r = shared
+            .registry
+            .get(container_id, ifname)
+            .cloned()
+            .unwrap_or(record);
+        let entries = shared.shaping.entries_of(&r);
+        r.enforcement = match &live {
+            Some(Ok(classes)) => shared.shaping.enforcement_with(&r, &entries, Some(classes)),
+            Some(Err(err)) => shared.shaping.enforcement_in(&r, &entries).map(|mut e| {
+                e.problems.push(err.clone());
+                e.enforced = false;
+                e
+            }),
+            None => shared.shaping.enforcement_in(&r, &entries),
+        };
+        r.traffic = shared
+            .shaping
+            .traffic_in(&r, &entries, crate::shaping::monotonic_ns());
         Some(r)
     }
 
@@ -96,7 +149,12 @@ impl Backend for DaemonBackend {
         if !shared.shaping.install(&record) {
             let _ = self.triggers.send(Trigger::Endpoints);
         }
-        record.enforcement = shared.shaping.enforcement(&record);
+        let entries = shared.shaping.entries_of(&record);
+        record.enforcement = shared.shaping.enforcement_in(&record, &entries);
+        record.traffic =
+            shared
+                .shaping
+                .traffic_in(&record, &entries, crate::shaping::monotonic_ns());
         Ok(record)
     }
 

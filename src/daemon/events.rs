@@ -190,6 +190,16 @@ fn relevant(
                 .contains(&index)
                 .then(|| format!("qdisc on ifindex {index}"))
         }
+        // HTB's classes and u32 filters: a class deleted or changed by hand
+        // (its leaf goes with it without a qdisc event), a filter deleted.
+        RouteNetlinkMessage::NewTrafficClass(t)
+        | RouteNetlinkMessage::DelTrafficClass(t)
+        | RouteNetlinkMessage::DelTrafficFilter(t) => {
+            let index = u32::try_from(t.header.index).ok()?;
+            w.indexes
+                .contains(&index)
+                .then(|| format!("tc class or filter on ifindex {index}"))
+        }
         _ => None,
     }
 }

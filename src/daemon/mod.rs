@@ -11,6 +11,7 @@ mod backend;
 mod engine;
 mod events;
 pub mod registry;
+mod sampler;
 mod shaping;
 mod shared;
 #[cfg(test)]
@@ -141,6 +142,8 @@ async fn run(args: Args) -> ExitCode {
         pin_dir: args.bpf_dir.clone(),
         state_dir: args.state_dir.join("shaping"),
     };
+    let sampler_kernel = kernel.clone();
+    let request_kernel = kernel.clone();
     let mut engine = Engine::new(
         kernel,
         args.config_dir.clone(),
@@ -178,6 +181,7 @@ async fn run(args: Args) -> ExitCode {
     let backend = Arc::new(DaemonBackend {
         shared: shared.clone(),
         triggers: tx.clone(),
+        kernel: Some(request_kernel),
     });
     let group = match nix::unistd::Group::from_name(&args.socket_group) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
@@ -210,6 +214,14 @@ async fn run(args: Args) -> ExitCode {
         },
     ));
     info!("API on {}", args.socket.display());
+    // The achieved rates: sampled on this runtime, beside the passes.
+    let (stop_sampler, sampler_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sampler = tokio::spawn(sampler::run(
+        shared.clone(),
+        sampler_kernel,
+        args.bpf_dir.clone(),
+        sampler_stopped,
+    ));
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -348,6 +360,8 @@ async fn run(args: Args) -> ExitCode {
             next_timer = Instant::now() + interval;
         }
     }
+    let _ = stop_sampler.send(());
+    let _ = sampler.await;
     let _ = stop_server.send(());
     let _ = server.await;
     let _ = std::fs::remove_file(&args.socket);

@@ -224,6 +224,7 @@ impl Registry {
             registered_at: now,
             limits,
             enforcement: None,
+            traffic: Vec::new(),
         };
         self.append(&[Change::Put(Box::new(record.clone()))])?;
         self.insert(record.clone());

@@ -8,9 +8,11 @@ use std::net::IpAddr;
 
 use tracing::warn;
 
-use crate::api::types::{EndpointRecord, Enforcement};
+use super::sampler::Source;
+use crate::api::types::{EndpointRecord, Enforcement, Traffic};
 use crate::policy::{egress_limit, leaves_through};
 use crate::shaping::{EndpointStats, Endpoints};
+use crate::state::HtbClass;
 
 /// What the request path knows about shaping, refreshed by every pass.
 #[derive(Default)]
@@ -28,6 +30,11 @@ pub struct ShapingView {
     /// The addresses whose HTB class and filter the last pass left in
     /// place, with their limit (bit/s).
     pub htb_in_force: BTreeMap<IpAddr, u64>,
+    /// The shaped addresses' counters as podnetd's sampler last read them,
+    /// for the achieved rate (and HTB's counters).
+    pub rates: super::sampler::Rates,
+    /// When the last pass refreshed this view.
+    pub refreshed_at: Option<std::time::Instant>,
 }
 
 impl ShapingView {
@@ -102,8 +109,17 @@ impl ShapingView {
 
     /// [`ShapingView::enforcement_in`] with the endpoint's own entries
     /// read now: one lookup per address, whatever the map holds.
+    #[cfg(test)]
     pub fn enforcement(&self, e: &EndpointRecord) -> Option<Enforcement> {
-        let entries = match &self.map {
+        self.enforcement_in(e, &self.entries_of(e))
+    }
+
+    /// The map's egress entries of `e`'s addresses: one lookup each.
+    pub fn entries_of(
+        &self,
+        e: &EndpointRecord,
+    ) -> Result<BTreeMap<IpAddr, EndpointStats>, String> {
+        match &self.map {
             None => Err("the shaper's map is not open".to_string()),
             Some(map) => e
                 .endpoint
@@ -115,8 +131,66 @@ impl ShapingView {
                     Err(err) => Some(Err(format!("reading the shaper's map: {err}"))),
                 })
                 .collect(),
+        }
+    }
+
+    /// What the shaper does with `e`'s traffic, per direction it shapes:
+    /// the limit, the rate over the sampler's last interval, and the
+    /// counters (EDT: from `entries`, read now; HTB: the sampler's last
+    /// read of the classes), summed over the addresses found. Empty when
+    /// podnet does not shape `e`.
+    pub fn traffic_in(
+        &self,
+        e: &EndpointRecord,
+        entries: &Result<BTreeMap<IpAddr, EndpointStats>, String>,
+        now_ns: u64,
+    ) -> Vec<Traffic> {
+        let Some(limit) = e
+            .limits
+            .as_ref()
+            .and_then(|l| egress_limit(l, &self.queueing))
+        else {
+            return Vec::new();
         };
-        self.enforcement_in(e, &entries)
+        if !leaves_through(e, &self.configured) {
+            return Vec::new();
+        }
+        let htb = leaves_through(e, &self.htb);
+        let source = if htb { Source::Htb } else { Source::Edt };
+        let mut row = Traffic {
+            direction: "egress".into(),
+            backend: if htb { "htb" } else { "edt" }.into(),
+            limit_bps: limit.rate_bps,
+            rate_bps: Some(0),
+            bytes: 0,
+            packets: 0,
+            drops: 0,
+            marks: (!htb).then_some(0),
+            queue_delay_us: (!htb).then_some(0),
+            overlimits: htb.then_some(0),
+        };
+        for ip in e.endpoint.ips.iter().map(|i| i.addr()) {
+            row.rate_bps = row
+                .rate_bps
+                .zip(self.rates.rate_bps(source, ip, "egress"))
+                .map(|(a, b)| a + b);
+            if htb {
+                if let Some(c) = self.rates.htb.get(&ip) {
+                    row.bytes += c.stats.bytes;
+                    row.packets += c.stats.packets;
+                    row.drops += c.stats.drops;
+                    row.overlimits = row.overlimits.map(|o| o + c.stats.overlimits);
+                }
+            } else if let Some(s) = entries.as_ref().ok().and_then(|m| m.get(&ip)) {
+                row.bytes += s.bytes;
+                row.packets += s.packets;
+                row.drops += s.drops;
+                row.marks = row.marks.map(|m| m + s.marks);
+                let delay = s.queue_delay_ns(now_ns) / 1000;
+                row.queue_delay_us = row.queue_delay_us.map(|d| d.max(delay));
+            }
+        }
+        vec![row]
     }
 
     /// Whether the endpoint's egress limit is in force now: its master is
@@ -127,6 +201,28 @@ impl ShapingView {
         &self,
         e: &EndpointRecord,
         entries: &Result<BTreeMap<IpAddr, EndpointStats>, String>,
+    ) -> Option<Enforcement> {
+        self.enforcement_with(e, entries, self.htb_sampled())
+    }
+
+    /// The HTB classes the sampler read after the last pass refreshed this
+    /// view, if it did: newer than what the pass left.
+    fn htb_sampled(&self) -> Option<&BTreeMap<IpAddr, HtbClass>> {
+        self.rates
+            .htb_at
+            .filter(|at| self.refreshed_at.is_none_or(|r| *at > r))
+            .map(|_| &self.rates.htb)
+    }
+
+    /// [`ShapingView::enforcement_in`], with HTB's classes as the kernel
+    /// holds them (`htb`, by address: from a read after the last pass) when
+    /// there is such a read: a class or filter removed, or a rate changed,
+    /// behind podnetd's back since the pass is then seen, not assumed.
+    pub fn enforcement_with(
+        &self,
+        e: &EndpointRecord,
+        entries: &Result<BTreeMap<IpAddr, EndpointStats>, String>,
+        htb: Option<&BTreeMap<IpAddr, HtbClass>>,
     ) -> Option<Enforcement> {
         let limit = e
             .limits
@@ -149,6 +245,21 @@ impl ShapingView {
                         limit.rate_bps
                     )),
                     Some(_) => {}
+                }
+                match htb.map(|h| h.get(&ip.addr())) {
+                    Some(None) if self.htb_in_force.contains_key(&ip.addr()) => problems.push(format!(
+                        "{}: no HTB class in the kernel (its class or u32 filter on {} was removed behind podnetd's back since its last pass; the next pass puts it back)",
+                        ip.addr(),
+                        e.endpoint.master.as_deref().unwrap_or("its master")
+                    )),
+                    Some(Some(c)) if c.rate_bps != limit.rate_bps => problems.push(format!(
+                        "{}: the kernel's HTB class 706e:{:x} holds {} bit/s, the limit is {} bit/s",
+                        ip.addr(),
+                        c.minor,
+                        c.rate_bps,
+                        limit.rate_bps
+                    )),
+                    _ => {}
                 }
             }
             return Some(Enforcement {
@@ -220,6 +331,7 @@ mod tests {
                 tier: None,
             }),
             enforcement: None,
+            traffic: Vec::new(),
         }
     }
 
@@ -231,6 +343,8 @@ mod tests {
             map: None,
             htb: Default::default(),
             htb_in_force: Default::default(),
+            rates: Default::default(),
+            refreshed_at: None,
         }
     }
 

@@ -29,13 +29,22 @@ const NODE: &str = "version = 1\n[masters.m0]\nkind = \"macvlan\"\nshaping = tru
 /// the request path, and the handle a pass would use on the same map.
 fn node(test: &str) -> Option<(BpfFs, Arc<Mutex<Shared>>, Pass, std::path::PathBuf)> {
     let (fs, _map) = endpoint_map(test)?;
+    let (shared, pass, dir) = node_on(&fs.pin_dir(), test);
+    Some((fs, shared, pass, dir))
+}
+
+/// [`node`] on the map pinned under `pin_dir`.
+fn node_on(
+    pin_dir: &std::path::Path,
+    test: &str,
+) -> (Arc<Mutex<Shared>>, Pass, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("podnet-daemon-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (registry, _) = Registry::open(&dir.join("endpoints.json")).unwrap();
     let config = crate::config::load_files(vec![("10-node.toml".into(), NODE.into())])
         .unwrap()
         .config;
-    let pass = Pass::new(fs.pin_dir(), config.clone());
+    let pass = Pass::new(pin_dir.to_path_buf(), config.clone());
     let mut shared = Shared {
         status: Default::default(),
         node: Default::default(),
@@ -53,8 +62,8 @@ fn node(test: &str) -> Option<(BpfFs, Arc<Mutex<Shared>>, Pass, std::path::PathB
     });
     shared.shaping.configured = devices();
     shared.shaping.shaped = [("m0".to_string(), 1)].into();
-    shared.shaping.map = Some(Endpoints::open(&fs.pin_dir()).unwrap());
-    Some((fs, Arc::new(Mutex::new(shared)), pass, dir))
+    shared.shaping.map = Some(Endpoints::open(pin_dir).unwrap());
+    (Arc::new(Mutex::new(shared)), pass, dir)
 }
 
 /// The request path on `shared` (its triggers go nowhere: no loop runs).
@@ -63,6 +72,7 @@ fn request_path(shared: &Arc<Mutex<Shared>>) -> DaemonBackend {
     DaemonBackend {
         shared: shared.clone(),
         triggers,
+        kernel: None,
     }
 }
 
@@ -233,5 +243,135 @@ fn a_poisoned_lock_unshapes_nobody() {
     pass.run(&shared);
     let map = Endpoints::open(&fs.pin_dir()).unwrap();
     assert_eq!(mapped(&map), [pod(0).ips[0].addr()].into());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `/v1/endpoints`' traffic row of an EDT pod is the map's counters, with
+/// real packets run through the EDT program (BPF_PROG_TEST_RUN) into the
+/// map the request path reads: bytes and packets as sent, CE marks of the
+/// ECN-capable packets that waited past the threshold, the queue delay
+/// the departure clock says, and the achieved rate from two samples of
+/// podnetd's sampler (within what the times around them allow), 0 once
+/// idle.
+#[test]
+fn an_edt_pods_traffic_is_its_map_entry_sampled() {
+    use crate::shaping::monotonic_ns;
+    use crate::shaping::testrun::TC_ACT_UNSPEC;
+    use crate::shaping::tests::{datapath, ecn_frame, ECT0};
+    use std::time::{Duration, Instant};
+    let Some(mut dp) = datapath("edt-traffic") else {
+        return;
+    };
+    let pin_dir = dp._fs.pin_dir();
+    let (shared, _pass, dir) = node_on(&pin_dir, "edt-traffic");
+    let backend = request_path(&shared);
+    backend.put_endpoint("c0", "eth0", pod(0)).unwrap();
+    let src = pod(0).ips[0].addr();
+    let entry = dp.endpoints.get(src).unwrap().expect("ADD wrote the entry");
+    assert!(entry.ce_threshold_ns > 0, "marking is on by default");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let kernel = rt
+        .block_on(async { crate::kernel::Kernel::connect() })
+        .unwrap();
+    let mut sampler = super::sampler::Sampler::new(pin_dir.clone());
+    let row = |b: &DaemonBackend| {
+        let list = b.endpoints();
+        let e = list.iter().find(|e| e.container_id == "c0").unwrap();
+        assert_eq!(e.traffic.len(), 1, "{:?}", e.traffic);
+        e.traffic[0].clone()
+    };
+    let a = Instant::now();
+    rt.block_on(sampler.round(&shared, &kernel));
+    let b = Instant::now();
+    assert_eq!(row(&backend).rate_bps, None, "one sample");
+
+    // 10 Mbit/s: 1514 bytes take 1.2112 ms. After the 64 KiB burst, 200
+    // frames queue up to ~190 ms, under the 250 ms horizon.
+    const FRAME: u64 = 1514;
+    let frame_ns = FRAME * 1_000_000_000 / (10_000_000 / 8);
+    let (plain, marked) = (200u64, 5u64);
+    let t0 = monotonic_ns();
+    for _ in 0..plain {
+        assert_eq!(dp.send(src, FRAME as usize).action, TC_ACT_UNSPEC);
+    }
+    for _ in 0..marked {
+        let v = dp.run(&ecn_frame(src, FRAME as usize, ECT0), 0, 0);
+        assert_eq!(v.action, TC_ACT_UNSPEC);
+    }
+    let t1 = monotonic_ns();
+    let (r0, t, r1) = (monotonic_ns(), row(&backend), monotonic_ns());
+    let sent = plain + marked;
+    assert_eq!(
+        (
+            t.direction.as_str(),
+            t.backend.as_str(),
+            t.limit_bps,
+            t.bytes,
+            t.packets,
+            t.drops,
+            t.marks,
+            t.overlimits
+        ),
+        (
+            "egress",
+            "edt",
+            10_000_000,
+            sent * FRAME,
+            sent,
+            0,
+            Some(marked),
+            None
+        ),
+        "{t:?}"
+    );
+    // The departure clock: the first packet's now less the burst, plus
+    // every frame's time at the rate (the datapath's multiplier rounds up:
+    // at most a few ns a frame).
+    let queued = sent * frame_ns;
+    let lo = (t0 + queued).saturating_sub(entry.burst_ns + r1) / 1000;
+    let hi = (t1 + queued + sent * 4).saturating_sub(entry.burst_ns + r0) / 1000 + 1;
+    let delay = t.queue_delay_us.expect("EDT has a queue delay");
+    assert!(
+        (lo..=hi).contains(&delay),
+        "queue delay {delay} us, expected {lo}..={hi}"
+    );
+    assert!(delay > 150_000, "a backlog of some 196 ms: {delay} us");
+    std::thread::sleep(Duration::from_millis(300));
+    let c = Instant::now();
+    rt.block_on(sampler.round(&shared, &kernel));
+    let d = Instant::now();
+    let t = row(&backend);
+    assert_eq!(t.queue_delay_us, Some(0), "sent out by now: {t:?}");
+    let bits = (sent * FRAME * 8) as f64;
+    let (slow, fast) = (
+        bits / d.duration_since(a).as_secs_f64(),
+        bits / c.duration_since(b).as_secs_f64(),
+    );
+    let rate = t.rate_bps.expect("two samples") as f64;
+    eprintln!(
+        "EDT row: {} bytes, {} packets, {:?} marks; queue delay {delay} us in {lo}..={hi}; rate {rate} bit/s in {slow:.0}..={fast:.0}",
+        t.bytes, t.packets, t.marks
+    );
+    assert!(
+        (slow.floor()..=fast.ceil()).contains(&rate),
+        "rate {rate} bit/s outside {slow:.0}..={fast:.0}"
+    );
+    // Idle: a third sample with nothing sent.
+    rt.block_on(sampler.round(&shared, &kernel));
+    let t = row(&backend);
+    assert_eq!((t.rate_bps, t.bytes), (Some(0), sent * FRAME), "{t:?}");
+    // The entry gone (a DEL), its samples go with it.
+    backend.delete_endpoint("c0", "eth0").unwrap();
+    rt.block_on(sampler.round(&shared, &kernel));
+    assert!(shared
+        .lock()
+        .unwrap()
+        .shaping
+        .rates
+        .rate_bps(super::sampler::Source::Edt, src, "egress")
+        .is_none());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -239,6 +239,10 @@ pub struct EndpointStats {
     /// CE-mark above this wait (0: never), and the packets marked.
     pub ce_threshold_ns: u64,
     pub marks: u64,
+    /// The departure clock (CLOCK_MONOTONIC ns): when the endpoint's last
+    /// scheduled byte may leave. Ahead of now by its backlog (see
+    /// [`EndpointStats::queue_delay_ns`]); behind now after idle.
+    pub t_last: u64,
 }
 
 /// The pinned endpoint map, opened directly: for readers and writers that
@@ -373,8 +377,23 @@ impl EndpointStats {
             drop_bytes: info.drop_bytes,
             ce_threshold_ns: info.ce_threshold_ns,
             marks: info.marks,
+            t_last: info.t_last,
         }
     }
+
+    /// The backlog at `now` (CLOCK_MONOTONIC ns, the datapath's
+    /// `bpf_ktime_get_ns()`): how long a packet scheduled now would wait
+    /// behind the ones already scheduled; 0 when the clock is not ahead.
+    pub fn queue_delay_ns(&self, now: u64) -> u64 {
+        self.t_last.saturating_sub(now)
+    }
+}
+
+/// CLOCK_MONOTONIC now in ns: the clock the EDT program schedules by.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
 }
 
 /// The result of [`Shaper::attach`].

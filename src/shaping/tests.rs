@@ -49,15 +49,15 @@ impl Drop for BpfFs {
     }
 }
 
-struct Datapath {
-    _fs: BpfFs,
+pub(crate) struct Datapath {
+    pub(crate) _fs: BpfFs,
     ebpf: aya::Ebpf,
-    endpoints: Endpoints,
+    pub(crate) endpoints: Endpoints,
 }
 
 /// The program loaded with its map on a private bpffs, or None (a loud
 /// skip, a failure under scripts/test) when not root.
-fn datapath(test: &str) -> Option<Datapath> {
+pub(crate) fn datapath(test: &str) -> Option<Datapath> {
     if !require(test, &[ROOT, "mount", "umount"]) {
         return None;
     }
@@ -80,14 +80,14 @@ pub(crate) fn endpoint_map(test: &str) -> Option<(BpfFs, Endpoints)> {
 
 /// What one run of the program did to one packet.
 #[derive(Debug)]
-struct Verdict {
-    action: u32,
+pub(crate) struct Verdict {
+    pub(crate) action: u32,
     tstamp: u64,
     data: Vec<u8>,
 }
 
 impl Datapath {
-    fn run(&mut self, data: &[u8], tstamp: u64, wire_len: u32) -> Verdict {
+    pub(crate) fn run(&mut self, data: &[u8], tstamp: u64, wire_len: u32) -> Verdict {
         let prog = program::classifier(&mut self.ebpf).unwrap();
         let r = testrun::run(prog, data, tstamp, wire_len, 1).unwrap_or_else(|e| panic!("{e}"));
         Verdict {
@@ -97,7 +97,7 @@ impl Datapath {
         }
     }
 
-    fn send(&mut self, src: IpAddr, len: usize) -> Verdict {
+    pub(crate) fn send(&mut self, src: IpAddr, len: usize) -> Verdict {
         self.run(&frame(Some(src), len), 0, 0)
     }
 
@@ -360,7 +360,7 @@ fn ecn_of(f: &[u8]) -> u8 {
 /// `frame(src, len)` with its ECN field set to `ecn` (and, for IPv4, a
 /// valid header checksum, so the kernel's incremental update can be
 /// checked).
-fn ecn_frame(src: IpAddr, len: usize, ecn: u8) -> Vec<u8> {
+pub(crate) fn ecn_frame(src: IpAddr, len: usize, ecn: u8) -> Vec<u8> {
     let mut f = frame(Some(src), len);
     match src {
         IpAddr::V4(_) => {
@@ -385,7 +385,7 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-const ECT0: u8 = 2;
+pub(crate) const ECT0: u8 = 2;
 const ECT1: u8 = 1;
 const CE: u8 = 3;
 

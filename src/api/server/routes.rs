@@ -261,7 +261,7 @@ async fn handle<B: Backend>(
                 ifname,
             },
             Method::GET,
-        ) => match backend.endpoint(&container_id, &ifname) {
+        ) => match backend.endpoint(&container_id, &ifname).await {
             Some(record) => Ok(json(ok, &record)),
             None => Err(failure(
                 StatusCode::NOT_FOUND,

@@ -110,6 +110,7 @@ impl Engine {
         view.shaped = shaped;
         view.htb = plan.htb.clone();
         view.htb_in_force = htb_in_force;
+        view.refreshed_at = Some(std::time::Instant::now());
         // A map loaded anew (its pin was gone) is another map: reopen it.
         if view.map.as_ref().and_then(|m| m.id().ok()) != map_id {
             view.map = None;
