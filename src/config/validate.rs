@@ -426,6 +426,44 @@ fn semantic(c: &NodeConfig) -> Vec<Problem> {
             }
         }
     }
+    // A marking threshold at or past the horizon never marks: the packet
+    // is dropped first. Checked where both are written (a tier's own, else
+    // [shaping]'s); the defaults are apart by construction.
+    let node = c.shaping.as_ref();
+    let mut queueing = vec![(
+        ptr(&["shaping", "ce_threshold"]),
+        node.and_then(|s| s.ce_threshold),
+        node.and_then(|s| s.horizon),
+    )];
+    for (name, t) in &c.tiers {
+        let at = if t.ce_threshold.is_some() {
+            "ce_threshold"
+        } else {
+            "horizon"
+        };
+        queueing.push((
+            ptr(&["tiers", name, at]),
+            t.ce_threshold.or(node.and_then(|s| s.ce_threshold)),
+            t.horizon.or(node.and_then(|s| s.horizon)),
+        ));
+    }
+    for (pointer, ce, horizon) in queueing {
+        if let (Some(ce), Some(h)) = (ce, horizon) {
+            if !ce.0.is_zero() && ce.0 >= h.0 {
+                let mut p = problem(
+                    pointer,
+                    format!(
+                        "ce_threshold {:?} is not below the horizon {:?}: packets would be dropped before any is marked",
+                        ce.0, h.0
+                    ),
+                );
+                p.diag = p
+                    .diag
+                    .with_help("mark well before the horizon (e.g. ce_threshold = \"2ms\"), or write ce_threshold = \"off\"");
+                out.push(p);
+            }
+        }
+    }
     if let Some(ipip) = &c.ipip {
         for (i, peer) in ipip.peers.iter().enumerate() {
             if peer.pod_cidr.trunc() != peer.pod_cidr {
@@ -519,6 +557,23 @@ mod tests {
             &errs,
             "masters.eth0.mode: mode `l3s` is a ipvlan mode, but this master's kind is macvlan",
         );
+    }
+
+    #[test]
+    fn a_marking_threshold_past_the_horizon_is_refused() {
+        let errs = errors(
+            "version = 1\n[tiers.gold]\negress = \"1G\"\nhorizon = \"5ms\"\nce_threshold = \"5ms\"\n\
+             [tiers.silver]\negress = \"1G\"\nhorizon = \"10ms\"\n[shaping]\nce_threshold = \"20ms\"\n",
+        );
+        assert_has(
+            &errs,
+            "n.toml:5:1: tiers.gold.ce_threshold: ce_threshold 5ms is not below the horizon 5ms",
+        );
+        assert_has(
+            &errs,
+            "n.toml:8:1: tiers.silver.horizon: ce_threshold 20ms is not below the horizon 10ms",
+        );
+        assert!(errors("version = 1\n[tiers.gold]\negress = \"1G\"\nhorizon = \"5ms\"\nce_threshold = \"off\"\n").is_empty());
     }
 
     #[test]
