@@ -58,10 +58,12 @@ pub struct Queueing {
 /// and 100 ms dropped enough to leave the link 70-85% used; 250 ms kept it
 /// at 91-100%.
 pub const MIN_DEFAULT_HORIZON: Duration = Duration::from_millis(250);
-/// The shortest default marking threshold. bench/latency at 100M: 1 ms
-/// held one flow at 97-99% and 128 at 85-91% of the limit, 2 ms at 99.6%
-/// and 99.8%, with no higher probe RTT.
-pub const MIN_DEFAULT_CE_THRESHOLD: Duration = Duration::from_millis(2);
+/// The shortest default marking threshold: fq_codel's target. bench/latency
+/// at 100M: 1 ms held one flow at 97-99% and 128 at 85-91% of the limit;
+/// 2 ms one flow at 96.8-99.9% (short of the limit when the guest's RTT
+/// jittered by more than the threshold); 5 ms at 99.9%. A pod's probes do
+/// not wait for it either way: they take the lane ahead of the queue.
+pub const MIN_DEFAULT_CE_THRESHOLD: Duration = Duration::from_millis(5);
 
 /// The time `bytes` take at `rate_bps` (None for no rate).
 fn time_at(bytes: u64, rate_bps: u64) -> Option<Duration> {
@@ -112,8 +114,8 @@ impl Queueing {
     }
 
     /// The marking threshold of an endpoint of `tier` at `rate_bps`: by
-    /// default 2 ms, or two full 1514-byte frames at the rate when that is
-    /// longer (below ~12 Mbit/s), so a queue of one frame is not a mark.
+    /// default 5 ms, or two full 1514-byte frames at the rate when that is
+    /// longer (below ~4.8 Mbit/s), so a queue of one frame is not a mark.
     pub fn ce_threshold(&self, tier: Option<&str>, rate_bps: u64) -> Duration {
         self.tier(tier).1.or(self.ce_threshold).unwrap_or_else(|| {
             time_at(2 * 1514, rate_bps)
@@ -307,17 +309,18 @@ mod tests {
         let ms = Duration::from_millis;
         let q = Queueing::of(&node(""));
         // Defaults: four 64 KiB packets at the rate, within [250 ms, 2 s];
-        // 2 ms or two full frames.
+        // 5 ms or two full frames.
         assert_eq!(q.horizon(None, 100_000_000), ms(250));
         assert_eq!(
             q.horizon(None, 5_000_000),
             Duration::from_nanos(419_430_400)
         );
         assert_eq!(q.horizon(None, 1_000_000), DEFAULT_HORIZON);
-        assert_eq!(q.ce_threshold(None, 100_000_000), ms(2));
+        assert_eq!(q.ce_threshold(None, 100_000_000), ms(5));
+        assert_eq!(q.ce_threshold(None, 10_000_000), ms(5));
         assert_eq!(
-            q.ce_threshold(None, 10_000_000),
-            Duration::from_nanos(2_422_400)
+            q.ce_threshold(None, 2_000_000),
+            Duration::from_nanos(12_112_000)
         );
         let text = "version = 1\n\
              [tiers.gold]\negress = \"1G\"\nhorizon = \"5ms\"\nce_threshold = \"200us\"\n\

@@ -7,7 +7,7 @@
 # shaper each ping the network every 10 ms. Printed per row: ping RTT
 # p50/p99 from A (its probes share its queue) and from B, pings lost, and
 # A's bulk rate on the wire / the limit (steady state, from 1 s).
-#   podnet EDT (marking)   the node's defaults: mark at 1 ms, horizon 25 ms
+#   podnet EDT (marking)   the node's defaults: mark at 5 ms, horizon 250 ms
 #   podnet EDT (2s, none)  Cilium's setting: horizon 2 s, no marking
 #   podnet HTB             [shaping] backend = "htb" (podnet switches the
 #                          master from EDT to HTB for these rows): a class

@@ -348,7 +348,7 @@ pub struct Tier {
     /// EDT: an ECN-capable packet that would wait longer than this behind
     /// the pod's earlier packets is CE-marked, so its sender slows down
     /// before anything is dropped; `"off"`: never marked. Unset:
-    /// `[shaping] ce_threshold`, else 2 ms or two full frames at the rate,
+    /// `[shaping] ce_threshold`, else 5 ms or two full frames at the rate,
     /// whichever is longer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_threshold: Option<Delay>,
@@ -387,7 +387,7 @@ pub struct Shaping {
     pub horizon: Option<Horizon>,
     /// ECN-capable packets that would wait longer than this are CE-marked:
     /// `"1ms"`, `"500us"`, `"off"`. A tier's own `ce_threshold` wins. Unset:
-    /// 2 ms or two full frames at the pod's rate, whichever is longer.
+    /// 5 ms or two full frames at the pod's rate, whichever is longer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_threshold: Option<Delay>,
 }

@@ -95,13 +95,13 @@ assert_eq 50000000 "$(jq -r '.[0].egress_bps' <<< "$list")" "listed egress limit
 (($(jq -r '.[0].egress_bytes' <<< "$list") > 20000000)) || fail "live byte counter missing or low"
 
 log "=== ECN: a flow that is not ECN-capable is never marked; an ECN-capable one is, and keeps its rate"
-# The entry podnetd wrote marks at 2 ms (the default at 50M); the flow
+# The entry podnetd wrote marks at 5 ms (the default at 50M); the flow
 # above did not ask for ECN (tcp_ecn=2: only answer it), so nothing on it
 # could be marked, whatever its queue.
 marks() { "$DEMO" --pin-dir "$PIN" stats | jq --arg ip "${ip%/*}" '[.[] | select(.ip == $ip) | .marks] | add'; }
 entry=$("$DEMO" --pin-dir "$PIN" stats | jq -c --arg ip "${ip%/*}" '.[] | select(.ip == $ip)')
 log "entry: $entry"
-assert_eq 2000000 "$(jq -r .ce_threshold_ns <<< "$entry")" "marking threshold at 50M (default)"
+assert_eq 5000000 "$(jq -r .ce_threshold_ns <<< "$entry")" "marking threshold at 50M (default)"
 assert_eq 250000000 "$(jq -r .horizon_ns <<< "$entry")" "horizon at 50M (default)"
 assert_eq 0 "$(marks)" "marks after a flow that is not ECN-capable"
 ip netns exec pod sysctl -qw net.ipv4.tcp_ecn=1
