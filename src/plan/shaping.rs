@@ -149,17 +149,7 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
         let sh = observed.shaping_of(&link.name);
         let root = Qdiscs::observed(observed, &link.name).root_state();
         let step = |change| Action::new(Role::Shaping, &link.name, change);
-        for (mode, program) in sh
-            .into_iter()
-            .flat_map(|s| [(AttachMode::Tcx, &s.tcx), (AttachMode::Clsact, &s.clsact)])
-        {
-            if let Some(p) = program {
-                steps.off.push(step(Change::DetachProgram {
-                    mode,
-                    program: p.id,
-                }));
-            }
-        }
+        detach_programs(observed, &link.name, &mut steps.off);
         if root == RootState::Htb {
             take_out_classes(observed, &link.name, &mut steps.off);
         }
@@ -177,13 +167,35 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
         }
     }
     let edt: BTreeSet<String> = shaped.difference(&steps.htb).cloned().collect();
-    plan_entries(desired, observed, inputs, &edt, &mut steps);
+    // The endpoints' horizons and thresholds, resolved once for both.
+    let queueing = crate::policy::Queueing::of(desired);
+    plan_entries(&queueing, observed, inputs, &edt, &mut steps);
     let htb = steps.htb.clone();
     for dev in &htb {
-        plan_classes(desired, observed, inputs, dev, &mut steps);
+        plan_classes(&queueing, observed, inputs, dev, &mut steps);
     }
     steps.shaped = shaped;
     steps
+}
+
+/// Every podnet program on `dev`'s egress hooks (TCX and clsact) off.
+fn detach_programs(observed: &Observed, dev: &str, out: &mut Vec<Action>) {
+    let sh = observed.shaping_of(dev);
+    for (mode, program) in sh
+        .into_iter()
+        .flat_map(|s| [(AttachMode::Tcx, &s.tcx), (AttachMode::Clsact, &s.clsact)])
+    {
+        if let Some(p) = program {
+            out.push(Action::new(
+                Role::Shaping,
+                dev,
+                Change::DetachProgram {
+                    mode,
+                    program: p.id,
+                },
+            ));
+        }
+    }
 }
 
 /// Every filter, then every class, of podnet's HTB tree on `dev` removed,
@@ -261,16 +273,15 @@ pub fn class_for(dev: &str, minor: u16, limit: &EgressLimit) -> ClassSpec {
 /// at; a class no filter points at is taken first by an address that has
 /// none), and a new address gets the lowest free minor.
 fn plan_classes(
-    desired: &NodeConfig,
+    queueing: &crate::policy::Queueing,
     observed: &Observed,
     inputs: &Inputs,
     dev: &str,
     steps: &mut Steps,
 ) {
-    let queueing = crate::policy::Queueing::of(desired);
     let one: BTreeSet<String> = [dev.to_string()].into();
     let wanted: BTreeMap<IpAddr, EgressLimit> =
-        crate::policy::wanted(&inputs.endpoints, &one, &queueing)
+        crate::policy::wanted(&inputs.endpoints, &one, queueing)
             .into_iter()
             // A rate of 0 counts without limiting: HTB has no such class,
             // so its traffic goes out direct as unclassified traffic does.
@@ -409,17 +420,7 @@ fn plan_device(
     if kind == RootKind::Htb {
         // No EDT program stays on a device HTB shapes: it would stamp
         // packets no qdisc honours. Off before fq goes.
-        for (mode, program) in sh
-            .into_iter()
-            .flat_map(|s| [(AttachMode::Tcx, &s.tcx), (AttachMode::Clsact, &s.clsact)])
-        {
-            if let Some(p) = program {
-                steps.devices.push(step(Change::DetachProgram {
-                    mode,
-                    program: p.id,
-                }));
-            }
-        }
+        detach_programs(observed, dev, &mut steps.devices);
     }
     let state = qdiscs.root_state();
     match &state {
@@ -505,15 +506,14 @@ fn plan_device(
 /// The map holds exactly the entries the registered endpoints on the
 /// shaped devices need.
 fn plan_entries(
-    desired: &NodeConfig,
+    queueing: &crate::policy::Queueing,
     observed: &Observed,
     inputs: &Inputs,
     shaped: &BTreeSet<String>,
     steps: &mut Steps,
 ) {
-    let queueing = crate::policy::Queueing::of(desired);
     let wanted: BTreeMap<IpAddr, MapEntry> =
-        crate::policy::wanted(&inputs.endpoints, shaped, &queueing)
+        crate::policy::wanted(&inputs.endpoints, shaped, queueing)
             .into_iter()
             .map(|(ip, limit)| (ip, limit.entry(ip)))
             .collect();
