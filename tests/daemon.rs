@@ -624,17 +624,22 @@ fn a_kernel_without_fq_refuses_edt_once_and_auto_shapes_by_htb_without_a_loop() 
             .iter()
             .any(|p| p.contains("backend = \"edt\" needs the fq qdisc"))
     });
-    let passes = client.status().unwrap().passes;
-    std::thread::sleep(Duration::from_secs(2));
-    let later = client.status().unwrap();
-    // The first apply's own link events wake a pass or two, which try
-    // nothing; a loop would make hundreds.
-    assert!(
-        later.passes < passes + 10,
-        "{} passes in 2 s with nothing to do:\n{}",
-        later.passes - passes,
-        d.log()
-    );
+    // The passes of the next 2 s, which must be a few (the first apply's
+    // own events wake a pass or two, which try nothing; a loop would make
+    // hundreds); the status after them.
+    let quiet = || {
+        let passes = client.status().unwrap().passes;
+        std::thread::sleep(Duration::from_secs(2));
+        let later = client.status().unwrap();
+        assert!(
+            later.passes < passes + 10,
+            "{} passes in 2 s with nothing to do:\n{}",
+            later.passes - passes,
+            d.log()
+        );
+        later
+    };
+    let later = quiet();
     assert_eq!(root(), before, "a qdisc was touched");
     assert!(!later.converged, "{later:?}");
     assert!(
@@ -652,15 +657,7 @@ fn a_kernel_without_fq_refuses_edt_once_and_auto_shapes_by_htb_without_a_loop() 
     });
     assert!(root().contains("\"kind\":\"htb\""), "{}", root());
     assert!(root().contains("\"handle\":\"706e:\""), "{}", root());
-    let passes = client.status().unwrap().passes;
-    std::thread::sleep(Duration::from_secs(2));
-    let later = client.status().unwrap();
-    assert!(
-        later.passes < passes + 10,
-        "{} passes in 2 s with nothing to do:\n{}",
-        later.passes - passes,
-        d.log()
-    );
+    let later = quiet();
     assert!(later.converged, "{later:?}");
 }
 
