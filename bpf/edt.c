@@ -1,13 +1,22 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * podnet's EDT egress shaper: a tc egress program (TCX link or clsact
- * direct-action filter) on the device the pods' traffic leaves through
- * (an ipvlan/macvlan master). It finds the endpoint by the packet's source
- * address and stamps the departure time; fq on the same device holds the
- * packet until then (see include/edt.h).
+ * podnet's EDT shaper, three tc programs (each a TCX link or a clsact
+ * direct-action filter) sharing one endpoint map:
+ * - edt_egress, on the egress hook of the device the pods' traffic leaves
+ *   through (an ipvlan/macvlan master): finds the endpoint by the packet's
+ *   source address and stamps the departure time; fq on the same device
+ *   holds the packet until then (see include/edt.h).
+ * - edt_redirect, on the same master's ingress hook: hands a packet whose
+ *   destination has an ingress entry to podnet's ifb (podnet_ingress_v1
+ *   names it); everything else goes on as before. tc ingress runs before
+ *   the macvlan/ipvlan receive handler, so every mode is seen here.
+ * - edt_ingress, on the ifb's egress hook: the same scheduling by the
+ *   destination's ingress entry, with fq on the ifb. The ifb then hands
+ *   the packet back to the master's receive path past tc (it sets
+ *   tc_skip_classify), and macvlan/ipvlan deliver it to the pod.
  *
- * Fails open: a packet that is not IPv4/IPv6 over Ethernet, or whose source
- * has no entry, passes untouched.
+ * Fails open: a packet that is not IPv4/IPv6 over Ethernet, or whose
+ * address has no entry, passes untouched.
  */
 #include "bpf_api.h"
 #include "edt_abi.h"
@@ -26,6 +35,16 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } podnet_edt_v1 SEC(".maps");
+
+/* The ifindex of podnet's ingress ifb (0: none yet, redirect nothing),
+ * written by podnet; pinned beside the endpoint map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} podnet_ingress_v1 SEC(".maps");
 
 /* Copies the packet's source address (len bytes at offset off) into key:
  * straight from the linear data when the headers are there, as they are
@@ -46,9 +65,10 @@ static __always_inline int edt_load_addr(struct __sk_buff *skb, __u8 *data,
 	return bpf_skb_load_bytes(skb, off, addr, len) == 0;
 }
 
-/* Fills key with the packet's source address; 0 if it has none we shape. */
-static __always_inline int edt_key_from_source(struct __sk_buff *skb,
-					       struct edt_key *key)
+/* Fills key with the packet's source address (dst 0) or destination
+ * address (dst 1); 0 if it has none we shape. */
+static __always_inline int edt_key_from(struct __sk_buff *skb,
+					struct edt_key *key, int dst)
 {
 	__u8 *data = (__u8 *)(long)skb->data;
 	__u8 *data_end = (__u8 *)(long)skb->data_end;
@@ -65,15 +85,17 @@ static __always_inline int edt_key_from_source(struct __sk_buff *skb,
 		return 0;
 
 	if (proto == bpf_htons(ETH_P_IP)) {
-		/* saddr: offset 12 of the IPv4 header */
-		if (!edt_load_addr(skb, data, data_end, ETH_HLEN + 12, key->addr, 4))
+		/* saddr, daddr: offsets 12 and 16 of the IPv4 header */
+		if (!edt_load_addr(skb, data, data_end, ETH_HLEN + (dst ? 16 : 12),
+				   key->addr, 4))
 			return 0;
 		key->family = EDT_FAMILY_IPV4;
 		return 1;
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
-		/* saddr: offset 8 of the IPv6 header */
-		if (!edt_load_addr(skb, data, data_end, ETH_HLEN + 8, key->addr, 16))
+		/* saddr, daddr: offsets 8 and 24 of the IPv6 header */
+		if (!edt_load_addr(skb, data, data_end, ETH_HLEN + (dst ? 24 : 8),
+				   key->addr, 16))
 			return 0;
 		key->family = EDT_FAMILY_IPV6;
 		return 1;
@@ -126,19 +148,50 @@ static __always_inline int edt_ahead(struct __sk_buff *skb, __u8 family)
 	return doff >= 20 && payload == doff;
 }
 
-SEC("classifier")
-int edt_egress(struct __sk_buff *skb)
+/* Schedules the packet by its endpoint's entry in `direction`, keyed by
+ * the source address (egress) or the destination (ingress). */
+static __always_inline int edt_shape(struct __sk_buff *skb, __u8 direction)
 {
 	/* Zeroed as a whole: the pad bytes are part of the hash key. */
 	struct edt_key key = {};
 	struct edt_info *info;
 
-	if (!edt_key_from_source(skb, &key))
+	if (!edt_key_from(skb, &key, direction == EDT_DIR_INGRESS))
 		return EDT_PASS;
-	key.direction = EDT_DIR_EGRESS;
+	key.direction = direction;
 
 	info = bpf_map_lookup_elem(&podnet_edt_v1, &key);
 	if (!info)
 		return EDT_PASS;
 	return edt_schedule(skb, info, edt_ahead(skb, key.family));
+}
+
+SEC("classifier")
+int edt_egress(struct __sk_buff *skb)
+{
+	return edt_shape(skb, EDT_DIR_EGRESS);
+}
+
+SEC("classifier")
+int edt_ingress(struct __sk_buff *skb)
+{
+	return edt_shape(skb, EDT_DIR_INGRESS);
+}
+
+SEC("classifier")
+int edt_redirect(struct __sk_buff *skb)
+{
+	struct edt_key key = {};
+	__u32 zero = 0, *ifb;
+
+	if (!edt_key_from(skb, &key, 1))
+		return EDT_PASS;
+	key.direction = EDT_DIR_INGRESS;
+	if (!bpf_map_lookup_elem(&podnet_edt_v1, &key))
+		return EDT_PASS;
+	ifb = bpf_map_lookup_elem(&podnet_ingress_v1, &zero);
+	if (!ifb || !*ifb)
+		return EDT_PASS;
+	/* Egress of the ifb: its qdisc (fq or htb) then its edt_ingress. */
+	return bpf_redirect(*ifb, 0);
 }

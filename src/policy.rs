@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::api::types::{EndpointRecord, Limits as RecordLimits};
 use crate::shaping::{EgressLimit, DEFAULT_BURST_BYTES, DEFAULT_HORIZON};
+use crate::state::Direction;
 
 use crate::config::{AnnotationPolicy, NodeConfig, Rate, ShapingBackend};
 
@@ -125,13 +126,34 @@ impl Queueing {
     }
 }
 
+/// Whether any tier of the node files limits ingress (a pod may also ask
+/// for one itself, which the registry shows).
+pub fn any_ingress(config: &NodeConfig) -> bool {
+    config.tiers.values().any(|t| t.ingress.is_some())
+}
+
 /// The map entry an endpoint's limits call for, if any.
 pub fn egress_limit(limits: &RecordLimits, queueing: &Queueing) -> Option<EgressLimit> {
+    limit_in(limits, queueing, Direction::Egress)
+}
+
+/// The limit an endpoint's limits call for in `direction`, if any: the
+/// tier's queueing either way; the burst asked for applies to egress, and
+/// ingress gets the default (kubelet passes one burst for both).
+pub fn limit_in(
+    limits: &RecordLimits,
+    queueing: &Queueing,
+    direction: Direction,
+) -> Option<EgressLimit> {
     let tier = limits.tier.as_deref();
-    limits.egress.map(|rate| EgressLimit {
+    let (rate, burst) = match direction {
+        Direction::Egress => (limits.egress, limits.burst),
+        Direction::Ingress => (limits.ingress, None),
+    };
+    rate.map(|rate| EgressLimit {
         rate_bps: rate,
         horizon: queueing.horizon(tier, rate),
-        burst_bytes: limits.burst.map_or(DEFAULT_BURST_BYTES, |bits| bits / 8),
+        burst_bytes: burst.map_or(DEFAULT_BURST_BYTES, |bits| bits / 8),
         ce_threshold: queueing.ce_threshold(tier, rate),
     })
 }
@@ -151,9 +173,24 @@ pub fn wanted(
     devices: &BTreeSet<String>,
     queueing: &Queueing,
 ) -> BTreeMap<IpAddr, EgressLimit> {
+    wanted_in(records, devices, queueing, Direction::Egress)
+}
+
+/// The limits in `direction` of the registered endpoints whose traffic
+/// passes through a device in `devices`, by address.
+pub fn wanted_in(
+    records: &[EndpointRecord],
+    devices: &BTreeSet<String>,
+    queueing: &Queueing,
+    direction: Direction,
+) -> BTreeMap<IpAddr, EgressLimit> {
     let mut wanted = BTreeMap::new();
     for e in records.iter().filter(|e| leaves_through(e, devices)) {
-        let Some(limit) = e.limits.as_ref().and_then(|l| egress_limit(l, queueing)) else {
+        let Some(limit) = e
+            .limits
+            .as_ref()
+            .and_then(|l| limit_in(l, queueing, direction))
+        else {
             continue;
         };
         for ip in &e.endpoint.ips {

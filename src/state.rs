@@ -158,18 +158,25 @@ pub struct BpfProgram {
     pub map_ids: Vec<u32>,
 }
 
-/// podnet's shaper on one link: the program on its egress hook (each way it
-/// can hang there) and the ledger entry of the root qdisc podnet replaced.
-/// The root qdisc itself is in [`Observed::qdiscs`].
+/// podnet's shaper on one link: the programs on its egress and ingress
+/// hooks (each way they can hang there) and the ledger entry of the root
+/// qdisc podnet replaced. The root qdisc itself is in [`Observed::qdiscs`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkShaping {
     pub link: String,
-    /// The program of podnet's pinned TCX link.
+    /// The program of podnet's pinned TCX egress link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcx: Option<BpfProgram>,
     /// The program of podnet's clsact egress filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clsact: Option<BpfProgram>,
+    /// The program of podnet's pinned TCX ingress link (the redirect to
+    /// the ingress ifb).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_tcx: Option<BpfProgram>,
+    /// The program of podnet's clsact ingress filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_clsact: Option<BpfProgram>,
     /// What podnet will put back at the root (its record from this boot);
     /// the kernel cannot tell what a replaced qdisc was, so this one fact
     /// comes from podnet's own ledger under /var/lib/podnet/shaping.
@@ -181,16 +188,49 @@ pub struct LinkShaping {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointMap {
     pub id: u32,
-    /// Egress entries, sorted by address.
+    /// Entries, sorted by address, then direction.
     #[serde(default)]
     pub entries: Vec<MapEntry>,
+    /// The ifindex the ingress map names as podnet's ingress ifb (0:
+    /// none), when that map is pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_device: Option<u32>,
 }
 
-/// One egress entry of the endpoint map: the limit part (its clock and
-/// counters are the datapath's).
+/// Which way an endpoint's traffic goes: egress (from the pod, keyed by
+/// its source address) or ingress (to the pod, by destination).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Egress,
+    Ingress,
+}
+
+impl Direction {
+    pub fn is_egress(&self) -> bool {
+        *self == Direction::Egress
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Egress => "egress",
+            Direction::Ingress => "ingress",
+        })
+    }
+}
+
+/// One entry of the endpoint map: the limit part (its clock and counters
+/// are the datapath's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapEntry {
     pub ip: IpAddr,
+    #[serde(default, skip_serializing_if = "Direction::is_egress")]
+    pub direction: Direction,
     pub rate_bps: u64,
     pub horizon_ns: u64,
     pub burst_ns: u64,
@@ -340,6 +380,23 @@ impl Observed {
     /// podnet's shaper on `link`, if it has any of it.
     pub fn shaping_of(&self, link: &str) -> Option<&LinkShaping> {
         self.shaping.iter().find(|s| s.link == link)
+    }
+
+    /// The podnet program on `link`'s hook for `prog`, hung in `mode`.
+    pub fn program_on(
+        &self,
+        link: &str,
+        prog: crate::shaping::Prog,
+        mode: crate::shaping::AttachMode,
+    ) -> Option<&BpfProgram> {
+        use crate::shaping::{AttachMode, Prog};
+        let s = self.shaping_of(link)?;
+        match (prog, mode) {
+            (Prog::Redirect, AttachMode::Tcx) => s.ingress_tcx.as_ref(),
+            (Prog::Redirect, AttachMode::Clsact) => s.ingress_clsact.as_ref(),
+            (_, AttachMode::Tcx) => s.tcx.as_ref(),
+            (_, AttachMode::Clsact) => s.clsact.as_ref(),
+        }
     }
 
     /// Children (macvlan/ipvlan/vlan...) whose lower device is `parent`.

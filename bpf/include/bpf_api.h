@@ -33,6 +33,7 @@ typedef __u32 __be32;
 
 enum {
 	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
 };
 
 /* map_flags */
@@ -51,6 +52,9 @@ static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to,
  * checksum; 1 if it did, 0 if the packet is not ECT (or its IP header is
  * not writable). Runs on the network header the stack set. tc since 5.1. */
 static long (*bpf_skb_ecn_set_ce)(void *skb) = (void *)97;
+/* Hands the packet to ifindex's egress once the program returns (its
+ * TC_ACT_REDIRECT). tc since 4.4. */
+static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
 
 /* Return codes of a tc (sched_cls, direct-action) program. For a TCX
  * program TC_ACT_UNSPEC is TCX_NEXT and TC_ACT_OK is TCX_PASS. */

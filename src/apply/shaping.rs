@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::Kernel;
 use crate::plan::{Action, Change, Inputs};
 use crate::shaping::tc::{self, RootKind};
-use crate::shaping::{hold_program, AttachMode, Endpoints, Shaper, ShaperPaths};
+use crate::shaping::{hold_program, AttachMode, Endpoints, Prog, Shaper, ShaperPaths};
 use crate::state::{EndpointMap, Observed};
 
 /// The endpoint registry, as the plan and the shaping backend see it.
@@ -111,11 +111,18 @@ impl<'a> Shaping<'a> {
             && crate::policy::shaping_masters(desired)
                 .iter()
                 .any(|m| observed.link(m).is_some());
-        let programs = observed
-            .shaping
+        let programs = observed.shaping.iter().any(|s| {
+            s.tcx.is_some()
+                || s.clsact.is_some()
+                || s.ingress_tcx.is_some()
+                || s.ingress_clsact.is_some()
+        });
+        // Ingress needs the redirect program with either root.
+        let ingress = crate::policy::shaping_masters(desired)
             .iter()
-            .any(|s| s.tcx.is_some() || s.clsact.is_some());
-        let needed = wanted || programs || pinned;
+            .any(|m| observed.link(m).is_some())
+            && crate::policy::any_ingress(desired);
+        let needed = wanted || ingress || programs || pinned;
         if needed && (create || pinned) {
             self.loaded()?;
         }
@@ -140,9 +147,13 @@ impl<'a> Shaping<'a> {
     /// the registry's lock together, so a registration lands wholly before
     /// or wholly after (never "in the registry, not yet seen in the map").
     pub fn inputs(&mut self, observed: &mut Observed) -> Result<Inputs> {
-        let program = match self.shaper.as_mut() {
-            Some(s) => Some(s.identity()?),
-            None => None,
+        let (program, ingress_program, redirect_program) = match self.shaper.as_mut() {
+            Some(s) => (
+                Some(s.identity(Prog::Egress)?),
+                Some(s.identity(Prog::Ingress)?),
+                Some(s.identity(Prog::Redirect)?),
+            ),
+            None => (None, None, None),
         };
         let opened;
         let map: Option<&Endpoints> = match self.shaper.as_mut() {
@@ -162,13 +173,18 @@ impl<'a> Shaping<'a> {
                 .transpose()
                 .map(|m| (view.endpoints(), m));
         });
-        let (endpoints, map) = out?;
+        let (endpoints, mut map) = out?;
+        if let Some(m) = map.as_mut() {
+            m.ingress_device = crate::shaping::pinned_ingress_device(&self.paths.pin_dir)?;
+        }
         self.planned_at = Some(changes);
         observed.endpoint_map = map;
         Ok(Inputs {
             endpoints,
             program,
             mode: self.mode,
+            ingress_program,
+            redirect_program,
         })
     }
 }
@@ -246,34 +262,61 @@ impl<'s, 'a> ShapingBackend<'s, 'a> {
             Change::AddFilter { device, minor } => {
                 let kernel = &self.shaping.kernel;
                 let ifindex = crate::shaping::ifindex(kernel, device).await?;
-                tc::add_filter(kernel, device, ifindex, endpoint_ip(action)?, *minor).await
+                let dst = crate::shaping::matches_destination(device);
+                tc::add_filter(kernel, device, ifindex, endpoint_ip(action)?, dst, *minor).await
             }
             Change::RemoveFilter { device, .. } => {
                 let kernel = &self.shaping.kernel;
                 let ifindex = crate::shaping::ifindex(kernel, device).await?;
                 tc::remove_filters(kernel, device, ifindex, endpoint_ip(action)?).await
             }
-            Change::AttachProgram { mode } => {
-                self.shaper()?.attach_program_to(dev, *mode).await.map(drop)
-            }
-            Change::SwapProgram { mode, from } => {
+            Change::AttachProgram { mode, prog } => self
+                .shaper()?
+                .attach_program_to(dev, *mode, *prog)
+                .await
+                .map(drop),
+            Change::SwapProgram { mode, from, prog } => {
                 self.hold(*from)?;
-                self.shaper()?.attach_program_to(dev, *mode).await.map(drop)
+                self.shaper()?
+                    .attach_program_to(dev, *mode, *prog)
+                    .await
+                    .map(drop)
             }
-            Change::DetachProgram { mode, program } => {
+            Change::DetachProgram {
+                mode,
+                program,
+                prog,
+            } => {
                 self.hold(*program)?;
-                self.shaper()?.detach_program(dev, *mode).await
+                self.shaper()?.detach_program(dev, *mode, *prog).await
             }
-            Change::PutBackProgram { mode, program } => {
+            Change::PutBackProgram {
+                mode,
+                program,
+                prog,
+            } => {
                 let fd = self.held.remove(program).ok_or_else(|| {
                     Error::new(
                         ErrorKind::Bug,
                         format!("{dev}: program {program} was not held to put back"),
                     )
                 })?;
-                let done = self.shaper()?.put_back(dev, *mode, &fd).await;
+                let done = self.shaper()?.put_back(dev, *mode, *prog, &fd).await;
                 self.held.insert(*program, fd);
                 done
+            }
+            Change::CreateIngressDevice => {
+                crate::shaping::create_ingress_device(&self.shaping.kernel).await
+            }
+            Change::DeleteIngressDevice => {
+                crate::shaping::delete_ingress_device(&self.shaping.kernel).await
+            }
+            Change::SetIngressDevice { to, .. } => {
+                let ifindex = match to {
+                    Some(i) => *i,
+                    None => crate::shaping::ifindex(&self.shaping.kernel, dev).await?,
+                };
+                self.shaper()?.set_ingress_device(ifindex)
             }
             Change::SetEntry { entry, .. } => {
                 // If the registry changed since the plan was made, only for
@@ -284,7 +327,9 @@ impl<'s, 'a> ShapingBackend<'s, 'a> {
             Change::RemoveEntry { was } => {
                 // If the registry changed since, only while no endpoint
                 // holds the address: one registered since wrote its own.
-                self.entry(was.ip, false, |map| map.remove(was.ip).map(drop))
+                self.entry(was.ip, false, |map| {
+                    map.remove_in(was.ip, was.direction).map(drop)
+                })
             }
             other => Err(Error::new(
                 ErrorKind::Bug,

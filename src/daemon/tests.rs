@@ -127,7 +127,11 @@ impl Pass {
         self.rt.block_on(async {
             let kernel = crate::kernel::Kernel::connect().unwrap();
             let mut shaping = crate::apply::Shaping::new(shaper, kernel, paths, &registry);
-            let ours = shaping.loaded().unwrap().identity().unwrap();
+            let ours = shaping
+                .loaded()
+                .unwrap()
+                .identity(crate::shaping::Prog::Egress)
+                .unwrap();
             let mut observed = shaped_m0(ours);
             let inputs = shaping.inputs(&mut observed).unwrap();
             let plan = crate::plan::plan(&desired, &observed, &inputs);
@@ -160,6 +164,8 @@ fn shaped_m0(ours: crate::state::BpfProgram) -> Observed {
             link: "m0".into(),
             tcx: Some(ours),
             clsact: None,
+            ingress_tcx: None,
+            ingress_clsact: None,
             previous_root: Some("default noqueue".into()),
         });
         o

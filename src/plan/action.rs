@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ChildKind, ChildMode};
 use crate::shaping::tc::RootKind;
-use crate::shaping::AttachMode;
+use crate::shaping::{AttachMode, Prog};
 use crate::state::MapEntry;
 
 /// What a step costs the node's traffic, so an operator can gate on it.
@@ -191,27 +191,49 @@ pub enum Change {
         device: String,
         minor: u16,
     },
-    /// podnet's EDT program onto the egress hook. It fails open: a packet
-    /// with no entry passes as before.
+    /// podnet's program `prog` (the EDT egress program unless named) onto
+    /// its hook. It fails open: a packet with no entry passes as before.
     AttachProgram {
         mode: AttachMode,
+        #[serde(default, skip_serializing_if = "Prog::is_default")]
+        prog: Prog,
     },
     /// podnet's program swapped in place for the one on the hook (another
     /// version, or one reading a map that is gone); the hook is never empty.
     SwapProgram {
         mode: AttachMode,
         from: u32,
+        #[serde(default, skip_serializing_if = "Prog::is_default")]
+        prog: Prog,
     },
-    /// podnet's program `program` taken off the hook.
+    /// podnet's program `program` taken off the hook `prog` runs on.
     DetachProgram {
         mode: AttachMode,
         program: u32,
+        #[serde(default, skip_serializing_if = "Prog::is_default")]
+        prog: Prog,
     },
     /// Only an undo: program `program`, held by the apply that swapped or
     /// detached it, put back on the hook.
     PutBackProgram {
         mode: AttachMode,
         program: u32,
+        #[serde(default, skip_serializing_if = "Prog::is_default")]
+        prog: Prog,
+    },
+    /// podnet's ingress ifb (`podnet-ifb`, one per node) created and up:
+    /// the masters' ingress hooks hand it the packets of addresses with an
+    /// ingress limit, and it hands them back once its root let them go.
+    CreateIngressDevice,
+    /// The ifb removed (only a bare one: its programs, classes and root
+    /// go as steps before).
+    DeleteIngressDevice,
+    /// The ingress map pointed at the ifb's ifindex (`to` None: the ifb's
+    /// as it is when the step runs; Some(0): at none).
+    SetIngressDevice {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<u32>,
+        was: u32,
     },
     /// An endpoint's entry written (added, or its limit changed: its clock
     /// and counters stay).
@@ -355,21 +377,31 @@ impl Action {
                 device: device.clone(),
                 minor: *minor,
             }),
-            Change::AttachProgram { mode } => back(Change::DetachProgram {
+            Change::AttachProgram { mode, prog } => back(Change::DetachProgram {
                 mode: *mode,
                 program: 0,
+                prog: *prog,
             }),
-            Change::SwapProgram { mode, from }
+            Change::SwapProgram { mode, from, prog }
             | Change::DetachProgram {
                 mode,
                 program: from,
+                prog,
             } => back(Change::PutBackProgram {
                 mode: *mode,
                 program: *from,
+                prog: *prog,
             }),
-            Change::PutBackProgram { mode, .. } => back(Change::DetachProgram {
+            Change::PutBackProgram { mode, prog, .. } => back(Change::DetachProgram {
                 mode: *mode,
                 program: 0,
+                prog: *prog,
+            }),
+            Change::CreateIngressDevice => back(Change::DeleteIngressDevice),
+            Change::DeleteIngressDevice => back(Change::CreateIngressDevice),
+            Change::SetIngressDevice { to, was } => back(Change::SetIngressDevice {
+                to: Some(*was),
+                was: to.unwrap_or(0),
             }),
             Change::SetEntry { entry, was } => back(match was {
                 Some(was) => Change::SetEntry {
@@ -393,6 +425,7 @@ impl Action {
             | Change::AddRoute { .. }
             | Change::AttachProgram { .. }
             | Change::PutBackProgram { .. }
+            | Change::CreateIngressDevice
             | Change::AddClass { .. }
             | Change::AddFilter { .. }
             | Change::SetEntry { was: None, .. } => '+',
@@ -400,6 +433,7 @@ impl Action {
             | Change::DelAddress { .. }
             | Change::DelRoute { .. }
             | Change::DetachProgram { .. }
+            | Change::DeleteIngressDevice
             | Change::RemoveClass { .. }
             | Change::RemoveFilter { .. }
             | Change::RemoveEntry { .. } => '-',
@@ -409,6 +443,7 @@ impl Action {
             | Change::ReplaceRoot { .. }
             | Change::RestoreRoot { .. }
             | Change::SwapProgram { .. }
+            | Change::SetIngressDevice { .. }
             | Change::ChangeClass { .. }
             | Change::SetEntry { was: Some(_), .. } => '~',
         }
@@ -512,9 +547,14 @@ impl fmt::Display for Action {
                 write!(f, "{sign} htb class {}", describe_class(was))
             }
             Change::AddFilter { device, minor } | Change::RemoveFilter { device, minor } => {
+                let field = if crate::shaping::matches_destination(device) {
+                    "dst"
+                } else {
+                    "src"
+                };
                 let m = match self.name.parse::<std::net::IpAddr>() {
-                    Ok(std::net::IpAddr::V6(_)) => "ip6 src",
-                    _ => "ip src",
+                    Ok(std::net::IpAddr::V6(_)) => format!("ip6 {field}"),
+                    _ => format!("ip {field}"),
                 };
                 write!(
                     f,
@@ -522,33 +562,75 @@ impl fmt::Display for Action {
                     self.name
                 )
             }
-            Change::AttachProgram { mode } => {
-                write!(f, "{sign} EDT program on egress ({mode}; fails open)")
+            Change::AttachProgram { mode, prog } => {
+                write!(
+                    f,
+                    "{sign} {} on {} ({mode}; fails open)",
+                    program_name(*prog),
+                    prog.hook_name()
+                )
             }
-            Change::SwapProgram { mode, from } => write!(
+            Change::SwapProgram { mode, from, prog } => write!(
                 f,
-                "{sign} EDT program {from} swapped in place for this podnet's ({mode})"
+                "{sign} {} {from} swapped in place for this podnet's ({mode})",
+                program_name(*prog)
             ),
-            Change::DetachProgram { mode, program } => {
-                write!(f, "{sign} EDT program {program} off egress ({mode})")
+            Change::DetachProgram {
+                mode,
+                program,
+                prog,
+            } => {
+                write!(
+                    f,
+                    "{sign} {} {program} off {} ({mode})",
+                    program_name(*prog),
+                    prog.hook_name()
+                )
             }
-            Change::PutBackProgram { mode, program } => {
-                write!(f, "{sign} EDT program {program} back on egress ({mode})")
+            Change::PutBackProgram {
+                mode,
+                program,
+                prog,
+            } => {
+                write!(
+                    f,
+                    "{sign} {} {program} back on {} ({mode})",
+                    program_name(*prog),
+                    prog.hook_name()
+                )
+            }
+            Change::CreateIngressDevice => write!(
+                f,
+                "{sign} create ifb {} (ingress shaping: the masters hand it what their limited pods receive)",
+                self.name
+            ),
+            Change::DeleteIngressDevice => {
+                write!(f, "{sign} delete ifb {} (no ingress limit left)", self.name)
+            }
+            Change::SetIngressDevice { to: Some(0), .. } => {
+                write!(f, "{sign} ingress map: no ifb")
+            }
+            Change::SetIngressDevice { to: Some(i), .. } => {
+                write!(f, "{sign} ingress map: ifb at ifindex {i}")
+            }
+            Change::SetIngressDevice { to: None, .. } => {
+                write!(f, "{sign} ingress map: ifb {}", self.name)
             }
             Change::SetEntry { entry, was: None } => {
-                write!(f, "{sign} egress {}", describe_entry(entry))
+                write!(f, "{sign} {} {}", entry.direction, describe_entry(entry))
             }
             Change::SetEntry {
                 entry,
                 was: Some(was),
             } => write!(
                 f,
-                "{sign} egress {} -> {}",
+                "{sign} {} {} -> {}",
+                entry.direction,
                 describe_entry(was),
                 describe_entry(entry)
             ),
             Change::RemoveEntry { was } => {
-                write!(f, "{sign} egress entry ({})", describe_entry(was))
+                write!(f, "{sign} {} entry ({})", was.direction, describe_entry(was))
             }
         }?;
         let d = self.disruption();
@@ -556,6 +638,15 @@ impl fmt::Display for Action {
             write!(f, "  [{d}]")?;
         }
         Ok(())
+    }
+}
+
+/// A program as `--dry-run` names it.
+fn program_name(prog: Prog) -> &'static str {
+    match prog {
+        Prog::Egress => "EDT program",
+        Prog::Ingress => "EDT ingress program",
+        Prog::Redirect => "ingress redirect program",
     }
 }
 
@@ -604,6 +695,7 @@ mod tests {
     fn entry(rate_bps: u64) -> MapEntry {
         MapEntry {
             ip: "10.0.0.5".parse().unwrap(),
+            direction: Default::default(),
             rate_bps,
             horizon_ns: 2_000_000_000,
             burst_ns: 0,
@@ -692,30 +784,36 @@ mod tests {
         assert_eq!(
             undo(Change::SwapProgram {
                 mode: AttachMode::Tcx,
-                from: 30
+                from: 30,
+                prog: Prog::Egress
             }),
             [Change::PutBackProgram {
                 mode: AttachMode::Tcx,
-                program: 30
+                program: 30,
+                prog: Prog::Egress
             }]
         );
         assert_eq!(
             undo(Change::DetachProgram {
                 mode: AttachMode::Clsact,
-                program: 29
+                program: 29,
+                prog: Prog::Egress
             }),
             [Change::PutBackProgram {
                 mode: AttachMode::Clsact,
-                program: 29
+                program: 29,
+                prog: Prog::Egress
             }]
         );
         assert_eq!(
             undo(Change::AttachProgram {
-                mode: AttachMode::Tcx
+                mode: AttachMode::Tcx,
+                prog: Prog::Egress
             }),
             [Change::DetachProgram {
                 mode: AttachMode::Tcx,
-                program: 0
+                program: 0,
+                prog: Prog::Egress
             }]
         );
         assert_eq!(
@@ -768,7 +866,8 @@ mod tests {
         );
         assert_eq!(
             a(Change::AttachProgram {
-                mode: AttachMode::Tcx
+                mode: AttachMode::Tcx,
+                prog: Prog::Egress
             }),
             Disruption::Hitless
         );

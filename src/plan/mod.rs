@@ -173,11 +173,13 @@ pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan 
         }
     }
 
-    // Owned links nobody declares any more.
+    // Owned links nobody declares any more (the ingress ifb is shaping's:
+    // see `shaping.rs`).
     for link in observed
         .links
         .iter()
         .filter(|l| l.is_owned() || l.is_half_created())
+        .filter(|l| l.name != crate::shaping::INGRESS_DEVICE)
     {
         if !shims.contains_key(link.name.as_str()) {
             phases[0].push(Action::new(
@@ -409,12 +411,6 @@ fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
                     .as_str()
                     .unwrap_or("?")
             ),
-        );
-    }
-    if c.tiers.values().any(|t| t.ingress.is_some()) {
-        note(
-            "tiers".into(),
-            "ingress rates: not enforced yet (egress rates are)",
         );
     }
     out

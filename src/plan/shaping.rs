@@ -35,8 +35,8 @@ use super::{Action, Change, ClassSpec, Role};
 use crate::api::types::EndpointRecord;
 use crate::config::{NodeConfig, ShapingBackend};
 use crate::shaping::tc::{Qdiscs, RootKind, RootState, PSCHED_TICK_NS};
-use crate::shaping::{AttachMode, EgressLimit};
-use crate::state::{BpfProgram, HtbClass, HtbTree, MapEntry, Observed};
+use crate::shaping::{AttachMode, EgressLimit, Prog, INGRESS_DEVICE};
+use crate::state::{BpfProgram, Direction, HtbClass, HtbTree, MapEntry, Observed};
 
 /// What the plan reads besides the files and the host (a golden case's
 /// `inputs.json`).
@@ -52,9 +52,24 @@ pub struct Inputs {
     /// The attach mode, when not the kernel's best (TCX from 6.6, else
     /// clsact): `PODNET_ATTACH_MODE`, for tests of a mode switch.
     pub mode: Option<AttachMode>,
+    /// The ingress program on the ifb, as `program` (None: unknown).
+    #[serde(default)]
+    pub ingress_program: Option<BpfProgram>,
+    /// The redirect program on the masters' ingress hooks, as `program`.
+    #[serde(default)]
+    pub redirect_program: Option<BpfProgram>,
 }
 
 impl Inputs {
+    /// This podnet's program `prog`, when it was loaded to ask.
+    pub fn program_of(&self, prog: Prog) -> Option<&BpfProgram> {
+        match prog {
+            Prog::Egress => self.program.as_ref(),
+            Prog::Ingress => self.ingress_program.as_ref(),
+            Prog::Redirect => self.redirect_program.as_ref(),
+        }
+    }
+
     /// The attach mode for `observed`'s kernel: the forced one, else the
     /// kernel's best (TCX from 6.6, clsact before).
     pub fn mode(&self, observed: &Observed) -> AttachMode {
@@ -130,7 +145,16 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
     let mut shaped = BTreeSet::new();
     if let Some(kind) = kind {
         for dev in &devices {
-            if plan_device(desired, observed, inputs, dev, mode, kind, &mut steps) {
+            if plan_device(
+                desired,
+                observed,
+                inputs,
+                dev,
+                mode,
+                kind,
+                Prog::Egress,
+                &mut steps,
+            ) {
                 shaped.insert(dev.clone());
                 if kind == RootKind::Htb {
                     steps.htb.insert(dev.clone());
@@ -138,18 +162,23 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
             }
         }
     }
-    // Devices podnet shaped that no longer shape: the program off first (a
+    // The endpoints' horizons and thresholds, resolved once for all.
+    let queueing = crate::policy::Queueing::of(desired);
+    let ingress =
+        crate::policy::wanted_in(&inputs.endpoints, &shaped, &queueing, Direction::Ingress);
+    let ifb = plan_ingress(observed, inputs, &ingress, &shaped, mode, kind, &mut steps);
+    // Devices podnet shaped that no longer shape: the programs off first (a
     // stamped packet must never meet a qdisc that ignores the stamp), the
     // HTB classes out (so the undo puts them back whole), then the root
-    // podnet replaced back.
+    // podnet replaced back; an ifb no longer wanted goes after that.
     for link in &observed.links {
-        if configured.contains(&link.name) {
+        if configured.contains(&link.name) || (link.name == INGRESS_DEVICE && ifb != Ifb::Gone) {
             continue;
         }
         let sh = observed.shaping_of(&link.name);
         let root = Qdiscs::observed(observed, &link.name).root_state();
         let step = |change| Action::new(Role::Shaping, &link.name, change);
-        detach_programs(observed, &link.name, &mut steps.off);
+        detach_programs(observed, &link.name, &Prog::ALL, &mut steps.off);
         if root == RootState::Htb {
             take_out_classes(observed, &link.name, &mut steps.off);
         }
@@ -165,35 +194,160 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
                 },
             }));
         }
+        if link.name == INGRESS_DEVICE && link.is_owned() {
+            steps.off.push(step(Change::DeleteIngressDevice));
+        }
     }
     let edt: BTreeSet<String> = shaped.difference(&steps.htb).cloned().collect();
-    // The endpoints' horizons and thresholds, resolved once for both.
-    let queueing = crate::policy::Queueing::of(desired);
-    plan_entries(&queueing, observed, inputs, &edt, &mut steps);
+    let mut entries: BTreeMap<(IpAddr, Direction), MapEntry> =
+        crate::policy::wanted(&inputs.endpoints, &edt, &queueing)
+            .into_iter()
+            .map(|(ip, limit)| ((ip, Direction::Egress), limit.entry(ip)))
+            .collect();
+    // The redirect finds the addresses to hand the ifb by their ingress
+    // entries, whichever root shapes there.
+    if ifb == Ifb::Kept {
+        entries.extend(ingress.iter().map(|(ip, limit)| {
+            (
+                (*ip, Direction::Ingress),
+                limit.entry_in(*ip, Direction::Ingress),
+            )
+        }));
+    }
+    plan_entries(observed, &entries, &mut steps);
     let htb = steps.htb.clone();
     for dev in &htb {
-        plan_classes(&queueing, observed, inputs, dev, &mut steps);
+        let one: BTreeSet<String> = [dev.clone()].into();
+        let wanted = crate::policy::wanted(&inputs.endpoints, &one, &queueing);
+        plan_classes(&wanted, observed, dev, &mut steps);
+    }
+    if ifb == Ifb::Kept && kind == Some(RootKind::Htb) {
+        plan_classes(&ingress, observed, INGRESS_DEVICE, &mut steps);
     }
     steps.shaped = shaped;
     steps
 }
 
-/// Every podnet program on `dev`'s egress hooks (TCX and clsact) off.
-fn detach_programs(observed: &Observed, dev: &str, out: &mut Vec<Action>) {
-    let sh = observed.shaping_of(dev);
-    for (mode, program) in sh
-        .into_iter()
-        .flat_map(|s| [(AttachMode::Tcx, &s.tcx), (AttachMode::Clsact, &s.clsact)])
-    {
-        if let Some(p) = program {
-            out.push(Action::new(
-                Role::Shaping,
-                dev,
-                Change::DetachProgram {
-                    mode,
-                    program: p.id,
-                },
+/// What becomes of podnet's ingress ifb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ifb {
+    /// Wanted: made or kept, with its root and program.
+    Kept,
+    /// Not wanted: torn down with the devices that no longer shape.
+    Gone,
+    /// An interface of that name that is not podnet's: left alone.
+    Foreign,
+}
+
+/// The ingress side, once per node: podnet's ifb (made, its root, its
+/// program) where any endpoint on a shaped master has an ingress limit,
+/// the ingress map pointed at it, and the redirect program on each shaped
+/// master's ingress hook; with no limit left, the redirects off and the
+/// map pointed at nothing (the ifb itself goes with the devices that no
+/// longer shape).
+fn plan_ingress(
+    observed: &Observed,
+    inputs: &Inputs,
+    wanted: &BTreeMap<IpAddr, EgressLimit>,
+    shaped: &BTreeSet<String>,
+    mode: AttachMode,
+    kind: Option<RootKind>,
+    steps: &mut Steps,
+) -> Ifb {
+    let link = observed.link(INGRESS_DEVICE);
+    let ifb = match (link, kind) {
+        (Some(l), _) if !l.is_owned() && !l.is_half_created() => Ifb::Foreign,
+        (_, Some(_)) if !wanted.is_empty() => Ifb::Kept,
+        _ => Ifb::Gone,
+    };
+    let pointed = observed
+        .endpoint_map
+        .as_ref()
+        .and_then(|m| m.ingress_device)
+        .unwrap_or(0);
+    let step = |change| Action::new(Role::Shaping, INGRESS_DEVICE, change);
+    let Some(kind) = kind.filter(|_| ifb == Ifb::Kept) else {
+        if ifb == Ifb::Foreign && !wanted.is_empty() {
+            steps.unmet.push(format!(
+                "ingress shaping: an interface named {INGRESS_DEVICE} exists and is not podnet's (its alias has no \"podnet:\" mark); podnet will not take it over, so no ingress limit is enforced: remove or rename it"
             ));
+        }
+        for dev in shaped {
+            detach_programs(observed, dev, &[Prog::Redirect], &mut steps.off);
+        }
+        if pointed != 0 {
+            steps.off.push(step(Change::SetIngressDevice {
+                to: Some(0),
+                was: pointed,
+            }));
+        }
+        return ifb;
+    };
+    match link {
+        None => steps.devices.push(step(Change::CreateIngressDevice)),
+        // podnet made it and stopped before marking it: made again, which
+        // marks the one there.
+        Some(l) if l.is_half_created() => steps.devices.push(step(Change::CreateIngressDevice)),
+        Some(l) if !l.up => steps.devices.push(step(Change::SetUp { up: true })),
+        Some(_) => {}
+    }
+    plan_device_root(
+        observed,
+        inputs,
+        INGRESS_DEVICE,
+        mode,
+        kind,
+        Prog::Ingress,
+        false,
+        steps,
+    );
+    if link.is_none_or(|l| l.index != pointed) {
+        steps.devices.push(step(Change::SetIngressDevice {
+            to: None,
+            was: pointed,
+        }));
+    }
+    for dev in shaped {
+        plan_program(
+            observed,
+            inputs,
+            dev,
+            mode,
+            Prog::Redirect,
+            &mut steps.devices,
+        );
+    }
+    ifb
+}
+
+/// Every podnet program on `dev`'s hooks for `progs` (TCX and clsact) off.
+fn detach_programs(observed: &Observed, dev: &str, progs: &[Prog], out: &mut Vec<Action>) {
+    // The egress hook holds one program: the ifb's is the ingress one.
+    let on_egress = if dev == INGRESS_DEVICE {
+        Prog::Ingress
+    } else {
+        Prog::Egress
+    };
+    let mut hooks: Vec<Prog> = Vec::new();
+    for p in progs {
+        let p = if *p == Prog::Redirect { *p } else { on_egress };
+        if !hooks.contains(&p) {
+            hooks.push(p);
+        }
+    }
+    for prog in hooks {
+        for mode in [AttachMode::Tcx, AttachMode::Clsact] {
+            if let Some(p) = observed.program_on(dev, prog, mode) {
+                out.push(Action::new(
+                    Role::Shaping,
+                    dev,
+                    Change::DetachProgram {
+                        mode,
+                        program: p.id,
+                        prog,
+                    },
+                ));
+            }
         }
     }
 }
@@ -273,20 +427,18 @@ pub fn class_for(dev: &str, minor: u16, limit: &EgressLimit) -> ClassSpec {
 /// at; a class no filter points at is taken first by an address that has
 /// none), and a new address gets the lowest free minor.
 fn plan_classes(
-    queueing: &crate::policy::Queueing,
+    wanted: &BTreeMap<IpAddr, EgressLimit>,
     observed: &Observed,
-    inputs: &Inputs,
     dev: &str,
     steps: &mut Steps,
 ) {
-    let one: BTreeSet<String> = [dev.to_string()].into();
-    let wanted: BTreeMap<IpAddr, EgressLimit> =
-        crate::policy::wanted(&inputs.endpoints, &one, queueing)
-            .into_iter()
-            // A rate of 0 counts without limiting: HTB has no such class,
-            // so its traffic goes out direct as unclassified traffic does.
-            .filter(|(_, l)| l.rate_bps > 0)
-            .collect();
+    let wanted: BTreeMap<IpAddr, EgressLimit> = wanted
+        .iter()
+        // A rate of 0 counts without limiting: HTB has no such class, so
+        // its traffic goes out direct as unclassified traffic does.
+        .filter(|(_, l)| l.rate_bps > 0)
+        .map(|(ip, l)| (*ip, *l))
+        .collect();
     // A root being put in place now holds no classes yet.
     let root_is_htb = Qdiscs::observed(observed, dev).root_state() == RootState::Htb;
     let empty = HtbTree::default();
@@ -393,8 +545,9 @@ fn plan_classes(
     }
 }
 
-/// Root and program of one shaping device; false when the device cannot be
-/// shaped (an `unmet` line says why).
+/// Root and program of one shaping master; false when the device cannot
+/// be shaped (an `unmet` line says why).
+#[allow(clippy::too_many_arguments)]
 fn plan_device(
     desired: &NodeConfig,
     observed: &Observed,
@@ -402,13 +555,30 @@ fn plan_device(
     dev: &str,
     mode: AttachMode,
     kind: RootKind,
+    prog: Prog,
+    steps: &mut Steps,
+) -> bool {
+    let opted_in = desired.masters.get(dev).and_then(|m| m.shaping) == Some(true);
+    plan_device_root(observed, inputs, dev, mode, kind, prog, opted_in, steps)
+}
+
+/// Root and egress program (`prog`) of one shaping device, a master or
+/// the ingress ifb; false when it cannot be shaped.
+#[allow(clippy::too_many_arguments)]
+fn plan_device_root(
+    observed: &Observed,
+    inputs: &Inputs,
+    dev: &str,
+    mode: AttachMode,
+    kind: RootKind,
+    prog: Prog,
+    opted_in: bool,
     steps: &mut Steps,
 ) -> bool {
     let step = |change| Action::new(Role::Shaping, dev, change);
     let qdiscs = Qdiscs::observed(observed, dev);
     let sh = observed.shaping_of(dev);
     let queues = observed.link(dev).map_or(1, |l| l.tx_queues);
-    let opted_in = desired.masters.get(dev).and_then(|m| m.shaping) == Some(true);
     let replace = |was: String, drops_queue: bool, from: Option<RootKind>| Change::ReplaceRoot {
         kind,
         from,
@@ -419,8 +589,9 @@ fn plan_device(
     };
     if kind == RootKind::Htb {
         // No EDT program stays on a device HTB shapes: it would stamp
-        // packets no qdisc honours. Off before fq goes.
-        detach_programs(observed, dev, &mut steps.devices);
+        // packets no qdisc honours. Off before fq goes. (The redirect on
+        // the ingress hook stays: it feeds the ifb either way.)
+        detach_programs(observed, dev, &[prog], &mut steps.devices);
     }
     let state = qdiscs.root_state();
     match &state {
@@ -467,71 +638,73 @@ fn plan_device(
     if kind == RootKind::Htb {
         return true;
     }
+    plan_program(observed, inputs, dev, mode, prog, &mut steps.devices);
+    true
+}
+
+/// Program `prog` on `dev`'s hook for it: attached, or swapped in place
+/// for an older one, in `mode`; one in the other mode goes after.
+fn plan_program(
+    observed: &Observed,
+    inputs: &Inputs,
+    dev: &str,
+    mode: AttachMode,
+    prog: Prog,
+    out: &mut Vec<Action>,
+) {
+    let step = |change| Action::new(Role::Shaping, dev, change);
     let current = |p: &BpfProgram| {
-        inputs.program.as_ref().is_none_or(|ours| {
+        inputs.program_of(prog).is_none_or(|ours| {
             p.tag == ours.tag && ours.map_ids.iter().all(|m| p.map_ids.contains(m))
         })
     };
-    let (here, other, other_mode) = match mode {
-        AttachMode::Tcx => (
-            sh.and_then(|s| s.tcx.as_ref()),
-            sh.and_then(|s| s.clsact.as_ref()),
-            AttachMode::Clsact,
-        ),
-        AttachMode::Clsact => (
-            sh.and_then(|s| s.clsact.as_ref()),
-            sh.and_then(|s| s.tcx.as_ref()),
-            AttachMode::Tcx,
-        ),
+    let other_mode = match mode {
+        AttachMode::Tcx => AttachMode::Clsact,
+        AttachMode::Clsact => AttachMode::Tcx,
     };
-    match here {
-        None => steps.devices.push(step(Change::AttachProgram { mode })),
-        Some(p) if !current(p) => steps
-            .devices
-            .push(step(Change::SwapProgram { mode, from: p.id })),
+    match observed.program_on(dev, prog, mode) {
+        None => out.push(step(Change::AttachProgram { mode, prog })),
+        Some(p) if !current(p) => out.push(step(Change::SwapProgram {
+            mode,
+            from: p.id,
+            prog,
+        })),
         Some(_) => {}
     }
     // A mode switch (a kernel upgrade): the old attachment goes only once
     // the new one runs, so packets are charged twice for a moment, never
     // not at all.
-    if let Some(p) = other {
-        steps.devices.push(step(Change::DetachProgram {
+    if let Some(p) = observed.program_on(dev, prog, other_mode) {
+        out.push(step(Change::DetachProgram {
             mode: other_mode,
             program: p.id,
+            prog,
         }));
     }
-    true
 }
 
-/// The map holds exactly the entries the registered endpoints on the
-/// shaped devices need.
+/// The map holds exactly the `wanted` entries: those the registered
+/// endpoints on the shaped devices need, per address and direction.
 fn plan_entries(
-    queueing: &crate::policy::Queueing,
     observed: &Observed,
-    inputs: &Inputs,
-    shaped: &BTreeSet<String>,
+    wanted: &BTreeMap<(IpAddr, Direction), MapEntry>,
     steps: &mut Steps,
 ) {
-    let wanted: BTreeMap<IpAddr, MapEntry> =
-        crate::policy::wanted(&inputs.endpoints, shaped, queueing)
-            .into_iter()
-            .map(|(ip, limit)| (ip, limit.entry(ip)))
-            .collect();
-    let have: BTreeMap<IpAddr, MapEntry> = observed
+    let have: BTreeMap<(IpAddr, Direction), MapEntry> = observed
         .endpoint_map
         .iter()
-        .flat_map(|m| m.entries.iter().map(|e| (e.ip, *e)))
+        .flat_map(|m| m.entries.iter().map(|e| ((e.ip, e.direction), *e)))
         .collect();
     let step = |ip: &IpAddr, change| Action::new(Role::Endpoint, &ip.to_string(), change);
-    for (ip, entry) in &wanted {
-        let was = have.get(ip).copied();
+    for ((ip, dir), entry) in wanted {
+        let was = have.get(&(*ip, *dir)).copied();
         if was != Some(*entry) {
             steps
                 .entries
                 .push(step(ip, Change::SetEntry { entry: *entry, was }));
         }
     }
-    for (ip, was) in have.iter().filter(|(ip, _)| !wanted.contains_key(ip)) {
+    for ((ip, _), was) in have.iter().filter(|(k, _)| !wanted.contains_key(k)) {
         steps.gone.push(step(ip, Change::RemoveEntry { was: *was }));
     }
 }

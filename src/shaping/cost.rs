@@ -138,7 +138,7 @@ pub fn measure(pin_dir: &Path, opts: CostOptions) -> Result<Vec<CostRow>> {
         ));
     }
     let no_entry = frame(Some(endpoint(2)), FRAME);
-    let edt = program::classifier(&mut edt)?;
+    let edt = program::classifier(&mut edt, program::Prog::Egress)?;
 
     let loaded = |name: &str| -> Result<&SchedClassifier> {
         baseline

@@ -50,11 +50,24 @@ use self::program::EndpointMap;
 use self::tc::PreviousRoot;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{errno, refused, Errno, Kernel};
-use crate::state::MapEntry;
+use crate::state::{Direction, MapEntry};
 
 pub use self::program::{
-    hold as hold_program, map_pin, Attached, CLSACT_HANDLE, CLSACT_PRIORITY, MAP, PROGRAM,
+    hold as hold_program, map_pin, pinned_ingress_device, Attached, Prog, CLSACT_HANDLE,
+    CLSACT_PRIORITY, MAP, PROGRAM,
 };
+
+/// podnet's ingress ifb: one per node, made while any endpoint has an
+/// ingress limit (see `bpf/edt.c`, edt_redirect).
+pub const INGRESS_DEVICE: &str = "podnet-ifb";
+/// Its ifalias: podnet's mark, as on every link it creates.
+pub const INGRESS_ALIAS: &str = "podnet:ingress ifb";
+
+/// Whether u32 filters on `device` match the destination address (the
+/// ingress ifb's) rather than the source (a master's).
+pub fn matches_destination(device: &str) -> bool {
+    device == INGRESS_DEVICE
+}
 
 /// Where the map and TCX links are pinned.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/podnet";
@@ -199,8 +212,14 @@ impl EgressLimit {
     /// podnet wrote has no multiplier, so it differs: rewritten, it costs
     /// the datapath a division less a packet.
     pub fn entry(&self, ip: IpAddr) -> MapEntry {
+        self.entry_in(ip, Direction::Egress)
+    }
+
+    /// The map entry that holds this limit for `ip` in `direction`.
+    pub fn entry_in(&self, ip: IpAddr, direction: Direction) -> MapEntry {
         MapEntry {
             ip,
+            direction,
             rate_bps: self.rate_bytes().saturating_mul(8),
             horizon_ns: self.horizon_ns(),
             burst_ns: self.burst_ns(),
@@ -273,7 +292,7 @@ impl Endpoints {
     /// undo of one), keeping the clock and counters as [`Endpoints::set`].
     pub fn set_entry(&mut self, entry: &MapEntry) -> Result<()> {
         let ip = entry.ip;
-        let key = EdtKey::new(ip, EDT_DIR_EGRESS);
+        let key = EdtKey::new(ip, dir_code(entry.direction));
         let mut info = match self.map.get(&key, 0) {
             Ok(old) => old,
             Err(MapError::KeyNotFound) => EdtInfo::default(),
@@ -294,22 +313,24 @@ impl Endpoints {
         program::map_id(&self.map)
     }
 
-    /// The map's kernel id and its egress entries: what the plan observes.
+    /// The map's kernel id and its entries: what the plan observes (the
+    /// ingress device is the ingress map's, read beside it).
     pub fn observed(&self) -> Result<crate::state::EndpointMap> {
         Ok(crate::state::EndpointMap {
             id: program::map_id(&self.map)?,
-            entries: self
-                .stats()?
-                .iter()
-                .filter(|s| s.direction == "egress")
-                .map(EndpointStats::entry)
-                .collect(),
+            entries: self.stats()?.iter().map(EndpointStats::entry).collect(),
+            ingress_device: None,
         })
     }
 
-    /// Removes `ip`'s entry; false when it had none.
+    /// Removes `ip`'s egress entry; false when it had none.
     pub fn remove(&mut self, ip: IpAddr) -> Result<bool> {
-        match self.map.remove(&EdtKey::new(ip, EDT_DIR_EGRESS)) {
+        self.remove_in(ip, Direction::Egress)
+    }
+
+    /// Removes `ip`'s entry in `direction`; false when it had none.
+    pub fn remove_in(&mut self, ip: IpAddr, direction: Direction) -> Result<bool> {
+        match self.map.remove(&EdtKey::new(ip, dir_code(direction))) {
             Ok(()) => Ok(true),
             Err(MapError::SyscallError(SyscallError { io_error, .. }))
                 if io_error.kind() == std::io::ErrorKind::NotFound =>
@@ -352,6 +373,11 @@ impl EndpointStats {
     pub fn entry(&self) -> MapEntry {
         MapEntry {
             ip: self.ip,
+            direction: if self.direction == "ingress" {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            },
             rate_bps: self.rate_bps,
             horizon_ns: self.horizon_ns,
             burst_ns: self.burst_ns,
@@ -386,6 +412,14 @@ impl EndpointStats {
     /// behind the ones already scheduled; 0 when the clock is not ahead.
     pub fn queue_delay_ns(&self, now: u64) -> u64 {
         self.t_last.saturating_sub(now)
+    }
+}
+
+/// The map key's direction byte.
+fn dir_code(direction: Direction) -> u8 {
+    match direction {
+        Direction::Egress => EDT_DIR_EGRESS,
+        Direction::Ingress => EDT_DIR_INGRESS,
     }
 }
 
@@ -447,9 +481,10 @@ pub struct Shaper {
     paths: ShaperPaths,
     ebpf: Ebpf,
     endpoints: Endpoints,
-    /// [`Shaper::identity`], read once: a loaded program and its map keep
-    /// their id, tag and map for good.
-    identity: Option<crate::state::BpfProgram>,
+    ingress: program::IngressMap,
+    /// [`Shaper::identity`] per program, read once: a loaded program and
+    /// its maps keep their id, tag and maps for good.
+    identity: std::collections::BTreeMap<Prog, crate::state::BpfProgram>,
 }
 
 struct DeviceInfo {
@@ -503,35 +538,48 @@ pub(crate) fn records(state_dir: &Path) -> std::collections::BTreeMap<u32, recor
         .collect()
 }
 
-/// Hangs `prog` on `device`'s egress hook in `mode` (see
-/// [`program::attach_tcx`], [`program::attach_clsact`]), adding clsact
-/// first where needed and noting that in the record.
+/// Hangs `prog` (podnet's `which`) on `device`'s hook for it in `mode`
+/// (see [`program::attach_tcx`], [`program::attach_clsact`]), adding
+/// clsact first where needed and noting that in the record.
+#[allow(clippy::too_many_arguments)]
 async fn hang(
     kernel: &Kernel,
     paths: &ShaperPaths,
     prog: &mut aya::programs::SchedClassifier,
+    which: Prog,
     device: &str,
     ifindex: u32,
     mode: AttachMode,
     rec: &mut record::DeviceRecord,
 ) -> Result<Attached> {
     match mode {
-        AttachMode::Tcx => program::attach_tcx(prog, device, ifindex, &paths.pin_dir),
+        AttachMode::Tcx => program::attach_tcx(prog, which, device, ifindex, &paths.pin_dir),
         AttachMode::Clsact => {
             if tc::add_clsact(kernel, device, ifindex).await? {
                 rec.clsact_added = true;
                 record::save(&paths.state_dir, rec)?;
             }
-            let exists = podnet_filter(kernel, ifindex).await?.is_some();
-            program::attach_clsact(prog, device, exists)
+            let exists = podnet_filter(kernel, ifindex, which).await?.is_some();
+            program::attach_clsact(prog, which, device, exists)
         }
     }
 }
 
-/// podnet's clsact egress filter on `ifindex`: None when there is none,
-/// Some(program id, if the kernel names it) when there is.
-pub(crate) async fn podnet_filter(kernel: &Kernel, ifindex: u32) -> Result<Option<Option<u32>>> {
-    tc::egress_filter(kernel, ifindex, CLSACT_PRIORITY, u32::from(CLSACT_HANDLE)).await
+/// podnet's clsact filter on `ifindex`'s hook for `prog`: None when there
+/// is none, Some(program id, if the kernel names it) when there is.
+pub(crate) async fn podnet_filter(
+    kernel: &Kernel,
+    ifindex: u32,
+    prog: Prog,
+) -> Result<Option<Option<u32>>> {
+    tc::clsact_filter(
+        kernel,
+        ifindex,
+        prog.hook() == aya::programs::TcAttachType::Ingress,
+        CLSACT_PRIORITY,
+        u32::from(CLSACT_HANDLE),
+    )
+    .await
 }
 
 /// The record of `ifindex`, made now if podnet lost it (state dir wiped
@@ -640,7 +688,9 @@ async fn undo_root(
     let mut undo = tc::restore(kernel, device, ifindex, &previous).await;
     if let (Ok(()), Some(r)) = (&undo, rec) {
         if r.clsact_added {
-            undo = tc::remove_clsact_if_unused(kernel, device, ifindex).await;
+            undo = tc::remove_clsact_if_unused(kernel, device, ifindex)
+                .await
+                .map(drop);
         }
     }
     match undo.and_then(|()| record::remove(&paths.state_dir, ifindex)) {
@@ -650,6 +700,111 @@ async fn undo_root(
             Error::new(kind, format!("{e}; undoing also failed: {u}"))
         }
     }
+}
+
+/// Creates podnet's ingress ifb, up, with a transmit queue per CPU (up to
+/// 16: mq with an fq per queue, as on a multiqueue master), marked as
+/// podnet's: its group in the create request, then its ifalias (the kernel
+/// takes no ifalias in a create). One podnet made and did not mark (it
+/// stopped in between) is marked now; one that is not podnet's is refused.
+pub async fn create_ingress_device(kernel: &Kernel) -> Result<()> {
+    use netlink_packet_route::link::{InfoKind, LinkMessage};
+    use rtnetlink::{LinkMessageBuilder, LinkUnspec};
+    let h = kernel.handle().clone();
+    let queues = std::thread::available_parallelism().map_or(1, |n| n.get().min(16)) as u32;
+    let msg: LinkMessage = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Ifb)
+        .name(INGRESS_DEVICE)
+        .link_group(crate::state::PODNET_LINK_GROUP)
+        .append_extra_attribute(LinkAttribute::NumTxQueues(queues))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(queues))
+        .up()
+        .build();
+    match h.link().add(msg).execute().await {
+        Ok(()) => {}
+        Err(e) if errno(&e) == Some(Errno::EEXIST) => {}
+        Err(e) if errno(&e) == Some(Errno::EOPNOTSUPP) => {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                "this kernel cannot create ifb links (CONFIG_IFB, module ifb), which ingress shaping needs",
+            ))
+        }
+        Err(e) => return Err(refused(e).context(format!("creating {INGRESS_DEVICE}"))),
+    }
+    let link = ingress_device(kernel)
+        .await?
+        .ok_or_else(|| Error::new(ErrorKind::NotFoundYet, format!("{INGRESS_DEVICE} vanished")))?;
+    if !link.podnets {
+        return Err(Error::new(
+            ErrorKind::Host,
+            format!("{INGRESS_DEVICE} exists and is not podnet's: not taken over"),
+        ));
+    }
+    let mark = LinkUnspec::new_with_index(link.index)
+        .alias(INGRESS_ALIAS.to_string())
+        .append_extra_attribute(LinkAttribute::Group(0))
+        .up()
+        .build();
+    h.link()
+        .set(mark)
+        .execute()
+        .await
+        .map_err(|e| refused(e).context(format!("marking {INGRESS_DEVICE} as podnet's")))
+}
+
+/// Deletes podnet's ingress ifb (only podnet's: by its mark); none there
+/// is done already.
+pub async fn delete_ingress_device(kernel: &Kernel) -> Result<()> {
+    let Some(link) = ingress_device(kernel).await? else {
+        return Ok(());
+    };
+    if !link.podnets {
+        return Err(Error::new(
+            ErrorKind::Host,
+            format!("{INGRESS_DEVICE} is not podnet's: left alone"),
+        ));
+    }
+    match kernel.handle().link().del(link.index).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(()),
+        Err(e) => Err(refused(e).context(format!("deleting {INGRESS_DEVICE}"))),
+    }
+}
+
+struct IngressLink {
+    index: u32,
+    /// podnet's mark (its alias), or podnet's group with no alias yet.
+    podnets: bool,
+}
+
+async fn ingress_device(kernel: &Kernel) -> Result<Option<IngressLink>> {
+    let mut found = kernel
+        .handle()
+        .link()
+        .get()
+        .match_name(INGRESS_DEVICE.to_string())
+        .execute();
+    let msg = match found.try_next().await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(None),
+        Err(e) if errno(&e) == Some(Errno::ENODEV) => return Ok(None),
+        Err(e) => return Err(refused(e).context(format!("reading {INGRESS_DEVICE}"))),
+    };
+    let alias = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(s) => Some(s.clone()),
+        _ => None,
+    });
+    let group = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Group(g) => Some(*g),
+        _ => None,
+    });
+    let podnets = match alias {
+        Some(a) => a.starts_with(crate::state::OWNER_ALIAS_PREFIX),
+        None => group == Some(crate::state::PODNET_LINK_GROUP),
+    };
+    Ok(Some(IngressLink {
+        index: msg.header.index,
+        podnets,
+    }))
 }
 
 /// The ifindex of `device`, for the HTB backend's steps.
@@ -663,13 +818,23 @@ impl Shaper {
     pub fn load(kernel: &Kernel, paths: ShaperPaths) -> Result<Shaper> {
         let mut ebpf = program::load(&paths.pin_dir)?;
         let map = program::take_map(&mut ebpf)?;
+        let ingress = program::take_ingress_map(&mut ebpf)?;
         Ok(Shaper {
             kernel: kernel.clone(),
             paths,
             ebpf,
             endpoints: Endpoints { map },
-            identity: None,
+            ingress,
+            identity: Default::default(),
         })
+    }
+
+    /// Names the ingress ifb (its ifindex; 0: none) to the redirect
+    /// program.
+    pub fn set_ingress_device(&mut self, ifindex: u32) -> Result<()> {
+        self.ingress
+            .set(0, ifindex, 0)
+            .map_err(|e| program::bpf_error("writing the ingress map", e))
     }
 
     pub fn endpoints(&mut self) -> &mut Endpoints {
@@ -700,7 +865,7 @@ impl Shaper {
     pub async fn attach(&mut self, device: &str, mode: AttachMode) -> Result<Attachment> {
         let old_mode = self.record_of(device).await?.and_then(|r| r.mode);
         let installed_root = self.replace_root(device).await?;
-        let how = match self.attach_program_to(device, mode).await {
+        let how = match self.attach_program_to(device, mode, Prog::Egress).await {
             Ok(how) => how,
             Err(e) if installed_root => {
                 return Err(match self.restore_root(device).await {
@@ -714,7 +879,7 @@ impl Shaper {
         // now, so for a moment both run and packets are charged twice,
         // rather than not at all.
         if let Some(old) = old_mode.filter(|m| *m != mode) {
-            self.detach_program(device, old).await?;
+            self.detach_program(device, old, Prog::Egress).await?;
         }
         let previous_root = self
             .record_of(device)
@@ -750,38 +915,69 @@ impl Shaper {
         restore_root(&self.kernel, &self.paths, device).await
     }
 
-    /// Attaches this program to `device`'s egress hook (`mode`), or swaps
-    /// it in place for the podnet program there: the hook is never empty.
-    pub async fn attach_program_to(&mut self, device: &str, mode: AttachMode) -> Result<Attached> {
+    /// Attaches program `prog` to `device`'s hook for it (`mode`), or
+    /// swaps it in place for the podnet program there: the hook is never
+    /// empty. The record's mode is the egress hook's.
+    pub async fn attach_program_to(
+        &mut self,
+        device: &str,
+        mode: AttachMode,
+        prog: Prog,
+    ) -> Result<Attached> {
         let dev = device_info(&self.kernel, device).await?;
         let mut rec = self.record_or_default(device, dev.ifindex)?;
-        let how = self
-            .attach_program(device, dev.ifindex, mode, &mut rec)
-            .await?;
-        rec.mode = Some(mode);
+        let (kernel, paths) = (self.kernel.clone(), self.paths.clone());
+        let loaded = program::classifier(&mut self.ebpf, prog)?;
+        let how = hang(
+            &kernel,
+            &paths,
+            loaded,
+            prog,
+            device,
+            dev.ifindex,
+            mode,
+            &mut rec,
+        )
+        .await?;
+        if prog.hook() == aya::programs::TcAttachType::Egress {
+            rec.mode = Some(mode);
+        }
         record::save(&self.paths.state_dir, &rec)?;
         Ok(how)
     }
 
-    /// Takes podnet's program off `device`'s egress hook in `mode` (the
-    /// clsact qdisc too, if podnet added it and no filter is left).
-    pub async fn detach_program(&mut self, device: &str, mode: AttachMode) -> Result<()> {
+    /// Takes podnet's program off `device`'s hook for `prog` in `mode`
+    /// (the clsact qdisc too, if podnet added it and no filter is left).
+    pub async fn detach_program(
+        &mut self,
+        device: &str,
+        mode: AttachMode,
+        prog: Prog,
+    ) -> Result<()> {
         let dev = device_info(&self.kernel, device).await?;
         let mut rec = record::load(&self.paths.state_dir, dev.ifindex)?;
         match mode {
             AttachMode::Tcx => {
-                program::detach_tcx(dev.ifindex, &self.paths.pin_dir)?;
+                program::detach_tcx(prog, dev.ifindex, &self.paths.pin_dir)?;
             }
             AttachMode::Clsact => {
                 let added = rec.as_ref().is_some_and(|r| r.clsact_added);
-                self.detach_clsact(device, dev.ifindex, added).await?;
+                if podnet_filter(&self.kernel, dev.ifindex, prog)
+                    .await?
+                    .is_some()
+                {
+                    program::detach_clsact(device, prog)?;
+                }
+                // Kept while the other hook's filter is on it.
+                let gone =
+                    added && tc::remove_clsact_if_unused(&self.kernel, device, dev.ifindex).await?;
                 if let Some(r) = rec.as_mut() {
-                    r.clsact_added = false;
+                    r.clsact_added = added && !gone;
                 }
             }
         }
         if let Some(r) = rec.as_mut() {
-            if r.mode == Some(mode) {
+            if prog.hook() == aya::programs::TcAttachType::Egress && r.mode == Some(mode) {
                 r.mode = None;
             }
             record::save(&self.paths.state_dir, r)?;
@@ -790,11 +986,13 @@ impl Shaper {
     }
 
     /// Puts a program podnet held (see [`hold_program`]) back on
-    /// `device`'s egress hook in `mode`: the undo of a swap or a detach.
+    /// `device`'s hook for `which` in `mode`: the undo of a swap or a
+    /// detach.
     pub async fn put_back(
         &mut self,
         device: &str,
         mode: AttachMode,
+        which: Prog,
         held: &aya::programs::ProgramFd,
     ) -> Result<()> {
         let dev = device_info(&self.kernel, device).await?;
@@ -810,53 +1008,35 @@ impl Shaper {
             &self.kernel,
             &self.paths,
             &mut prog,
+            which,
             device,
             dev.ifindex,
             mode,
             &mut rec,
         )
         .await?;
-        rec.mode = Some(mode);
+        if which.hook() == aya::programs::TcAttachType::Egress {
+            rec.mode = Some(mode);
+        }
         record::save(&self.paths.state_dir, &rec)
     }
 
-    /// This program as the plan tells programs apart: its tag, and the map
-    /// it reads as its one map id.
-    pub fn identity(&mut self) -> Result<crate::state::BpfProgram> {
-        if let Some(me) = &self.identity {
+    /// Program `prog` as the plan tells programs apart: its tag, and the
+    /// map it reads as its one map id (the endpoint map: the redirect
+    /// program also reads the ingress map, which stays with it).
+    pub fn identity(&mut self, prog: Prog) -> Result<crate::state::BpfProgram> {
+        if let Some(me) = self.identity.get(&prog) {
             return Ok(me.clone());
         }
         let map_id = program::map_id(&self.endpoints.map)?;
-        let prog = program::classifier(&mut self.ebpf)?;
-        let info = prog
+        let loaded = program::classifier(&mut self.ebpf, prog)?;
+        let info = loaded
             .info()
             .map_err(|e| program::bpf_error("reading the program's info", e))?;
         let mut me = program::describe(&info);
         me.map_ids = vec![map_id];
-        self.identity = Some(me.clone());
+        self.identity.insert(prog, me.clone());
         Ok(me)
-    }
-
-    async fn attach_program(
-        &mut self,
-        device: &str,
-        ifindex: u32,
-        mode: AttachMode,
-        rec: &mut record::DeviceRecord,
-    ) -> Result<Attached> {
-        let (kernel, paths) = (self.kernel.clone(), self.paths.clone());
-        let prog = program::classifier(&mut self.ebpf)?;
-        hang(&kernel, &paths, prog, device, ifindex, mode, rec).await
-    }
-
-    async fn detach_clsact(&self, device: &str, ifindex: u32, clsact_added: bool) -> Result<()> {
-        if podnet_filter(&self.kernel, ifindex).await?.is_some() {
-            program::detach_clsact(device)?;
-        }
-        if clsact_added {
-            tc::remove_clsact_if_unused(&self.kernel, device, ifindex).await?;
-        }
-        Ok(())
     }
 
     /// Stops shaping `device`: removes the program (either attachment),
@@ -865,8 +1045,10 @@ impl Shaper {
     pub async fn detach(&mut self, device: &str) -> Result<()> {
         // The program first: a stamped packet must never meet a qdisc that
         // does not honour the stamp.
-        self.detach_program(device, AttachMode::Tcx).await?;
-        self.detach_program(device, AttachMode::Clsact).await?;
+        self.detach_program(device, AttachMode::Tcx, Prog::Egress)
+            .await?;
+        self.detach_program(device, AttachMode::Clsact, Prog::Egress)
+            .await?;
         self.restore_root(device).await
     }
 
@@ -875,7 +1057,7 @@ impl Shaper {
         let dev = device_info(&self.kernel, device).await?;
         let qdiscs = tc::dump(&self.kernel, dev.ifindex).await?;
         let rec = record::load(&self.paths.state_dir, dev.ifindex)?;
-        let filter = podnet_filter(&self.kernel, dev.ifindex).await?;
+        let filter = podnet_filter(&self.kernel, dev.ifindex, Prog::Egress).await?;
         Ok(DeviceStatus {
             device: device.to_string(),
             ifindex: dev.ifindex,
@@ -884,16 +1066,17 @@ impl Shaper {
                 .map(|r| format!("{} {}", r.kind, tc::tc_handle(r.handle)))
                 .unwrap_or_default(),
             fq: qdiscs.is_shaping(),
-            tcx_program: program::tcx_program_id(dev.ifindex, &self.paths.pin_dir)?,
+            tcx_program: program::tcx_program_id(Prog::Egress, dev.ifindex, &self.paths.pin_dir)?,
             clsact_filter: filter.is_some(),
             clsact_program: filter.flatten(),
             previous_root: rec.map(|r| r.previous_root.describe()),
         })
     }
 
-    /// The kernel id of the loaded program (what an upgraded link points at).
+    /// The kernel id of the loaded egress program (what an upgraded link
+    /// points at).
     pub fn program_id(&mut self) -> Result<u32> {
-        let prog = program::classifier(&mut self.ebpf)?;
+        let prog = program::classifier(&mut self.ebpf, Prog::Egress)?;
         prog.info()
             .map(|i| i.id())
             .map_err(|e| program::bpf_error("reading the program's info", e))

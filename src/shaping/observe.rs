@@ -9,10 +9,11 @@
 use std::path::Path;
 
 use super::tc::{self, Qdiscs, RootState};
-use super::{program, ShaperPaths};
+use super::{program, Prog, ShaperPaths};
 use crate::error::Result;
 use crate::kernel::Kernel;
 use crate::state::{BpfProgram, HtbTree, KernelFeatures, LinkShaping, Observed};
+use aya::programs::TcAttachType;
 
 /// The shaper's state on every link of `observed` that has any: one read
 /// of the pin directory and one of the record directory, a pin opened only
@@ -27,38 +28,56 @@ pub async fn links(
     let pinned = program::tcx_pinned(&paths.pin_dir);
     let mut out = Vec::new();
     for link in &observed.links {
-        let tcx = match pinned
-            .contains(&link.index)
-            .then(|| program::tcx_program_id(link.index, &paths.pin_dir))
-            .transpose()?
-            .flatten()
-        {
-            Some(id) => Some(tcx_program_info(&link.name, id)?),
-            None => None,
-        };
         let has_clsact = observed
             .qdiscs
             .iter()
             .any(|q| q.link == link.name && q.kind == "clsact");
-        let clsact = if has_clsact {
-            match super::podnet_filter(kernel, link.index).await? {
-                Some(Some(id)) => Some(program_info(id)?),
-                // A filter at podnet's place whose program the kernel does
-                // not name: podnet's, to be swapped for a known one.
-                Some(None) => Some(unknown(0)),
+        let mut found = [None, None, None, None];
+        for (i, (prog, hook)) in [
+            (Prog::Egress, TcAttachType::Egress),
+            (Prog::Redirect, TcAttachType::Ingress),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let pin = (prog.hook_name().to_string(), link.index);
+            found[2 * i] = match pinned
+                .contains(&pin)
+                .then(|| program::tcx_program_id(prog, link.index, &paths.pin_dir))
+                .transpose()?
+                .flatten()
+            {
+                Some(id) => Some(tcx_program_info(&link.name, hook, id)?),
                 None => None,
-            }
-        } else {
-            None
-        };
+            };
+            found[2 * i + 1] = if has_clsact {
+                match super::podnet_filter(kernel, link.index, prog).await? {
+                    Some(Some(id)) => Some(program_info(id)?),
+                    // A filter at podnet's place whose program the kernel
+                    // does not name: podnet's, to be swapped for a known one.
+                    Some(None) => Some(unknown(0)),
+                    None => None,
+                }
+            } else {
+                None
+            };
+        }
+        let [tcx, clsact, ingress_tcx, ingress_clsact] = found;
         let previous_root = records
             .remove(&link.index)
             .map(|r| r.previous_root.describe());
-        if tcx.is_some() || clsact.is_some() || previous_root.is_some() {
+        if tcx.is_some()
+            || clsact.is_some()
+            || ingress_tcx.is_some()
+            || ingress_clsact.is_some()
+            || previous_root.is_some()
+        {
             out.push(LinkShaping {
                 link: link.name.clone(),
                 tcx,
                 clsact,
+                ingress_tcx,
+                ingress_clsact,
                 previous_root,
             });
         }
@@ -81,11 +100,11 @@ pub async fn htb(kernel: &Kernel, observed: &Observed) -> Result<Vec<HtbTree>> {
     Ok(out)
 }
 
-/// The TCX program `id` on `device`'s egress: asked of the device (its one
+/// The TCX program `id` on `device`'s `hook`: asked of the device (its one
 /// or two programs), not of every program the kernel has loaded.
-fn tcx_program_info(device: &str, id: u32) -> Result<BpfProgram> {
-    use aya::programs::{SchedClassifier, TcAttachType};
-    if let Ok((_, programs)) = SchedClassifier::query_tcx(device, TcAttachType::Egress) {
+fn tcx_program_info(device: &str, hook: TcAttachType, id: u32) -> Result<BpfProgram> {
+    use aya::programs::SchedClassifier;
+    if let Ok((_, programs)) = SchedClassifier::query_tcx(device, hook) {
         if let Some(info) = programs.iter().find(|p| p.id() == id) {
             return Ok(program::describe(info));
         }

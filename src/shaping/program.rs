@@ -32,10 +32,77 @@ use crate::error::{Error, ErrorKind, Result};
 /// The compiled `bpf/edt.c`.
 static EDT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/edt.o"));
 
-/// The program's name in the object (and in `bpftool prog`).
+/// The egress program's name in the object (and in `bpftool prog`).
 pub const PROGRAM: &str = "edt_egress";
 /// The endpoint map's name, and its pin's file name.
 pub const MAP: &str = "podnet_edt_v1";
+/// The map naming podnet's ingress ifb (one u32 ifindex), and its pin's
+/// file name.
+pub const INGRESS_MAP: &str = "podnet_ingress_v1";
+
+/// podnet's three programs in `bpf/edt.c`, each on one hook.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Prog {
+    /// `edt_egress` on a master's egress: schedules by source address.
+    #[default]
+    Egress,
+    /// `edt_ingress` on the ingress ifb's egress: by destination address.
+    Ingress,
+    /// `edt_redirect` on a master's ingress: hands the packets of
+    /// addresses with an ingress entry to the ifb.
+    Redirect,
+}
+
+impl Prog {
+    pub const ALL: [Prog; 3] = [Prog::Egress, Prog::Ingress, Prog::Redirect];
+
+    /// Its name in the object.
+    pub fn name(self) -> &'static str {
+        match self {
+            Prog::Egress => PROGRAM,
+            Prog::Ingress => "edt_ingress",
+            Prog::Redirect => "edt_redirect",
+        }
+    }
+
+    /// The tc hook it runs on.
+    pub fn hook(self) -> TcAttachType {
+        match self {
+            Prog::Redirect => TcAttachType::Ingress,
+            Prog::Egress | Prog::Ingress => TcAttachType::Egress,
+        }
+    }
+
+    /// The hook's name, as in pins and messages.
+    pub fn hook_name(self) -> &'static str {
+        match self.hook() {
+            TcAttachType::Ingress => "ingress",
+            _ => "egress",
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == Prog::Egress
+    }
+}
+
+impl std::fmt::Display for Prog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// podnet's clsact filter: priority 1 (first), handle 0x706e ("pn").
 pub const CLSACT_PRIORITY: u16 = 1;
@@ -45,30 +112,35 @@ use nix::errno::Errno;
 
 pub type EndpointMap = BpfHashMap<MapData, EdtKey, EdtInfo>;
 
-pub fn tcx_pin(pin_dir: &Path, ifindex: u32) -> PathBuf {
-    pin_dir.join(format!("tcx-egress-if{ifindex}"))
+/// The pin of podnet's TCX link on `ifindex`'s hook for `prog`:
+/// `tcx-egress-if<N>` or `tcx-ingress-if<N>`.
+pub fn tcx_pin(pin_dir: &Path, prog: Prog, ifindex: u32) -> PathBuf {
+    pin_dir.join(format!("tcx-{}-if{ifindex}", prog.hook_name()))
 }
 
-/// The ifindexes with a TCX link pinned under `pin_dir`: one directory
-/// read (none when the directory is missing or unreadable).
-pub fn tcx_pinned(pin_dir: &Path) -> std::collections::BTreeSet<u32> {
+/// The (hook, ifindex) pairs with a TCX link pinned under `pin_dir`, the
+/// hook as [`Prog::hook_name`]: one directory read (none when the
+/// directory is missing or unreadable).
+pub fn tcx_pinned(pin_dir: &Path) -> std::collections::BTreeSet<(String, u32)> {
     let Ok(entries) = std::fs::read_dir(pin_dir) else {
         return Default::default();
     };
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("tcx-egress-if")?
-                .parse()
-                .ok()
+            let name = e.file_name();
+            let (hook, index) = name.to_str()?.strip_prefix("tcx-")?.split_once("-if")?;
+            Some((hook.to_string(), index.parse().ok()?))
         })
         .collect()
 }
 
 pub fn map_pin(pin_dir: &Path) -> PathBuf {
     pin_dir.join(MAP)
+}
+
+pub fn ingress_map_pin(pin_dir: &Path) -> PathBuf {
+    pin_dir.join(INGRESS_MAP)
 }
 
 /// `PinnedLink::from_pin` is `BPF_OBJ_GET`; ENOENT means no pin.
@@ -181,18 +253,22 @@ pub fn load(pin_dir: &Path) -> Result<Ebpf> {
         .default_map_pin_directory(pin_dir)
         .load(EDT_OBJECT)
         .map_err(|e| bpf_error("loading bpf/edt.c", e))?;
-    classifier(&mut ebpf)?
-        .load()
-        .map_err(|e| program_error("loading bpf/edt.c", e))?;
+    for prog in Prog::ALL {
+        classifier(&mut ebpf, prog)?
+            .load()
+            .map_err(|e| program_error(format!("loading bpf/edt.c's {prog}"), e))?;
+    }
     Ok(ebpf)
 }
 
-pub fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
-    let prog = ebpf
-        .program_mut(PROGRAM)
-        .ok_or_else(|| Error::new(ErrorKind::Bug, format!("no program {PROGRAM} in edt.o")))?;
-    prog.try_into()
-        .map_err(|e| bpf_error(format!("{PROGRAM} is not a tc program"), e))
+pub fn classifier(ebpf: &mut Ebpf, prog: Prog) -> Result<&mut SchedClassifier> {
+    let name = prog.name();
+    let found = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::new(ErrorKind::Bug, format!("no program {name} in edt.o")))?;
+    found
+        .try_into()
+        .map_err(|e| bpf_error(format!("{name} is not a tc program"), e))
 }
 
 pub fn take_map(ebpf: &mut Ebpf) -> Result<EndpointMap> {
@@ -200,6 +276,36 @@ pub fn take_map(ebpf: &mut Ebpf) -> Result<EndpointMap> {
         .take_map(MAP)
         .ok_or_else(|| Error::new(ErrorKind::Bug, format!("no map {MAP} in edt.o")))?;
     EndpointMap::try_from(map).map_err(|e| bpf_error(format!("map {MAP}"), e))
+}
+
+/// The ingress map: index 0 holds the ingress ifb's ifindex.
+pub type IngressMap = aya::maps::Array<MapData, u32>;
+
+pub fn take_ingress_map(ebpf: &mut Ebpf) -> Result<IngressMap> {
+    let map = ebpf
+        .take_map(INGRESS_MAP)
+        .ok_or_else(|| Error::new(ErrorKind::Bug, format!("no map {INGRESS_MAP} in edt.o")))?;
+    IngressMap::try_from(map).map_err(|e| bpf_error(format!("map {INGRESS_MAP}"), e))
+}
+
+/// The ifindex the pinned ingress map names (0: none); None when it is
+/// not pinned.
+pub fn pinned_ingress_device(pin_dir: &Path) -> Result<Option<u32>> {
+    let path = ingress_map_pin(pin_dir);
+    let data = match MapData::from_pin(&path) {
+        Ok(d) => d,
+        Err(MapError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(bpf_error(format!("opening {}", path.display()), e)),
+    };
+    let map = IngressMap::try_from(Map::Array(data))
+        .map_err(|e| bpf_error(format!("map {INGRESS_MAP}"), e))?;
+    map.get(&0, 0)
+        .map(Some)
+        .map_err(|e| bpf_error(format!("reading {}", path.display()), e))
 }
 
 /// Opens the pinned map without loading anything (for readers such as a
@@ -233,15 +339,17 @@ pub enum Attached {
     Replaced,
 }
 
-/// Attaches (or atomically re-points) the TCX link of `device`.
+/// Attaches (or atomically re-points) the TCX link of `device`'s hook for
+/// `which`.
 pub fn attach_tcx(
     prog: &mut SchedClassifier,
+    which: Prog,
     device: &str,
     ifindex: u32,
     pin_dir: &Path,
 ) -> Result<Attached> {
-    let pin = tcx_pin(pin_dir, ifindex);
-    let what = || format!("{device}: attaching {PROGRAM} as TCX egress");
+    let pin = tcx_pin(pin_dir, which, ifindex);
+    let what = || format!("{device}: attaching {which} as TCX {}", which.hook_name());
     match PinnedLink::from_pin(&pin) {
         Ok(pinned) => {
             let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| {
@@ -282,7 +390,7 @@ pub fn attach_tcx(
     let id = prog
         .attach_with_options(
             device,
-            TcAttachType::Egress,
+            which.hook(),
             TcAttachOptions::TcxOrder(LinkOrder::first()),
         )
         .map_err(|e| program_error(what(), e))?;
@@ -293,9 +401,10 @@ pub fn attach_tcx(
     Ok(Attached::Created)
 }
 
-/// Removes the TCX link of `ifindex`; false when there was none.
-pub fn detach_tcx(ifindex: u32, pin_dir: &Path) -> Result<bool> {
-    let pin = tcx_pin(pin_dir, ifindex);
+/// Removes the TCX link of `ifindex`'s hook for `prog`; false when there
+/// was none.
+pub fn detach_tcx(prog: Prog, ifindex: u32, pin_dir: &Path) -> Result<bool> {
+    let pin = tcx_pin(pin_dir, prog, ifindex);
     match PinnedLink::from_pin(&pin) {
         // Unpinning and closing the last fd detaches the link.
         Ok(pinned) => pinned
@@ -307,9 +416,10 @@ pub fn detach_tcx(ifindex: u32, pin_dir: &Path) -> Result<bool> {
     }
 }
 
-/// The id of the program the TCX link of `ifindex` runs, if it is pinned.
-pub fn tcx_program_id(ifindex: u32, pin_dir: &Path) -> Result<Option<u32>> {
-    let pin = tcx_pin(pin_dir, ifindex);
+/// The id of the program the TCX link of `ifindex`'s hook for `prog`
+/// runs, if it is pinned.
+pub fn tcx_program_id(prog: Prog, ifindex: u32, pin_dir: &Path) -> Result<Option<u32>> {
+    let pin = tcx_pin(pin_dir, prog, ifindex);
     match PinnedLink::from_pin(&pin) {
         Ok(pinned) => {
             let info = FdLink::from(pinned)
@@ -322,10 +432,10 @@ pub fn tcx_program_id(ifindex: u32, pin_dir: &Path) -> Result<Option<u32>> {
     }
 }
 
-fn clsact_link(device: &str) -> Result<SchedClassifierLink> {
+fn clsact_link(device: &str, prog: Prog) -> Result<SchedClassifierLink> {
     SchedClassifierLink::attached(
         device,
-        TcAttachType::Egress,
+        prog.hook(),
         CLSACT_PRIORITY,
         TcHandle::new(0, CLSACT_HANDLE),
         None,
@@ -333,20 +443,31 @@ fn clsact_link(device: &str) -> Result<SchedClassifierLink> {
     .map_err(|e| Error::new(ErrorKind::NotFoundYet, format!("{device}: {e}")))
 }
 
-/// Attaches the program as podnet's clsact egress filter, or swaps the
-/// program of the filter already there. `exists` comes from a filter dump.
-pub fn attach_clsact(prog: &mut SchedClassifier, device: &str, exists: bool) -> Result<Attached> {
-    let what = || format!("{device}: attaching {PROGRAM} as clsact egress filter");
+/// Attaches the program as podnet's clsact filter on the hook for
+/// `which`, or swaps the program of the filter already there. `exists`
+/// comes from a filter dump.
+pub fn attach_clsact(
+    prog: &mut SchedClassifier,
+    which: Prog,
+    device: &str,
+    exists: bool,
+) -> Result<Attached> {
+    let what = || {
+        format!(
+            "{device}: attaching {which} as clsact {} filter",
+            which.hook_name()
+        )
+    };
     let (id, how) = if exists {
         let id = prog
-            .attach_to_link(clsact_link(device)?)
+            .attach_to_link(clsact_link(device, which)?)
             .map_err(|e| program_error(what(), e))?;
         (id, Attached::Replaced)
     } else {
         let id = prog
             .attach_with_options(
                 device,
-                TcAttachType::Egress,
+                which.hook(),
                 TcAttachOptions::Netlink(NlOptions {
                     priority: CLSACT_PRIORITY,
                     handle: TcHandle::new(0, CLSACT_HANDLE),
@@ -363,13 +484,14 @@ pub fn attach_clsact(prog: &mut SchedClassifier, device: &str, exists: bool) -> 
     Ok(how)
 }
 
-/// Deletes podnet's clsact egress filter; false when there was none.
-pub fn detach_clsact(device: &str) -> Result<bool> {
-    match clsact_link(device)?.detach() {
+/// Deletes podnet's clsact filter on the hook for `prog`; false when
+/// there was none.
+pub fn detach_clsact(device: &str, prog: Prog) -> Result<bool> {
+    match clsact_link(device, prog)?.detach() {
         Ok(()) => Ok(true),
         Err(e) if os_error(&e) == Some(Errno::ENOENT) => Ok(false),
         Err(e) => Err(program_error(
-            format!("{device}: removing the clsact filter"),
+            format!("{device}: removing the clsact {} filter", prog.hook_name()),
             e,
         )),
     }

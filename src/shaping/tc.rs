@@ -626,16 +626,22 @@ pub fn kind(msg: &TcMessage) -> String {
         .unwrap_or_default()
 }
 
-/// The filter at `priority`/`handle` on the clsact egress hook: None when
-/// there is none, Some(program id) when there is one (Some(None) if the
-/// kernel does not say which program it runs).
-pub async fn egress_filter(
+/// The filter at `priority`/`handle` on the clsact egress (or `ingress`)
+/// hook: None when there is none, Some(program id) when there is one
+/// (Some(None) if the kernel does not say which program it runs).
+pub async fn clsact_filter(
     kernel: &Kernel,
     ifindex: u32,
+    ingress: bool,
     priority: u16,
     handle: u32,
 ) -> Result<Option<Option<u32>>> {
-    Ok(filters(kernel, ifindex, TC_H_MIN_EGRESS)
+    let parent = if ingress {
+        TC_H_MIN_INGRESS
+    } else {
+        TC_H_MIN_EGRESS
+    };
+    Ok(filters(kernel, ifindex, parent)
         .await?
         .iter()
         .find(|f| f.priority == priority && f.handle == handle)
@@ -643,12 +649,12 @@ pub async fn egress_filter(
 }
 
 /// Deletes clsact when no filter is left on either hook (its filters would
-/// go with it, and they are not podnet's).
-pub async fn remove_clsact_if_unused(kernel: &Kernel, device: &str, ifindex: u32) -> Result<()> {
+/// go with it, and they are not podnet's). False when it stays.
+pub async fn remove_clsact_if_unused(kernel: &Kernel, device: &str, ifindex: u32) -> Result<bool> {
     if !filters(kernel, ifindex, TC_H_MIN_INGRESS).await?.is_empty()
         || !filters(kernel, ifindex, TC_H_MIN_EGRESS).await?.is_empty()
     {
-        return Ok(());
+        return Ok(false);
     }
     match delete(
         kernel,
@@ -656,14 +662,14 @@ pub async fn remove_clsact_if_unused(kernel: &Kernel, device: &str, ifindex: u32
     )
     .await
     {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         Err(e)
             if matches!(
                 errno(&e),
                 Some(Errno::ENOENT) | Some(Errno::EINVAL) | Some(Errno::ENODEV)
             ) =>
         {
-            Ok(())
+            Ok(true)
         }
         Err(e) => Err(refused(e).context(format!("{device}: removing clsact"))),
     }
@@ -791,16 +797,28 @@ fn attrs(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
     out
 }
 
-/// The u32 options matching source address `ip` exactly and sending to
-/// class `classid`: `match ip src A/32` (IPv4 header offset 12) or
-/// `match ip6 src A/128` (offsets 8..24), terminal.
-fn u32_options(ip: std::net::IpAddr, classid: u32) -> Vec<u8> {
+/// Where an address starts in the IP header: IPv4 source 12 and
+/// destination 16, IPv6 source 8 and destination 24.
+fn addr_offset(v4: bool, dst: bool) -> i32 {
+    match (v4, dst) {
+        (true, false) => 12,
+        (true, true) => 16,
+        (false, false) => 8,
+        (false, true) => 24,
+    }
+}
+
+/// The u32 options matching source (or `dst`: destination) address `ip`
+/// exactly and sending to class `classid`: `match ip src A/32` (IPv4
+/// header offset 12; dst 16) or `match ip6 src A/128` (offsets 8..24; dst
+/// 24..40), terminal.
+fn u32_options(ip: std::net::IpAddr, dst: bool, classid: u32) -> Vec<u8> {
     let keys: Vec<(u32, i32)> = match ip {
-        std::net::IpAddr::V4(a) => vec![(u32::from(a), 12)],
+        std::net::IpAddr::V4(a) => vec![(u32::from(a), addr_offset(true, dst))],
         std::net::IpAddr::V6(a) => a
             .octets()
             .chunks(4)
-            .zip([8, 12, 16, 20])
+            .zip((0..4).map(|i| addr_offset(false, dst) + 4 * i))
             .map(|(c, off)| (u32::from_be_bytes([c[0], c[1], c[2], c[3]]), off))
             .collect(),
     };
@@ -821,15 +839,22 @@ fn u32_options(ip: std::net::IpAddr, classid: u32) -> Vec<u8> {
     v
 }
 
-/// The source address a u32 selector matches, if it is exactly one of
-/// podnet's: one full-mask key at 12 (IPv4), or four at 8..24 (IPv6).
-fn u32_source(sel: &netlink_packet_route::tc::TcU32Selector) -> Option<std::net::IpAddr> {
+/// The source (or `dst`: destination) address a u32 selector matches, if
+/// it is exactly one of podnet's: one full-mask key at 12 (IPv4; dst 16),
+/// or four at 8..24 (IPv6; dst 24..40).
+fn u32_address(
+    sel: &netlink_packet_route::tc::TcU32Selector,
+    dst: bool,
+) -> Option<std::net::IpAddr> {
     let full = |k: &netlink_packet_route::tc::TcU32Key| k.mask == u32::MAX && k.offmask == 0;
+    let v6 = addr_offset(false, dst);
     match sel.keys.as_slice() {
-        [k] if full(k) && k.off == 12 => Some(std::net::Ipv4Addr::from(k.val).into()),
+        [k] if full(k) && k.off == addr_offset(true, dst) => {
+            Some(std::net::Ipv4Addr::from(k.val).into())
+        }
         ks if ks.len() == 4
             && ks.iter().all(full)
-            && ks.iter().map(|k| k.off).eq([8, 12, 16, 20]) =>
+            && ks.iter().map(|k| k.off).eq((0..4).map(|i| v6 + 4 * i)) =>
         {
             let mut o = [0u8; 16];
             for (i, k) in ks.iter().enumerate() {
@@ -951,7 +976,9 @@ pub async fn htb_tree(
             if let TcAttribute::Options(opts) = a {
                 for o in opts {
                     match o {
-                        TcOption::U32(TcFilterU32Option::Selector(sel)) => ip = u32_source(sel),
+                        TcOption::U32(TcFilterU32Option::Selector(sel)) => {
+                            ip = u32_address(sel, super::matches_destination(link))
+                        }
                         TcOption::U32(TcFilterU32Option::ClassId(id)) => {
                             let id = u32::from(*id);
                             class = (id >> 16 == root >> 16).then_some((id & 0xffff) as u16);
@@ -1093,12 +1120,14 @@ fn filter_msg(ifindex: u32, ip: std::net::IpAddr, handle: u32, priority: u16) ->
     m
 }
 
-/// Adds the u32 filter sending `ip`'s packets to class `706e:minor`.
+/// Adds the u32 filter sending `ip`'s packets (those from it; `dst`: to
+/// it) to class `706e:minor`.
 pub async fn add_filter(
     kernel: &Kernel,
     device: &str,
     ifindex: u32,
     ip: std::net::IpAddr,
+    dst: bool,
     minor: u16,
 ) -> Result<()> {
     let prio = if ip.is_ipv4() {
@@ -1109,7 +1138,7 @@ pub async fn add_filter(
     let mut m = filter_msg(ifindex, ip, 0, prio);
     m.attributes.push(TcAttribute::Other(DefaultNla::new(
         TCA_OPTIONS,
-        u32_options(ip, htb_root() | u32::from(minor)),
+        u32_options(ip, dst, htb_root() | u32::from(minor)),
     )));
     send(
         kernel,
@@ -1311,15 +1340,20 @@ mod tests {
     #[test]
     fn u32_selectors_read_back_to_their_address() {
         use netlink_packet_route::tc::{TcFilterU32Option, TcU32Selector};
-        for ip in ["10.0.0.5", "fd00::5", "2001:db8:1:2:3:4:5:6"] {
+        for (ip, dst) in ["10.0.0.5", "fd00::5", "2001:db8:1:2:3:4:5:6"]
+            .into_iter()
+            .flat_map(|ip| [(ip, false), (ip, true)])
+        {
             let ip: std::net::IpAddr = ip.parse().unwrap();
-            let o = u32_options(ip, htb_root() | 7);
+            let o = u32_options(ip, dst, htb_root() | 7);
             let (_, sel) = attrs(&o)
                 .into_iter()
                 .find(|(k, _)| *k == TCA_U32_SEL)
                 .unwrap();
             let sel = TcU32Selector::parse(sel).unwrap();
-            assert_eq!(u32_source(&sel), Some(ip));
+            assert_eq!(u32_address(&sel, dst), Some(ip), "{ip} dst={dst}");
+            // A source match is no destination match, nor the reverse.
+            assert_eq!(u32_address(&sel, !dst), None, "{ip} dst={dst}");
             let _ = TcFilterU32Option::Selector(sel);
         }
     }

@@ -88,7 +88,7 @@ pub(crate) struct Verdict {
 
 impl Datapath {
     pub(crate) fn run(&mut self, data: &[u8], tstamp: u64, wire_len: u32) -> Verdict {
-        let prog = program::classifier(&mut self.ebpf).unwrap();
+        let prog = program::classifier(&mut self.ebpf, program::Prog::Egress).unwrap();
         let r = testrun::run(prog, data, tstamp, wire_len, 1).unwrap_or_else(|e| panic!("{e}"));
         Verdict {
             action: r.action,
@@ -338,7 +338,7 @@ fn a_held_program_opens_again_as_the_same_program() {
     let Some(mut d) = datapath("a_held_program_opens_again_as_the_same_program") else {
         return;
     };
-    let prog = program::classifier(&mut d.ebpf).unwrap();
+    let prog = program::classifier(&mut d.ebpf, program::Prog::Egress).unwrap();
     let id = prog.info().unwrap().id();
     let held = program::hold(id).unwrap_or_else(|e| panic!("{e}"));
     let pin = d._fs.0.join("held");

@@ -172,6 +172,31 @@ impl Drop for ConfigDir {
     }
 }
 
+/// A private bpffs mounted at `<state>/bpf`, where [`Daemon::start`] has
+/// podnetd pin its maps and links (never the host's /sys/fs/bpf): for the
+/// tests whose daemon loads BPF. Unmounted on drop, which frees the pins.
+pub struct Bpffs(PathBuf);
+
+impl Bpffs {
+    pub fn at(state: &Path) -> Bpffs {
+        let dir = state.join("bpf");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount -t bpf on {}", dir.display());
+        Bpffs(dir)
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// Result of one podnetctl run.
 pub struct Run {
     pub code: i32,

@@ -52,7 +52,10 @@ impl Engine {
         remaining: &Plan,
         endpoints: &[EndpointRecord],
     ) {
-        let identity = self.shaper.as_mut().and_then(|s| s.identity().ok());
+        let identity = self
+            .shaper
+            .as_mut()
+            .and_then(|s| s.identity(crate::shaping::Prog::Egress).ok());
         let ours = identity.as_ref().map_or(0, |p| p.id);
         let map_id = identity.and_then(|p| p.map_ids.first().copied());
         // The program on a device: this daemon's where this pass put it
@@ -62,8 +65,13 @@ impl Engine {
                 a.name == d
                     && matches!(
                         a.change,
-                        crate::plan::Change::AttachProgram { .. }
-                            | crate::plan::Change::SwapProgram { .. }
+                        crate::plan::Change::AttachProgram {
+                            prog: crate::shaping::Prog::Egress,
+                            ..
+                        } | crate::plan::Change::SwapProgram {
+                            prog: crate::shaping::Prog::Egress,
+                            ..
+                        }
                     )
             });
             let found = observed.shaping_of(d).and_then(|s| match mode {
