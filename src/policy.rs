@@ -138,22 +138,21 @@ pub fn egress_limit(limits: &RecordLimits, queueing: &Queueing) -> Option<Egress
 }
 
 /// The limit an endpoint's limits call for in `direction`, if any: the
-/// tier's queueing either way; the burst asked for applies to egress, and
-/// ingress gets the default (kubelet passes one burst for both).
+/// tier's queueing and burst either way.
 pub fn limit_in(
     limits: &RecordLimits,
     queueing: &Queueing,
     direction: Direction,
 ) -> Option<EgressLimit> {
     let tier = limits.tier.as_deref();
-    let (rate, burst) = match direction {
-        Direction::Egress => (limits.egress, limits.burst),
-        Direction::Ingress => (limits.ingress, None),
+    let rate = match direction {
+        Direction::Egress => limits.egress,
+        Direction::Ingress => limits.ingress,
     };
     rate.map(|rate| EgressLimit {
         rate_bps: rate,
         horizon: queueing.horizon(tier, rate),
-        burst_bytes: burst.map_or(DEFAULT_BURST_BYTES, |bits| bits / 8),
+        burst_bytes: limits.burst.map_or(DEFAULT_BURST_BYTES, |bits| bits / 8),
         ce_threshold: queueing.ce_threshold(tier, rate),
     })
 }

@@ -35,14 +35,15 @@ wire() { echo "$1 * 1514 / 1448" | bc -l; }
 pct() { printf '%.1f' "$(echo "100 * $1 / $2" | bc -l)"; }
 
 # iperf_figures JSON: from the receiver's 100 ms intervals (iperf3 -s -i 0.1,
-# client with --get-server-output; the last, partial interval holding the
+# client with --get-server-output; FIG_FROM=.intervals: the client's own,
+# when it receives (-R -i 0.1); the last, partial interval holding the
 # tail of the queue is left out), sets on the wire:
 #   FIG_B0 FIG_S0   bytes in the first interval, and its length in seconds
 #   FIG_FIRST       bit/s over the first second
 #   FIG_STEADY      bit/s from 1 s to the end
 iperf_figures() {
     local iv
-    iv=$(jq -c '[.server_output_json.intervals[].sum | {start, "end": .end, seconds, bytes}] | .[:-1]' <<< "$1")
+    iv=$(jq -c "[${FIG_FROM:-.server_output_json.intervals}[].sum | {start, \"end\": .end, seconds, bytes}] | .[:-1]" <<< "$1")
     (($(jq length <<< "$iv") >= 20)) || fail "too few 100 ms intervals from the receiver: $iv"
     FIG_B0=$(wire "$(jq '.[0].bytes' <<< "$iv")")
     FIG_S0=$(jq '.[0].seconds' <<< "$iv")

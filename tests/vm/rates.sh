@@ -20,11 +20,26 @@
 #     limit was not testable at that moment (reported as such); if it
 #     carries more, the run is made once more, and below twice fails.
 # Rates are bytes on the wire (1514-byte frames for 1448 payload bytes), as
-# tc counts them. Set KIND and MODES, source lib.sh, then this.
+# tc counts them. DIRECTION=ingress tests the pods' ingress limits the same
+# way: the tiers and kubelet's annotation limit ingress, "the network"
+# sends to the pod (iperf3 -R: the pod's client is the receiver), and
+# podnet's ifb carries the limit (the master's ingress hook redirects the
+# pods' packets to it; fq and the EDT program on its egress). Set KIND,
+# MODES (and DIRECTION), source lib.sh, then this.
 
 source "$(dirname "${BASH_SOURCE[0]}")/measure.sh"
 
+DIRECTION=${DIRECTION:-egress}
 need_module "$KIND" sch_fq
+[[ $DIRECTION == egress ]] || need_module ifb
+# iperf3's client sends (egress) or receives (-R, ingress); the receiver's
+# 100 ms intervals are the server's, or the client's own.
+if [[ $DIRECTION == ingress ]]; then
+    IPERF_DIR=(-R -i 0.1)
+    FIG_FROM=.intervals
+else
+    IPERF_DIR=()
+fi
 need_cmd jq iperf3 tc curl bc
 [[ -x /usr/lib/cni/$KIND && -x /usr/lib/cni/host-local ]] ||
     fail "containernetworking-plugins missing on the host"
@@ -54,12 +69,12 @@ netns_new peer
         ip -n peer addr add "10.3$m.0.1/24" dev "p$m"
         printf '[masters.m%s]\nkind = "%s"\nmode = "%s"\n' "$m" "$KIND" "${MODES[i]}"
     done
-    cat <<'TOML'
+    cat <<TOML
 [tiers.standard]
-egress = "100M"
+$DIRECTION = "100M"
 burst = "1Mbit"
 [tiers.gold]
-egress = "1G"
+$DIRECTION = "1G"
 burst = "8Mbit"
 [shaping]
 default_tier = "standard"
@@ -145,7 +160,7 @@ ceiling() {
     local json n
     CEILING=0
     for ((n = 0; n < ${3:-1}; n++)); do
-        json=$(ip netns exec "$1" iperf3 -c "10.3$2.0.1" -t "$CEIL_SECS" -Z -J --get-server-output) ||
+        json=$(ip netns exec "$1" iperf3 -c "10.3$2.0.1" "${IPERF_DIR[@]}" -t "$CEIL_SECS" -Z -J --get-server-output) ||
             fail "m$2: iperf3 failed: $json"
         iperf_figures "$json"
         if (($(echo "$FIG_STEADY > $CEILING" | bc -l))); then CEILING=$FIG_STEADY; fi
@@ -175,10 +190,15 @@ pod_run() {
         return
     fi
     pod_add "$m" "$mode" "$name" "$rc" "$tier"
-    got=$(api "/v1/endpoints/$POD_ID/eth0" | jq -r '.limits.egress')
-    assert_eq "$limit" "$got" "m$m $name: registered egress limit"
+    got=$(api "/v1/endpoints/$POD_ID/eth0" | jq -r ".limits.$DIRECTION")
+    assert_eq "$limit" "$got" "m$m $name: registered $DIRECTION limit"
+    if [[ $DIRECTION == ingress ]]; then
+        # The limit's path: podnet's ifb, with fq at its root.
+        wait_until 20 bash -c "tc -n node -j qdisc show dev podnet-ifb | jq -e '[.[] | select(.kind == \"fq\")] | length > 0'" ||
+            { tc -n node qdisc show; tail -20 "$T/podnetd.log"; fail "m$m $name: no fq on podnet-ifb"; }
+    fi
     for try in 1 2; do
-        json=$(ip netns exec "$POD_NS" iperf3 -c "10.3$m.0.1" -t "$SECS" -Z -J --get-server-output) ||
+        json=$(ip netns exec "$POD_NS" iperf3 -c "10.3$m.0.1" "${IPERF_DIR[@]}" -t "$SECS" -Z -J --get-server-output) ||
             fail "m$m $name: iperf3 failed: $json"
         res=0
         check "$json" "$limit" "$burst" "$label" || res=$?
@@ -201,17 +221,17 @@ pod_run() {
 for i in "${!MODES[@]}"; do
     m=$((i + 1))
     mode=${MODES[i]}
-    log "=== $KIND $mode on m$m"
+    log "=== $KIND $mode on m$m, $DIRECTION"
     # What this path carries, from a pod kept for the mode's runs.
-    pod_add "$m" "$mode" ceil '{"egressRate":100000000000}' ""
+    pod_add "$m" "$mode" ceil "{\"${DIRECTION}Rate\":100000000000}" ""
     CEIL_NS=$POD_NS
     cleanup_add pod_del "$POD_ID" "$POD_NS" "$POD_MAIN" "$POD_CONF"
     # A first run in a new pod is slow under TCG: warm up, then the best of two.
-    ip netns exec "$CEIL_NS" iperf3 -c "10.3$m.0.1" -t 1 -Z > /dev/null
+    ip netns exec "$CEIL_NS" iperf3 -c "10.3$m.0.1" "${IPERF_DIR[@]}" -t 1 -Z > /dev/null
     ceiling "$CEIL_NS" "$m" 2
     # kubelet's annotation: the rate, and its default burst (MaxInt32 bits),
     # which podnet leaves to the tier.
-    pod_run "$m" "$mode" 10M '{"egressRate":10000000,"egressBurst":2147483647}' "" 10000000 "$STANDARD_BURST"
+    pod_run "$m" "$mode" 10M "{\"${DIRECTION}Rate\":10000000,\"${DIRECTION}Burst\":2147483647}" "" 10000000 "$STANDARD_BURST"
     pod_run "$m" "$mode" 100M '{}' "" 100000000 "$STANDARD_BURST"
     pod_run "$m" "$mode" 1G '{}' gold 1000000000 "$GOLD_BURST"
 done
