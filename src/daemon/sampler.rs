@@ -44,6 +44,8 @@ pub struct Rates {
     /// Each HTB address's class (its rate and counters) as the last
     /// sample read it (the list of endpoints reads no tc classes itself).
     pub htb: BTreeMap<IpAddr, HtbClass>,
+    /// The same for each address's ingress class on podnet's ifb.
+    pub htb_ingress: BTreeMap<IpAddr, HtbClass>,
     /// When that sample was read.
     pub htb_at: Option<Instant>,
 }
@@ -90,11 +92,12 @@ impl Rates {
     pub fn clear(&mut self) {
         self.samples.clear();
         self.htb.clear();
+        self.htb_ingress.clear();
         self.htb_at = None;
     }
 
     pub fn is_empty(&self) -> bool {
-        self.samples.is_empty() && self.htb.is_empty()
+        self.samples.is_empty() && self.htb.is_empty() && self.htb_ingress.is_empty()
     }
 
     /// bit/s over the last interval; None until two samples exist.
@@ -136,17 +139,22 @@ impl Sampler {
         let wanted = {
             let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
             let view = &s.shaping;
-            let edt = view.shaped.keys().any(|d| !view.htb.contains(d));
+            let edt =
+                view.shaped.keys().any(|d| !view.htb.contains(d)) || view.ingress == Some("edt");
+            let mut htb: Vec<String> = view
+                .htb
+                .iter()
+                .filter(|d| view.shaped.contains_key(*d))
+                .cloned()
+                .collect();
+            if view.ingress == Some("htb") {
+                htb.push(crate::shaping::INGRESS_DEVICE.to_string());
+            }
             let wanted = Wanted {
                 edt_map: edt
                     .then(|| view.map.as_ref().and_then(|m| m.id().ok()))
                     .flatten(),
-                htb: view
-                    .htb
-                    .iter()
-                    .filter(|d| view.shaped.contains_key(*d))
-                    .cloned()
-                    .collect(),
+                htb,
             };
             if wanted.edt_map.is_none() && wanted.htb.is_empty() && !s.shaping.rates.is_empty() {
                 s.shaping.rates.clear();
@@ -207,10 +215,12 @@ impl Sampler {
         // The sample is of the kernel as it was from here on: a pass that
         // ends during the read is not taken as seen by it.
         let at = Instant::now();
-        let mut classes = BTreeMap::new();
+        let (mut classes, mut ingress) = (BTreeMap::new(), BTreeMap::new());
         let mut complete = true;
         for device in devices {
             match htb_classes(kernel, device, &mut self.ifindex).await {
+                // The ifb's classes are the addresses' ingress ones.
+                Ok(c) if device == crate::shaping::INGRESS_DEVICE => ingress.extend(c),
                 Ok(c) => classes.extend(c),
                 Err(e) => {
                     debug!("sampling: {e}");
@@ -223,15 +233,22 @@ impl Sampler {
         let counters: Vec<_> = classes
             .iter()
             .map(|(ip, c)| (*ip, "egress", c.stats.bytes))
+            .chain(
+                ingress
+                    .iter()
+                    .map(|(ip, c)| (*ip, "ingress", c.stats.bytes)),
+            )
             .collect();
         if complete {
             rates.record(Source::Htb, at, counters);
             rates.htb = classes;
+            rates.htb_ingress = ingress;
             rates.htb_at = Some(at);
         } else {
             // A device not read this time keeps its addresses' samples.
             rates.update(Source::Htb, at, counters);
             rates.htb.extend(classes);
+            rates.htb_ingress.extend(ingress);
         }
     }
 }

@@ -10,9 +10,12 @@ use tracing::warn;
 
 use super::sampler::Source;
 use crate::api::types::{EndpointRecord, Enforcement, Traffic};
-use crate::policy::{egress_limit, leaves_through};
+use crate::policy::{egress_limit, leaves_through, limit_in};
 use crate::shaping::{EndpointStats, Endpoints};
-use crate::state::HtbClass;
+use crate::state::{Direction, HtbClass};
+
+/// The map's entries by address and direction.
+pub type Entries = BTreeMap<(IpAddr, Direction), EndpointStats>;
 
 /// What the request path knows about shaping, refreshed by every pass.
 #[derive(Default)]
@@ -33,6 +36,13 @@ pub struct ShapingView {
     /// The shaped addresses' counters as podnetd's sampler last read them,
     /// for the achieved rate (and HTB's counters).
     pub rates: super::sampler::Rates,
+    /// The ingress side as the last pass left it in force (podnet's ifb,
+    /// its root and program, the redirects): its backend, `edt` or `htb`;
+    /// None while podnet shapes no ingress.
+    pub ingress: Option<&'static str>,
+    /// With HTB ingress: the addresses whose class on the ifb the last
+    /// pass left in place, with their limit (bit/s).
+    pub ingress_in_force: BTreeMap<IpAddr, u64>,
     /// When the last pass refreshed this view.
     pub refreshed_at: Option<std::time::Instant>,
 }
@@ -43,32 +53,40 @@ impl ShapingView {
     /// (its master not shaped yet, or a failed write, which is logged):
     /// then a pass must do it.
     pub fn install(&mut self, e: &EndpointRecord) -> bool {
-        let Some(limit) = e
-            .limits
-            .as_ref()
-            .and_then(|l| egress_limit(l, &self.queueing))
-        else {
+        let Some(limits) = e.limits.as_ref() else {
             return true;
         };
         if !leaves_through(e, &self.configured) {
             return true;
         }
+        let shaped: BTreeSet<String> = self.shaped.keys().cloned().collect();
+        let on_shaped = leaves_through(e, &shaped);
+        // Ingress: where the ifb and the redirects are in force, the entry
+        // written now makes the redirect take the pod's packets at once
+        // (EDT shapes them from there; HTB once the pass adds the class).
+        // Otherwise the ifb itself is the pass's to make.
+        let mut done = match limit_in(limits, &self.queueing, Direction::Ingress) {
+            None => true,
+            Some(limit) => match (self.ingress, self.map.as_mut()) {
+                (Some(backend), Some(map)) if on_shaped => {
+                    let written = write_entries(map, e, &limit, Direction::Ingress);
+                    written && backend == "edt"
+                }
+                _ => false,
+            },
+        };
+        let Some(limit) = egress_limit(limits, &self.queueing) else {
+            return done;
+        };
         // An HTB class is a plan's step (its minor comes from the whole
         // tree): the pass this asks for adds it, within milliseconds.
         if leaves_through(e, &self.htb) {
             return false;
         }
-        let shaped: BTreeSet<String> = self.shaped.keys().cloned().collect();
-        let Some(map) = self.map.as_mut().filter(|_| leaves_through(e, &shaped)) else {
+        let Some(map) = self.map.as_mut().filter(|_| on_shaped) else {
             return false;
         };
-        let mut done = true;
-        for ip in &e.endpoint.ips {
-            if let Err(err) = map.set(ip.addr(), &limit) {
-                warn!("{}: writing the map entry: {err}", ip.addr());
-                done = false;
-            }
-        }
+        done &= write_entries(map, e, &limit, Direction::Egress);
         done
     }
 
@@ -82,17 +100,21 @@ impl ShapingView {
         let mut done = true;
         for ip in &gone.endpoint.ips {
             if !held(ip.addr()) {
-                if let Err(err) = map.remove(ip.addr()) {
-                    warn!("{}: removing the map entry: {err}", ip.addr());
-                    done = false;
+                // Its ingress entry too: the redirect stops at once (the
+                // pass then takes its class or nothing else is left).
+                for dir in [Direction::Egress, Direction::Ingress] {
+                    if let Err(err) = map.remove_in(ip.addr(), dir) {
+                        warn!("{}: removing the {dir} map entry: {err}", ip.addr());
+                        done = false;
+                    }
                 }
             }
         }
         done
     }
 
-    /// The map's egress entries by address (one walk of the map).
-    pub fn entries(&self) -> Result<BTreeMap<IpAddr, EndpointStats>, String> {
+    /// The map's entries by address and direction (one walk of the map).
+    pub fn entries(&self) -> Result<Entries, String> {
         let map = self
             .map
             .as_ref()
@@ -102,8 +124,7 @@ impl ShapingView {
             .map_err(|err| format!("reading the shaper's map: {err}"))?;
         Ok(stats
             .into_iter()
-            .filter(|s| s.direction == "egress")
-            .map(|s| (s.ip, s))
+            .map(|s| ((s.ip, s.entry().direction), s))
             .collect())
     }
 
@@ -114,19 +135,18 @@ impl ShapingView {
         self.enforcement_in(e, &self.entries_of(e))
     }
 
-    /// The map's egress entries of `e`'s addresses: one lookup each.
-    pub fn entries_of(
-        &self,
-        e: &EndpointRecord,
-    ) -> Result<BTreeMap<IpAddr, EndpointStats>, String> {
+    /// The map's entries of `e`'s addresses: one lookup per address and
+    /// direction.
+    pub fn entries_of(&self, e: &EndpointRecord) -> Result<Entries, String> {
         match &self.map {
             None => Err("the shaper's map is not open".to_string()),
             Some(map) => e
                 .endpoint
                 .ips
                 .iter()
-                .filter_map(|ip| match map.get(ip.addr()) {
-                    Ok(Some(s)) => Some(Ok((s.ip, s))),
+                .flat_map(|ip| [Direction::Egress, Direction::Ingress].map(|d| (ip.addr(), d)))
+                .filter_map(|(ip, dir)| match map.get_in(ip, dir) {
+                    Ok(Some(s)) => Some(Ok(((ip, dir), s))),
                     Ok(None) => None,
                     Err(err) => Some(Err(format!("reading the shaper's map: {err}"))),
                 })
@@ -142,25 +162,50 @@ impl ShapingView {
     pub fn traffic_in(
         &self,
         e: &EndpointRecord,
-        entries: &Result<BTreeMap<IpAddr, EndpointStats>, String>,
+        entries: &Result<Entries, String>,
         now_ns: u64,
     ) -> Vec<Traffic> {
-        let Some(limit) = e
-            .limits
-            .as_ref()
-            .and_then(|l| egress_limit(l, &self.queueing))
-        else {
+        let Some(limits) = e.limits.as_ref() else {
             return Vec::new();
         };
         if !leaves_through(e, &self.configured) {
             return Vec::new();
         }
-        let htb = leaves_through(e, &self.htb);
+        let mut rows = Vec::new();
+        if let Some(limit) = egress_limit(limits, &self.queueing) {
+            let htb = leaves_through(e, &self.htb);
+            rows.push(self.row(e, Direction::Egress, limit.rate_bps, htb, entries, now_ns));
+        }
+        if let (Some(limit), Some(backend)) = (
+            limit_in(limits, &self.queueing, Direction::Ingress),
+            self.ingress,
+        ) {
+            let htb = backend == "htb";
+            rows.push(self.row(e, Direction::Ingress, limit.rate_bps, htb, entries, now_ns));
+        }
+        rows
+    }
+
+    /// One direction's row of [`ShapingView::traffic_in`].
+    fn row(
+        &self,
+        e: &EndpointRecord,
+        dir: Direction,
+        limit_bps: u64,
+        htb: bool,
+        entries: &Result<Entries, String>,
+        now_ns: u64,
+    ) -> Traffic {
         let source = if htb { Source::Htb } else { Source::Edt };
+        let name = direction_name(dir);
+        let classes = match dir {
+            Direction::Egress => &self.rates.htb,
+            Direction::Ingress => &self.rates.htb_ingress,
+        };
         let mut row = Traffic {
-            direction: "egress".into(),
+            direction: name.into(),
             backend: if htb { "htb" } else { "edt" }.into(),
-            limit_bps: limit.rate_bps,
+            limit_bps,
             rate_bps: Some(0),
             bytes: 0,
             packets: 0,
@@ -172,16 +217,16 @@ impl ShapingView {
         for ip in e.endpoint.ips.iter().map(|i| i.addr()) {
             row.rate_bps = row
                 .rate_bps
-                .zip(self.rates.rate_bps(source, ip, "egress"))
+                .zip(self.rates.rate_bps(source, ip, name))
                 .map(|(a, b)| a + b);
             if htb {
-                if let Some(c) = self.rates.htb.get(&ip) {
+                if let Some(c) = classes.get(&ip) {
                     row.bytes += c.stats.bytes;
                     row.packets += c.stats.packets;
                     row.drops += c.stats.drops;
                     row.overlimits = row.overlimits.map(|o| o + c.stats.overlimits);
                 }
-            } else if let Some(s) = entries.as_ref().ok().and_then(|m| m.get(&ip)) {
+            } else if let Some(s) = entries.as_ref().ok().and_then(|m| m.get(&(ip, dir))) {
                 row.bytes += s.bytes;
                 row.packets += s.packets;
                 row.drops += s.drops;
@@ -190,7 +235,7 @@ impl ShapingView {
                 row.queue_delay_us = row.queue_delay_us.map(|d| d.max(delay));
             }
         }
-        vec![row]
+        row
     }
 
     /// Whether the endpoint's egress limit is in force now: its master is
@@ -200,7 +245,7 @@ impl ShapingView {
     pub fn enforcement_in(
         &self,
         e: &EndpointRecord,
-        entries: &Result<BTreeMap<IpAddr, EndpointStats>, String>,
+        entries: &Result<Entries, String>,
     ) -> Option<Enforcement> {
         self.enforcement_with(e, entries, self.htb_sampled())
     }
@@ -214,6 +259,63 @@ impl ShapingView {
             .map(|_| &self.rates.htb)
     }
 
+    /// The ingress problems of `e`, which has ingress limit `limit_bps`:
+    /// the ifb not in force, or an address without its ingress entry (EDT)
+    /// or class (HTB: as the pass left it, and as the sampler read the
+    /// ifb after it, at most a second ago).
+    fn ingress_problems(
+        &self,
+        e: &EndpointRecord,
+        limit_bps: u64,
+        entries: &Result<Entries, String>,
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        let Some(backend) = self.ingress else {
+            problems.push(format!(
+                "ingress: {} and its redirects are not in force yet (see `podnetctl status`)",
+                crate::shaping::INGRESS_DEVICE
+            ));
+            return problems;
+        };
+        let sampled = self
+            .rates
+            .htb_at
+            .filter(|at| self.refreshed_at.is_none_or(|r| *at > r))
+            .map(|_| &self.rates.htb_ingress);
+        for ip in e.endpoint.ips.iter().map(|i| i.addr()) {
+            if backend == "htb" {
+                match self.ingress_in_force.get(&ip) {
+                    None => problems.push(format!(
+                        "{ip}: no ingress HTB class in force yet (the next pass adds it)"
+                    )),
+                    Some(r) if *r != limit_bps => problems.push(format!(
+                        "{ip}: the ingress HTB class holds {r} bit/s, the limit is {limit_bps} bit/s"
+                    )),
+                    Some(_) => {}
+                }
+                if sampled.is_some_and(|h| !h.contains_key(&ip))
+                    && self.ingress_in_force.contains_key(&ip)
+                {
+                    problems.push(format!(
+                        "{ip}: no ingress HTB class in the kernel (its class or u32 filter on {} was removed behind podnetd's back; the next pass puts it back)",
+                        crate::shaping::INGRESS_DEVICE
+                    ));
+                }
+                continue;
+            }
+            match entries.as_ref().map(|m| m.get(&(ip, Direction::Ingress))) {
+                Err(err) => problems.push(err.clone()),
+                Ok(None) => problems.push(format!("{ip}: no ingress entry in the shaper's map")),
+                Ok(Some(s)) if s.rate_bps != limit_bps => problems.push(format!(
+                    "{ip}: the map holds {} bit/s for ingress, the limit is {limit_bps} bit/s",
+                    s.rate_bps
+                )),
+                Ok(Some(_)) => {}
+            }
+        }
+        problems
+    }
+
     /// [`ShapingView::enforcement_in`], with HTB's classes as the kernel
     /// holds them (`htb`, by address: from a read after the last pass) when
     /// there is such a read: a class or filter removed, or a rate changed,
@@ -221,17 +323,23 @@ impl ShapingView {
     pub fn enforcement_with(
         &self,
         e: &EndpointRecord,
-        entries: &Result<BTreeMap<IpAddr, EndpointStats>, String>,
+        entries: &Result<Entries, String>,
         htb: Option<&BTreeMap<IpAddr, HtbClass>>,
     ) -> Option<Enforcement> {
-        let limit = e
-            .limits
-            .as_ref()
-            .and_then(|l| egress_limit(l, &self.queueing))?;
         if !leaves_through(e, &self.configured) {
             return None;
         }
-        let mut problems = Vec::new();
+        let limits = e.limits.as_ref()?;
+        let ingress = limit_in(limits, &self.queueing, Direction::Ingress)
+            .map(|l| self.ingress_problems(e, l.rate_bps, entries));
+        let Some(limit) = egress_limit(limits, &self.queueing) else {
+            return ingress.map(|problems| Enforcement {
+                enforced: problems.is_empty(),
+                device: e.endpoint.master.clone(),
+                problems,
+            });
+        };
+        let mut problems = ingress.unwrap_or_default();
         if leaves_through(e, &self.htb) {
             for ip in &e.endpoint.ips {
                 match self.htb_in_force.get(&ip.addr()) {
@@ -281,7 +389,7 @@ impl ShapingView {
             Err(err) => problems.push(err.clone()),
             Ok(have) if problems.is_empty() => {
                 for ip in &e.endpoint.ips {
-                    match have.get(&ip.addr()) {
+                    match have.get(&(ip.addr(), Direction::Egress)) {
                         None => {
                             problems.push(format!("{}: no entry in the shaper's map", ip.addr()))
                         }
@@ -302,6 +410,32 @@ impl ShapingView {
             device: e.endpoint.master.clone(),
             problems,
         })
+    }
+}
+
+/// Writes `e`'s entries in `dir` at `limit`; false after a failed write
+/// (logged).
+fn write_entries(
+    map: &mut Endpoints,
+    e: &EndpointRecord,
+    limit: &crate::shaping::EgressLimit,
+    dir: Direction,
+) -> bool {
+    let mut done = true;
+    for ip in &e.endpoint.ips {
+        if let Err(err) = map.set_in(ip.addr(), limit, dir) {
+            warn!("{}: writing the {dir} map entry: {err}", ip.addr());
+            done = false;
+        }
+    }
+    done
+}
+
+/// A direction as the API and the sampler name it.
+fn direction_name(dir: Direction) -> &'static str {
+    match dir {
+        Direction::Egress => "egress",
+        Direction::Ingress => "ingress",
     }
 }
 
@@ -345,7 +479,48 @@ mod tests {
             htb_in_force: Default::default(),
             rates: Default::default(),
             refreshed_at: None,
+            ingress: None,
+            ingress_in_force: Default::default(),
         }
+    }
+
+    /// An endpoint with an ingress limit alone: its ADD asks for a pass
+    /// while the ifb is not in force (the pass makes it); with HTB ingress
+    /// it is in force once the pass left its class on the ifb at the
+    /// limit, and /v1/endpoints then has an `ingress` row and no egress one.
+    #[test]
+    fn an_ingress_limit_is_in_force_once_the_ifb_and_its_class_are() {
+        let mut v = view(&["m0"], &["m0"]);
+        let mut e = record(Some("m0"), None);
+        e.limits.as_mut().unwrap().ingress = Some(50_000_000);
+        assert!(!v.install(&e), "ADD must ask for a pass");
+        let got = v.enforcement_in(&e, &Ok(BTreeMap::new())).unwrap();
+        assert!(!got.enforced);
+        assert!(got.problems[0].contains("podnet-ifb"), "{got:?}");
+        assert!(v.traffic_in(&e, &Ok(BTreeMap::new()), 0).is_empty());
+        v.ingress = Some("htb");
+        let got = v.enforcement_in(&e, &Ok(BTreeMap::new())).unwrap();
+        assert!(
+            got.problems[0].contains("no ingress HTB class in force yet"),
+            "{got:?}"
+        );
+        v.ingress_in_force = [("10.0.0.5".parse().unwrap(), 50_000_000)].into();
+        let got = v.enforcement_in(&e, &Ok(BTreeMap::new())).unwrap();
+        assert!(got.enforced, "{got:?}");
+        let rows = v.traffic_in(&e, &Ok(BTreeMap::new()), 0);
+        assert_eq!(
+            rows.iter()
+                .map(|t| (t.direction.as_str(), t.backend.as_str(), t.limit_bps))
+                .collect::<Vec<_>>(),
+            [("ingress", "htb", 50_000_000)]
+        );
+        // EDT ingress: the entry in the map is what is in force.
+        v.ingress = Some("edt");
+        let got = v.enforcement_in(&e, &Ok(BTreeMap::new())).unwrap();
+        assert!(
+            got.problems[0].contains("no ingress entry in the shaper's map"),
+            "{got:?}"
+        );
     }
 
     /// An HTB endpoint is in force once a pass left its class in place at

@@ -268,6 +268,11 @@ impl Action {
 
     pub fn disruption(&self) -> Disruption {
         match (&self.change, self.role) {
+            // The ifb's root goes back only once no master redirects to
+            // it any more (the redirects come off first): nothing is queued.
+            (Change::RestoreRoot { .. }, _) if self.name == crate::shaping::INGRESS_DEVICE => {
+                Disruption::Hitless
+            }
             // Many NIC drivers reset the device to change its MTU.
             (Change::SetMtu { .. }, Role::Master) => Disruption::LinkFlap,
             (Change::SetUp { up: false }, _) | (Change::DeleteLink { .. }, _) => {

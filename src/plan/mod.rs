@@ -44,6 +44,10 @@ pub struct Plan {
     pub shaped: BTreeSet<String>,
     /// Of those, the ones the HTB backend shapes (the rest: EDT).
     pub htb: BTreeSet<String>,
+    /// podnet's ingress ifb's root once this plan has run, when podnet
+    /// shapes ingress (an endpoint on a shaped master has an ingress limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<crate::shaping::tc::RootKind>,
     /// Sections a direct apply validates but does not apply: podnetd's
     /// (shaping of registered pods) or not yet supported.
     pub unsupported: Vec<Unsupported>,
@@ -230,6 +234,7 @@ pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan 
         unmet: shaping.unmet,
         shaped: shaping.shaped,
         htb: shaping.htb,
+        ingress: shaping.ingress,
         unsupported: unsupported(desired),
     }
 }

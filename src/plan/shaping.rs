@@ -104,6 +104,8 @@ pub(super) struct Steps {
     pub shaped: BTreeSet<String>,
     /// Of those, the ones shaped by HTB.
     pub htb: BTreeSet<String>,
+    /// The ingress ifb's root, when podnet shapes ingress.
+    pub ingress: Option<RootKind>,
 }
 
 /// The root the node files' backend calls for on this kernel: `auto` is EDT
@@ -225,6 +227,7 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
         plan_classes(&ingress, observed, INGRESS_DEVICE, &mut steps);
     }
     steps.shaped = shaped;
+    steps.ingress = kind.filter(|_| ifb == Ifb::Kept);
     steps
 }
 

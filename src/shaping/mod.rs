@@ -284,8 +284,13 @@ impl Endpoints {
     /// the element; a packet being accounted on another CPU at that instant
     /// may lose its count.)
     pub fn set(&mut self, ip: IpAddr, limit: &EgressLimit) -> Result<()> {
+        self.set_in(ip, limit, Direction::Egress)
+    }
+
+    /// [`Endpoints::set`] in `direction`.
+    pub fn set_in(&mut self, ip: IpAddr, limit: &EgressLimit, direction: Direction) -> Result<()> {
         limit.validate()?;
-        self.set_entry(&limit.entry(ip))
+        self.set_entry(&limit.entry_in(ip, direction))
     }
 
     /// Writes the limit part of an entry as it is (a plan's step, or the
@@ -360,8 +365,14 @@ impl Endpoints {
 
     /// `ip`'s egress entry, if any: one lookup, whatever the map holds.
     pub fn get(&self, ip: IpAddr) -> Result<Option<EndpointStats>> {
-        match self.map.get(&EdtKey::new(ip, EDT_DIR_EGRESS), 0) {
-            Ok(info) => Ok(Some(EndpointStats::of(ip, EDT_DIR_EGRESS, &info))),
+        self.get_in(ip, Direction::Egress)
+    }
+
+    /// `ip`'s entry in `direction`, if any: one lookup.
+    pub fn get_in(&self, ip: IpAddr, direction: Direction) -> Result<Option<EndpointStats>> {
+        let dir = dir_code(direction);
+        match self.map.get(&EdtKey::new(ip, dir), 0) {
+            Ok(info) => Ok(Some(EndpointStats::of(ip, dir, &info))),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(program::bpf_error(format!("reading the entry of {ip}"), e)),
         }

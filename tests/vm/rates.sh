@@ -100,6 +100,17 @@ ip netns exec peer iperf3 -s -i 0.1 -J -D -I "$T/iperf3.pid" --logfile "$T/iperf
 cleanup_add pkill -F "$T/iperf3.pid"
 wait_until 20 bash -c "ip netns exec peer ss -ltn | grep -q ':5201 '"
 
+# ingress_state: what carries the ingress limits, for a failure's log.
+ingress_state() {
+    [[ $DIRECTION == ingress ]] || return 0
+    ip -n node -s -d link show podnet-ifb || true
+    tc -n node -s qdisc show dev podnet-ifb || true
+    for m in $(seq 1 "${#MODES[@]}"); do tc -n node filter show dev "m$m" ingress || true; done
+    ls "$PIN" || true
+    api /v1/endpoints | jq -c '.[] | {container_id, traffic, enforcement}' || true
+    tail -30 "$T/podnetd.log"
+}
+
 # check JSON LIMIT_BPS BURST_BYTES LABEL: the three bounds above.
 check() {
     local json=$1 limit=$2 burst=$3 label=$4 bound
@@ -108,7 +119,7 @@ check() {
     RESULT="$label: first 100 ms $(printf '%.0f' "$FIG_B0") B (bound $(printf '%.0f' "$bound") B), first second $(pct "$FIG_FIRST" "$limit")%, steady $(pct "$FIG_STEADY" "$limit")%"
     log "$RESULT"
     echo "$RESULT" >> "$T/summary"
-    (($(echo "$FIG_B0 <= $bound" | bc -l))) || fail "$label: the first 100 ms sent more than rate x 0.1 s + burst"
+    (($(echo "$FIG_B0 <= $bound" | bc -l))) || { ingress_state; fail "$label: the first 100 ms sent more than rate x 0.1 s + burst"; }
     (($(echo "$FIG_FIRST <= $limit * 1.10" | bc -l))) || fail "$label: first second above 110% of the limit"
     (($(echo "$FIG_STEADY <= $limit * (100 + $TOL) / 100" | bc -l))) ||
         fail "$label: steady state more than $TOL% above the limit"

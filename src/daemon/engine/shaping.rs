@@ -111,8 +111,39 @@ impl Engine {
             })
             .map(|(ip, l)| (ip, l.rate_bps))
             .collect();
+        // Ingress: in force once no step on the ifb is left undone.
+        let ingress = plan.ingress.filter(|_| {
+            !remaining
+                .actions
+                .iter()
+                .any(|a| a.role == Role::Shaping && a.name == crate::shaping::INGRESS_DEVICE)
+        });
+        let ingress_in_force = match ingress {
+            Some(crate::shaping::tc::RootKind::Htb) => {
+                let masters = shaped.keys().cloned().collect();
+                crate::policy::wanted_in(
+                    endpoints,
+                    &masters,
+                    &queueing,
+                    crate::state::Direction::Ingress,
+                )
+                .into_iter()
+                .filter(|(ip, _)| {
+                    let name = ip.to_string();
+                    !remaining.actions.iter().any(|a| a.name == name)
+                })
+                .map(|(ip, l)| (ip, l.rate_bps))
+                .collect()
+            }
+            _ => Default::default(),
+        };
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         let view = &mut shared.shaping;
+        view.ingress = ingress.map(|k| match k {
+            crate::shaping::tc::RootKind::Htb => "htb",
+            crate::shaping::tc::RootKind::Fq => "edt",
+        });
+        view.ingress_in_force = ingress_in_force;
         view.configured = crate::policy::shaping_masters(desired);
         view.queueing = queueing;
         view.shaped = shaped;
