@@ -119,7 +119,11 @@ check() {
     RESULT="$label: first 100 ms $(printf '%.0f' "$FIG_B0") B (bound $(printf '%.0f' "$bound") B), first second $(pct "$FIG_FIRST" "$limit")%, steady $(pct "$FIG_STEADY" "$limit")%"
     log "$RESULT"
     echo "$RESULT" >> "$T/summary"
-    (($(echo "$FIG_B0 <= $bound" | bc -l))) || { ingress_state; fail "$label: the first 100 ms sent more than rate x 0.1 s + burst"; }
+    (($(echo "$FIG_B0 <= $bound" | bc -l))) || {
+        jq -c "[${FIG_FROM:-.server_output_json.intervals}[:5][].sum | {start, seconds, bytes}]" <<< "$json"
+        ingress_state
+        fail "$label: the first 100 ms sent more than rate x 0.1 s + burst"
+    }
     (($(echo "$FIG_FIRST <= $limit * 1.10" | bc -l))) || fail "$label: first second above 110% of the limit"
     (($(echo "$FIG_STEADY <= $limit * (100 + $TOL) / 100" | bc -l))) ||
         fail "$label: steady state more than $TOL% above the limit"
