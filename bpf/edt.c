@@ -14,6 +14,9 @@
  *   destination's ingress entry, with fq on the ifb. The ifb then hands
  *   the packet back to the master's receive path past tc (it sets
  *   tc_skip_classify), and macvlan/ipvlan deliver it to the pod.
+ * - edt_pod_ingress, on a veth pod's host-side veth egress (what the pod
+ *   receives): by the destination's EDT_DIR_POD_INGRESS entry, with fq on
+ *   that veth.
  *
  * Fails open: a packet that is not IPv4/IPv6 over Ethernet, or whose
  * address has no entry, passes untouched.
@@ -156,7 +159,7 @@ static __always_inline int edt_shape(struct __sk_buff *skb, __u8 direction)
 	struct edt_key key = {};
 	struct edt_info *info;
 
-	if (!edt_key_from(skb, &key, direction == EDT_DIR_INGRESS))
+	if (!edt_key_from(skb, &key, direction != EDT_DIR_EGRESS))
 		return EDT_PASS;
 	key.direction = direction;
 
@@ -176,6 +179,12 @@ SEC("classifier")
 int edt_ingress(struct __sk_buff *skb)
 {
 	return edt_shape(skb, EDT_DIR_INGRESS);
+}
+
+SEC("classifier")
+int edt_pod_ingress(struct __sk_buff *skb)
+{
+	return edt_shape(skb, EDT_DIR_POD_INGRESS);
 }
 
 SEC("classifier")

@@ -147,7 +147,7 @@ pub fn limit_in(
     let tier = limits.tier.as_deref();
     let rate = match direction {
         Direction::Egress => limits.egress,
-        Direction::Ingress => limits.ingress,
+        Direction::Ingress | Direction::PodIngress => limits.ingress,
     };
     rate.map(|rate| EgressLimit {
         rate_bps: rate,

@@ -115,6 +115,10 @@ pub struct HtbFilter {
     pub handle: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
+    /// `ip` is the destination it matches (`ip dst`), not the source: on
+    /// podnet's ifb and on a veth pod's host-side veth, which shape ingress.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dst: bool,
     /// The class it sends to (its minor under `706e:`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<u16>,
@@ -198,7 +202,9 @@ pub struct EndpointMap {
 }
 
 /// Which way an endpoint's traffic goes: egress (from the pod, keyed by
-/// its source address) or ingress (to the pod, by destination).
+/// its source address) or ingress (to the pod, by destination): through
+/// podnet's ifb (a macvlan/ipvlan pod's), or at the pod's own host-side
+/// veth (a veth pod's).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -207,11 +213,21 @@ pub enum Direction {
     #[default]
     Egress,
     Ingress,
+    #[serde(rename = "pod-ingress")]
+    PodIngress,
 }
 
 impl Direction {
     pub fn is_egress(&self) -> bool {
         *self == Direction::Egress
+    }
+
+    /// The way the traffic goes, as the API's rows name it.
+    pub fn way(&self) -> &'static str {
+        match self {
+            Direction::Egress => "egress",
+            Direction::Ingress | Direction::PodIngress => "ingress",
+        }
     }
 }
 
@@ -220,6 +236,7 @@ impl std::fmt::Display for Direction {
         f.write_str(match self {
             Direction::Egress => "egress",
             Direction::Ingress => "ingress",
+            Direction::PodIngress => "veth ingress",
         })
     }
 }

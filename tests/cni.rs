@@ -751,6 +751,7 @@ fn every_command_in_every_version_against_podnetd() {
                 netns: Some(netns.clone()),
                 ips: ips(&addrs),
                 master: Some("ens192".into()),
+                veth: None,
                 tier: Some("silver".into()),
                 egress: Some(100_000_000),
                 ingress: Some(1_000_000_000),

@@ -37,6 +37,7 @@ const unsigned long layout_const__EDT_FAMILY_IPV4 = EDT_FAMILY_IPV4;
 const unsigned long layout_const__EDT_FAMILY_IPV6 = EDT_FAMILY_IPV6;
 const unsigned long layout_const__EDT_DIR_EGRESS = EDT_DIR_EGRESS;
 const unsigned long layout_const__EDT_DIR_INGRESS = EDT_DIR_INGRESS;
+const unsigned long layout_const__EDT_DIR_POD_INGRESS = EDT_DIR_POD_INGRESS;
 const unsigned long layout_const__EDT_DEFAULT_HORIZON_NS = EDT_DEFAULT_HORIZON_NS;
 const unsigned long layout_const__EDT_MAP_MAX_ENTRIES = EDT_MAP_MAX_ENTRIES;
 const unsigned long layout_const__EDT_Q24_SHIFT = EDT_Q24_SHIFT;

@@ -19,10 +19,13 @@
 #define EDT_FAMILY_IPV4 4
 #define EDT_FAMILY_IPV6 6
 
-/* edt_key.direction. Ingress is reserved for the ingress shaper (part 2):
- * it will look up by destination address in the same map. */
+/* edt_key.direction: egress (by source address), ingress through podnet's
+ * ifb (by destination; the masters' redirect hands it these), and ingress
+ * at a veth pod's host-side veth (by destination; never redirected, so a
+ * veth pod's packets routed in through a master are shaped once). */
 #define EDT_DIR_EGRESS 0
 #define EDT_DIR_INGRESS 1
+#define EDT_DIR_POD_INGRESS 2
 
 /* Used when an entry has horizon_ns == 0. */
 #define EDT_DEFAULT_HORIZON_NS (2 * NSEC_PER_SEC)

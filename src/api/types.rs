@@ -150,9 +150,14 @@ pub struct Endpoint {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub ips: Vec<IpNet>,
-    /// The master the pod's interface hangs off.
+    /// The master the pod's interface hangs off (a veth pod: the shaping
+    /// device its traffic leaves through).
     #[serde(default)]
     pub master: Option<String>,
+    /// A veth pod's host-side veth (the interface before the pod's in
+    /// `prevResult`, on the host): what the pod receives is shaped there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub veth: Option<String>,
     /// A tier name from the node files.
     #[serde(default)]
     pub tier: Option<String>,

@@ -147,14 +147,13 @@ impl<'a> Shaping<'a> {
     /// the registry's lock together, so a registration lands wholly before
     /// or wholly after (never "in the registry, not yet seen in the map").
     pub fn inputs(&mut self, observed: &mut Observed) -> Result<Inputs> {
-        let (program, ingress_program, redirect_program) = match self.shaper.as_mut() {
-            Some(s) => (
-                Some(s.identity(Prog::Egress)?),
-                Some(s.identity(Prog::Ingress)?),
-                Some(s.identity(Prog::Redirect)?),
-            ),
-            None => (None, None, None),
-        };
+        let mut ids = Prog::ALL.map(|_| None);
+        if let Some(s) = self.shaper.as_mut() {
+            for (id, prog) in ids.iter_mut().zip(Prog::ALL) {
+                *id = Some(s.identity(prog)?);
+            }
+        }
+        let [program, ingress_program, redirect_program, pod_ingress_program] = ids;
         let opened;
         let map: Option<&Endpoints> = match self.shaper.as_mut() {
             Some(s) => Some(&*s.endpoints()),
@@ -185,6 +184,7 @@ impl<'a> Shaping<'a> {
             mode: self.mode,
             ingress_program,
             redirect_program,
+            pod_ingress_program,
         })
     }
 }
@@ -259,11 +259,10 @@ impl<'s, 'a> ShapingBackend<'s, 'a> {
                 let ifindex = crate::shaping::ifindex(kernel, &was.device).await?;
                 tc::remove_class(kernel, &was.device, ifindex, was.minor).await
             }
-            Change::AddFilter { device, minor } => {
+            Change::AddFilter { device, minor, dst } => {
                 let kernel = &self.shaping.kernel;
                 let ifindex = crate::shaping::ifindex(kernel, device).await?;
-                let dst = crate::shaping::matches_destination(device);
-                tc::add_filter(kernel, device, ifindex, endpoint_ip(action)?, dst, *minor).await
+                tc::add_filter(kernel, device, ifindex, endpoint_ip(action)?, *dst, *minor).await
             }
             Change::RemoveFilter { device, .. } => {
                 let kernel = &self.shaping.kernel;

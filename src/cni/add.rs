@@ -56,6 +56,7 @@ pub fn endpoint(
         netns: at.netns.clone(),
         ips,
         master: conf.master.clone(),
+        veth: prev.host_veth(&at.ifname),
         tier,
         egress: conf.bandwidth.egress(),
         ingress: conf.bandwidth.ingress(),
@@ -108,6 +109,7 @@ mod tests {
                 netns: Some("/var/run/netns/cni-1".into()),
                 ips: vec!["172.51.0.10/24".parse().unwrap()],
                 master: Some("ens192".into()),
+                veth: None,
                 tier: None,
                 egress: Some(100_000_000),
                 ingress: None,
@@ -129,6 +131,42 @@ mod tests {
             ep(&c, &at(Some("gold"))).unwrap().tier.as_deref(),
             Some("bronze")
         );
+    }
+
+    /// A veth pod's host-side veth is the host interface listed right
+    /// before the pod's: ptp lists `[host veth, pod]`, bridge `[bridge,
+    /// host veth, pod]`; macvlan/ipvlan list the pod's alone.
+    #[test]
+    fn a_veth_pods_host_side_is_the_host_interface_before_the_pods() {
+        let prev = |interfaces: serde_json::Value| {
+            json!({"prevResult": {
+                "cniVersion": "0.4.0",
+                "interfaces": interfaces,
+                "ips": [{"version": "4", "address": "10.61.0.2/24", "interface": interfaces.as_array().unwrap().len() - 1}]
+            }})
+        };
+        let cases = [
+            (
+                json!([{"name": "veth1a2b"}, {"name": "eth0", "sandbox": "/var/run/netns/cni-1"}]),
+                Some("veth1a2b"),
+            ),
+            (
+                json!([{"name": "cni0"}, {"name": "veth3c4d"}, {"name": "eth0", "sandbox": "/var/run/netns/cni-1"}]),
+                Some("veth3c4d"),
+            ),
+            (
+                json!([{"name": "eth0", "sandbox": "/var/run/netns/cni-1"}]),
+                None,
+            ),
+        ];
+        for (interfaces, want) in cases {
+            let c = conf(prev(interfaces.clone()));
+            assert_eq!(
+                ep(&c, &at(None)).unwrap().veth.as_deref(),
+                want,
+                "{interfaces}"
+            );
+        }
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub fn differences(want: &Endpoint, got: &Endpoint) -> Vec<String> {
     };
     field("netns", show(&want.netns), show(&got.netns));
     field("master", show(&want.master), show(&got.master));
+    field("veth", show(&want.veth), show(&got.veth));
     field("tier", show(&want.tier), show(&got.tier));
     field("egress", show(&want.egress), show(&got.egress));
     field("ingress", show(&want.ingress), show(&got.ingress));
@@ -100,6 +101,7 @@ mod tests {
             netns: Some("/var/run/netns/p".into()),
             ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
             master: Some("ens192".into()),
+            veth: None,
             tier: Some("gold".into()),
             egress: None,
             ingress: Some(1000),

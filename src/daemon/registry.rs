@@ -396,6 +396,7 @@ mod tests {
             netns: Some("/var/run/netns/cni-1".into()),
             ips: vec![ip.parse().unwrap()],
             master: Some("ens192".into()),
+            veth: None,
             tier: Some("gold".into()),
             egress: None,
             ingress: Some(100_000_000),

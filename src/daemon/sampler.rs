@@ -113,8 +113,10 @@ impl Rates {
 struct Wanted {
     /// The map's id when an EDT device is shaped.
     edt_map: Option<u32>,
-    /// The HTB devices shaped now.
+    /// The HTB devices shaped now: masters, then those shaping ingress
+    /// (the ifb, veth pods' veths), whose classes are by destination.
     htb: Vec<String>,
+    htb_ingress: Vec<String>,
 }
 
 /// The sampler's own handles, kept from round to round.
@@ -141,22 +143,33 @@ impl Sampler {
             let view = &s.shaping;
             let edt =
                 view.shaped.keys().any(|d| !view.htb.contains(d)) || view.ingress == Some("edt");
-            let mut htb: Vec<String> = view
+            let htb: Vec<String> = view
                 .htb
                 .iter()
                 .filter(|d| view.shaped.contains_key(*d))
                 .cloned()
                 .collect();
+            let mut htb_ingress: Vec<String> = view
+                .pod_ingress
+                .iter()
+                .filter(|(_, b)| **b == "htb")
+                .map(|(v, _)| v.clone())
+                .collect();
             if view.ingress == Some("htb") {
-                htb.push(crate::shaping::INGRESS_DEVICE.to_string());
+                htb_ingress.push(crate::shaping::INGRESS_DEVICE.to_string());
             }
             let wanted = Wanted {
                 edt_map: edt
                     .then(|| view.map.as_ref().and_then(|m| m.id().ok()))
                     .flatten(),
                 htb,
+                htb_ingress,
             };
-            if wanted.edt_map.is_none() && wanted.htb.is_empty() && !s.shaping.rates.is_empty() {
+            if wanted.edt_map.is_none()
+                && wanted.htb.is_empty()
+                && wanted.htb_ingress.is_empty()
+                && !s.shaping.rates.is_empty()
+            {
                 s.shaping.rates.clear();
             }
             wanted
@@ -166,8 +179,9 @@ impl Sampler {
         } else {
             self.sample_edt(shared, wanted.edt_map).await;
         }
-        if !wanted.htb.is_empty() {
-            self.sample_htb(shared, kernel, &wanted.htb).await;
+        if !wanted.htb.is_empty() || !wanted.htb_ingress.is_empty() {
+            self.sample_htb(shared, kernel, &wanted.htb, &wanted.htb_ingress)
+                .await;
         }
     }
 
@@ -211,16 +225,27 @@ impl Sampler {
         }
     }
 
-    async fn sample_htb(&mut self, shared: &Mutex<Shared>, kernel: &Kernel, devices: &[String]) {
+    async fn sample_htb(
+        &mut self,
+        shared: &Mutex<Shared>,
+        kernel: &Kernel,
+        devices: &[String],
+        ingress_devices: &[String],
+    ) {
         // The sample is of the kernel as it was from here on: a pass that
         // ends during the read is not taken as seen by it.
         let at = Instant::now();
         let (mut classes, mut ingress) = (BTreeMap::new(), BTreeMap::new());
         let mut complete = true;
-        for device in devices {
+        let all = devices
+            .iter()
+            .map(|d| (d, false))
+            .chain(ingress_devices.iter().map(|d| (d, true)));
+        for (device, by_destination) in all {
             match htb_classes(kernel, device, &mut self.ifindex).await {
-                // The ifb's classes are the addresses' ingress ones.
-                Ok(c) if device == crate::shaping::INGRESS_DEVICE => ingress.extend(c),
+                // The ifb's and the veths' classes are the addresses'
+                // ingress ones (their filters match the destination).
+                Ok(c) if by_destination => ingress.extend(c),
                 Ok(c) => classes.extend(c),
                 Err(e) => {
                     debug!("sampling: {e}");

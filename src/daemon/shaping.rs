@@ -40,9 +40,12 @@ pub struct ShapingView {
     /// its root and program, the redirects): its backend, `edt` or `htb`;
     /// None while podnet shapes no ingress.
     pub ingress: Option<&'static str>,
-    /// With HTB ingress: the addresses whose class on the ifb the last
-    /// pass left in place, with their limit (bit/s).
+    /// With HTB ingress: the addresses whose class on the ifb (or on a
+    /// veth pod's veth) the last pass left in place, with their limit.
     pub ingress_in_force: BTreeMap<IpAddr, u64>,
+    /// The veth pods' host-side veths the last pass left shaping what the
+    /// pods receive, with the backend (`edt` or `htb`).
+    pub pod_ingress: BTreeMap<String, &'static str>,
     /// When the last pass refreshed this view.
     pub refreshed_at: Option<std::time::Instant>,
 }
@@ -65,11 +68,12 @@ impl ShapingView {
         // written now makes the redirect take the pod's packets at once
         // (EDT shapes them from there; HTB once the pass adds the class).
         // Otherwise the ifb itself is the pass's to make.
+        let ingress = self.ingress_of(e);
         let mut done = match limit_in(limits, &self.queueing, Direction::Ingress) {
             None => true,
-            Some(limit) => match (self.ingress, self.map.as_mut()) {
-                (Some(backend), Some(map)) if on_shaped => {
-                    let written = write_entries(map, e, &limit, Direction::Ingress);
+            Some(limit) => match (ingress, self.map.as_mut()) {
+                (Some((backend, dir)), Some(map)) if on_shaped => {
+                    let written = write_entries(map, e, &limit, dir);
                     written && backend == "edt"
                 }
                 _ => false,
@@ -102,7 +106,7 @@ impl ShapingView {
             if !held(ip.addr()) {
                 // Its ingress entry too: the redirect stops at once (the
                 // pass then takes its class or nothing else is left).
-                for dir in [Direction::Egress, Direction::Ingress] {
+                for dir in [Direction::Egress, Direction::Ingress, Direction::PodIngress] {
                     if let Err(err) = map.remove_in(ip.addr(), dir) {
                         warn!("{}: removing the {dir} map entry: {err}", ip.addr());
                         done = false;
@@ -144,7 +148,10 @@ impl ShapingView {
                 .endpoint
                 .ips
                 .iter()
-                .flat_map(|ip| [Direction::Egress, Direction::Ingress].map(|d| (ip.addr(), d)))
+                .flat_map(|ip| {
+                    [Direction::Egress, Direction::Ingress, Direction::PodIngress]
+                        .map(|d| (ip.addr(), d))
+                })
                 .filter_map(|(ip, dir)| match map.get_in(ip, dir) {
                     Ok(Some(s)) => Some(Ok(((ip, dir), s))),
                     Ok(None) => None,
@@ -176,12 +183,12 @@ impl ShapingView {
             let htb = leaves_through(e, &self.htb);
             rows.push(self.row(e, Direction::Egress, limit.rate_bps, htb, entries, now_ns));
         }
-        if let (Some(limit), Some(backend)) = (
+        if let (Some(limit), Some((backend, dir))) = (
             limit_in(limits, &self.queueing, Direction::Ingress),
-            self.ingress,
+            self.ingress_of(e),
         ) {
             let htb = backend == "htb";
-            rows.push(self.row(e, Direction::Ingress, limit.rate_bps, htb, entries, now_ns));
+            rows.push(self.row(e, dir, limit.rate_bps, htb, entries, now_ns));
         }
         rows
     }
@@ -200,10 +207,10 @@ impl ShapingView {
         let name = direction_name(dir);
         let classes = match dir {
             Direction::Egress => &self.rates.htb,
-            Direction::Ingress => &self.rates.htb_ingress,
+            Direction::Ingress | Direction::PodIngress => &self.rates.htb_ingress,
         };
         let mut row = Traffic {
-            direction: name.into(),
+            direction: dir.way().into(),
             backend: if htb { "htb" } else { "edt" }.into(),
             limit_bps,
             rate_bps: Some(0),
@@ -259,6 +266,16 @@ impl ShapingView {
             .map(|_| &self.rates.htb)
     }
 
+    /// The backend shaping `e`'s ingress now (its veth's for a veth pod,
+    /// the ifb's for the others) and the map direction of its entries;
+    /// None while nothing does.
+    fn ingress_of(&self, e: &EndpointRecord) -> Option<(&'static str, Direction)> {
+        match &e.endpoint.veth {
+            Some(v) => self.pod_ingress.get(v).map(|b| (*b, Direction::PodIngress)),
+            None => self.ingress.map(|b| (b, Direction::Ingress)),
+        }
+    }
+
     /// The ingress problems of `e`, which has ingress limit `limit_bps`:
     /// the ifb not in force, or an address without its ingress entry (EDT)
     /// or class (HTB: as the pass left it, and as the sampler read the
@@ -270,11 +287,14 @@ impl ShapingView {
         entries: &Result<Entries, String>,
     ) -> Vec<String> {
         let mut problems = Vec::new();
-        let Some(backend) = self.ingress else {
-            problems.push(format!(
-                "ingress: {} and its redirects are not in force yet (see `podnetctl status`)",
-                crate::shaping::INGRESS_DEVICE
-            ));
+        let Some((backend, dir)) = self.ingress_of(e) else {
+            problems.push(match &e.endpoint.veth {
+                Some(v) => format!("ingress: {v} is not shaped yet (see `podnetctl status`)"),
+                None => format!(
+                    "ingress: {} and its redirects are not in force yet (see `podnetctl status`)",
+                    crate::shaping::INGRESS_DEVICE
+                ),
+            });
             return problems;
         };
         let sampled = self
@@ -298,12 +318,12 @@ impl ShapingView {
                 {
                     problems.push(format!(
                         "{ip}: no ingress HTB class in the kernel (its class or u32 filter on {} was removed behind podnetd's back; the next pass puts it back)",
-                        crate::shaping::INGRESS_DEVICE
+                        e.endpoint.veth.as_deref().unwrap_or(crate::shaping::INGRESS_DEVICE)
                     ));
                 }
                 continue;
             }
-            match entries.as_ref().map(|m| m.get(&(ip, Direction::Ingress))) {
+            match entries.as_ref().map(|m| m.get(&(ip, dir))) {
                 Err(err) => problems.push(err.clone()),
                 Ok(None) => problems.push(format!("{ip}: no ingress entry in the shaper's map")),
                 Ok(Some(s)) if s.rate_bps != limit_bps => problems.push(format!(
@@ -431,11 +451,12 @@ fn write_entries(
     done
 }
 
-/// A direction as the API and the sampler name it.
+/// A direction as the sampler keys it (the map's own name for it).
 fn direction_name(dir: Direction) -> &'static str {
     match dir {
         Direction::Egress => "egress",
         Direction::Ingress => "ingress",
+        Direction::PodIngress => "pod-ingress",
     }
 }
 
@@ -452,6 +473,7 @@ mod tests {
                 netns: None,
                 ips: vec!["10.0.0.5/24".parse().unwrap()],
                 master: master.map(Into::into),
+                veth: None,
                 tier: None,
                 egress,
                 ingress: None,
@@ -481,6 +503,7 @@ mod tests {
             refreshed_at: None,
             ingress: None,
             ingress_in_force: Default::default(),
+            pod_ingress: Default::default(),
         }
     }
 

@@ -87,6 +87,7 @@ fn pod(i: usize) -> Endpoint {
             .parse()
             .unwrap()],
         master: Some("m0".into()),
+        veth: None,
         tier: None,
         egress: Some(10_000_000),
         ingress: None,

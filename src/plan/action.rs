@@ -181,15 +181,20 @@ pub enum Change {
     RemoveClass {
         was: ClassSpec,
     },
-    /// The u32 filter sending the address's packets to class `minor`.
+    /// The u32 filter sending the address's packets (from it; `dst`: to
+    /// it, on a device shaping ingress) to class `minor`.
     AddFilter {
         device: String,
         minor: u16,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dst: bool,
     },
     /// Every u32 filter on podnet's root matching the address.
     RemoveFilter {
         device: String,
         minor: u16,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dst: bool,
     },
     /// podnet's program `prog` (the EDT egress program unless named) onto
     /// its hook. It fails open: a packet with no entry passes as before.
@@ -374,13 +379,15 @@ impl Action {
                 was: class.clone(),
             }),
             Change::RemoveClass { was } => back(Change::AddClass { class: was.clone() }),
-            Change::AddFilter { device, minor } => back(Change::RemoveFilter {
+            Change::AddFilter { device, minor, dst } => back(Change::RemoveFilter {
                 device: device.clone(),
                 minor: *minor,
+                dst: *dst,
             }),
-            Change::RemoveFilter { device, minor } => back(Change::AddFilter {
+            Change::RemoveFilter { device, minor, dst } => back(Change::AddFilter {
                 device: device.clone(),
                 minor: *minor,
+                dst: *dst,
             }),
             Change::AttachProgram { mode, prog } => back(Change::DetachProgram {
                 mode: *mode,
@@ -551,8 +558,9 @@ impl fmt::Display for Action {
             Change::RemoveClass { was } => {
                 write!(f, "{sign} htb class {}", describe_class(was))
             }
-            Change::AddFilter { device, minor } | Change::RemoveFilter { device, minor } => {
-                let field = if crate::shaping::matches_destination(device) {
+            Change::AddFilter { device, minor, dst }
+            | Change::RemoveFilter { device, minor, dst } => {
+                let field = if *dst {
                     "dst"
                 } else {
                     "src"
@@ -652,6 +660,7 @@ fn program_name(prog: Prog) -> &'static str {
         Prog::Egress => "EDT program",
         Prog::Ingress => "EDT ingress program",
         Prog::Redirect => "ingress redirect program",
+        Prog::PodIngress => "EDT pod-ingress program",
     }
 }
 
@@ -778,10 +787,12 @@ mod tests {
         );
         assert_eq!(
             undo(Change::AddFilter {
+                dst: false,
                 device: "ens192".into(),
                 minor: 3
             }),
             [Change::RemoveFilter {
+                dst: false,
                 device: "ens192".into(),
                 minor: 3
             }]

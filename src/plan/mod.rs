@@ -48,6 +48,10 @@ pub struct Plan {
     /// shapes ingress (an endpoint on a shaped master has an ingress limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingress: Option<crate::shaping::tc::RootKind>,
+    /// The veth pods' host-side veths shaping what the pods receive once
+    /// this plan has run.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub veths: BTreeSet<String>,
     /// Sections a direct apply validates but does not apply: podnetd's
     /// (shaping of registered pods) or not yet supported.
     pub unsupported: Vec<Unsupported>,
@@ -235,6 +239,7 @@ pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan 
         shaped: shaping.shaped,
         htb: shaping.htb,
         ingress: shaping.ingress,
+        veths: shaping.veths,
         unsupported: unsupported(desired),
     }
 }

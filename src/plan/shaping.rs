@@ -58,6 +58,9 @@ pub struct Inputs {
     /// The redirect program on the masters' ingress hooks, as `program`.
     #[serde(default)]
     pub redirect_program: Option<BpfProgram>,
+    /// The pod-ingress program on veth pods' host-side veths, as `program`.
+    #[serde(default)]
+    pub pod_ingress_program: Option<BpfProgram>,
 }
 
 impl Inputs {
@@ -67,6 +70,7 @@ impl Inputs {
             Prog::Egress => self.program.as_ref(),
             Prog::Ingress => self.ingress_program.as_ref(),
             Prog::Redirect => self.redirect_program.as_ref(),
+            Prog::PodIngress => self.pod_ingress_program.as_ref(),
         }
     }
 
@@ -106,6 +110,8 @@ pub(super) struct Steps {
     pub htb: BTreeSet<String>,
     /// The ingress ifb's root, when podnet shapes ingress.
     pub ingress: Option<RootKind>,
+    /// The veth pods' host-side veths that shape what the pods receive.
+    pub veths: BTreeSet<String>,
 }
 
 /// The root the node files' backend calls for on this kernel: `auto` is EDT
@@ -166,15 +172,30 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
     }
     // The endpoints' horizons and thresholds, resolved once for all.
     let queueing = crate::policy::Queueing::of(desired);
-    let ingress =
-        crate::policy::wanted_in(&inputs.endpoints, &shaped, &queueing, Direction::Ingress);
+    // Ingress: a veth pod's at its own host-side veth, the others' through
+    // podnet's ifb.
+    let (veth_pods, others): (Vec<EndpointRecord>, Vec<EndpointRecord>) = inputs
+        .endpoints
+        .iter()
+        .cloned()
+        .partition(|e| e.endpoint.veth.is_some());
+    let ingress = crate::policy::wanted_in(&others, &shaped, &queueing, Direction::Ingress);
     let ifb = plan_ingress(observed, inputs, &ingress, &shaped, mode, kind, &mut steps);
+    let veths = match kind {
+        Some(kind) => plan_veths(
+            observed, inputs, &veth_pods, &queueing, &shaped, mode, kind, &mut steps,
+        ),
+        None => BTreeMap::new(),
+    };
     // Devices podnet shaped that no longer shape: the programs off first (a
     // stamped packet must never meet a qdisc that ignores the stamp), the
     // HTB classes out (so the undo puts them back whole), then the root
     // podnet replaced back; an ifb no longer wanted goes after that.
     for link in &observed.links {
-        if configured.contains(&link.name) || (link.name == INGRESS_DEVICE && ifb != Ifb::Gone) {
+        if configured.contains(&link.name)
+            || (link.name == INGRESS_DEVICE && ifb != Ifb::Gone)
+            || veths.contains_key(&link.name)
+        {
             continue;
         }
         let sh = observed.shaping_of(&link.name);
@@ -216,19 +237,93 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
             )
         }));
     }
+    if kind == Some(RootKind::Fq) {
+        for wanted in veths.values() {
+            entries.extend(wanted.iter().map(|(ip, limit)| {
+                (
+                    (*ip, Direction::PodIngress),
+                    limit.entry_in(*ip, Direction::PodIngress),
+                )
+            }));
+        }
+    }
     plan_entries(observed, &entries, &mut steps);
     let htb = steps.htb.clone();
     for dev in &htb {
         let one: BTreeSet<String> = [dev.clone()].into();
         let wanted = crate::policy::wanted(&inputs.endpoints, &one, &queueing);
-        plan_classes(&wanted, observed, dev, &mut steps);
+        plan_classes(&wanted, observed, dev, false, &mut steps);
     }
-    if ifb == Ifb::Kept && kind == Some(RootKind::Htb) {
-        plan_classes(&ingress, observed, INGRESS_DEVICE, &mut steps);
+    if kind == Some(RootKind::Htb) {
+        if ifb == Ifb::Kept {
+            plan_classes(&ingress, observed, INGRESS_DEVICE, true, &mut steps);
+        }
+        for (veth, wanted) in &veths {
+            plan_classes(wanted, observed, veth, true, &mut steps);
+        }
     }
     steps.shaped = shaped;
     steps.ingress = kind.filter(|_| ifb == Ifb::Kept);
+    steps.veths = veths.into_keys().collect();
     steps
+}
+
+/// The veth pods' ingress: the host-side veth of each registered veth pod
+/// with an ingress limit, on a shaped master, gets podnet's root and
+/// (EDT) the pod-ingress program on its egress, which is what the pod
+/// receives: whatever reaches it (from the network, the node, another
+/// pod), with its final addresses. Returns those veths with the limits of
+/// their pods' addresses. A veth that is gone (the pod with it) needs
+/// nothing; one that is not a veth is left alone.
+#[allow(clippy::too_many_arguments)]
+fn plan_veths(
+    observed: &Observed,
+    inputs: &Inputs,
+    pods: &[EndpointRecord],
+    queueing: &crate::policy::Queueing,
+    shaped: &BTreeSet<String>,
+    mode: AttachMode,
+    kind: RootKind,
+    steps: &mut Steps,
+) -> BTreeMap<String, BTreeMap<IpAddr, EgressLimit>> {
+    let mut out: BTreeMap<String, BTreeMap<IpAddr, EgressLimit>> = BTreeMap::new();
+    for e in pods {
+        let Some(veth) = e.endpoint.veth.as_deref() else {
+            continue;
+        };
+        let wanted = crate::policy::wanted_in(
+            std::slice::from_ref(e),
+            shaped,
+            queueing,
+            Direction::Ingress,
+        );
+        if wanted.is_empty() {
+            continue;
+        }
+        match observed.link(veth) {
+            Some(l) if l.kind.as_deref() == Some("veth") => {
+                out.entry(veth.to_string()).or_default().extend(wanted)
+            }
+            Some(_) => steps.unmet.push(format!(
+                "endpoint {}/{}: {veth} is not a veth: its ingress limit is not enforced",
+                e.container_id, e.ifname
+            )),
+            None => {}
+        }
+    }
+    for veth in out.keys() {
+        plan_device_root(
+            observed,
+            inputs,
+            veth,
+            mode,
+            kind,
+            Prog::PodIngress,
+            true,
+            steps,
+        );
+    }
+    out
 }
 
 /// What becomes of podnet's ingress ifb.
@@ -371,6 +466,7 @@ fn take_out_classes(observed: &Observed, dev: &str, out: &mut Vec<Action>) {
                 Change::RemoveFilter {
                     device: dev.to_string(),
                     minor,
+                    dst: f.dst,
                 },
             ));
             if let Some(c) = tree.classes.iter().find(|c| c.minor == minor) {
@@ -433,6 +529,7 @@ fn plan_classes(
     wanted: &BTreeMap<IpAddr, EgressLimit>,
     observed: &Observed,
     dev: &str,
+    dst: bool,
     steps: &mut Steps,
 ) {
     let wanted: BTreeMap<IpAddr, EgressLimit> = wanted
@@ -451,7 +548,7 @@ fn plan_classes(
         .unwrap_or(&empty);
     let classes: BTreeMap<u16, &HtbClass> = tree.classes.iter().map(|c| (c.minor, c)).collect();
     let mut filtered: BTreeMap<IpAddr, u16> = BTreeMap::new();
-    for f in &tree.filters {
+    for f in tree.filters.iter().filter(|f| f.dst == dst) {
         if let (Some(ip), Some(minor)) = (f.ip, f.class) {
             filtered.entry(ip).or_insert(minor);
         }
@@ -513,6 +610,7 @@ fn plan_classes(
                 Change::AddFilter {
                     device: dev.to_string(),
                     minor,
+                    dst,
                 },
             ));
         }
@@ -525,6 +623,7 @@ fn plan_classes(
                 Change::RemoveFilter {
                     device: dev.to_string(),
                     minor: *minor,
+                    dst,
                 },
             ));
         }

@@ -11,8 +11,10 @@ pub const EDT_FAMILY_IPV4: u8 = 4;
 pub const EDT_FAMILY_IPV6: u8 = 6;
 /// `EDT_DIR_EGRESS`
 pub const EDT_DIR_EGRESS: u8 = 0;
-/// `EDT_DIR_INGRESS`: reserved for the ingress shaper.
+/// `EDT_DIR_INGRESS`: ingress through podnet's ifb.
 pub const EDT_DIR_INGRESS: u8 = 1;
+/// `EDT_DIR_POD_INGRESS`: ingress at a veth pod's host-side veth.
+pub const EDT_DIR_POD_INGRESS: u8 = 2;
 /// `EDT_DEFAULT_HORIZON_NS`: what the datapath uses for `horizon_ns == 0`.
 pub const EDT_DEFAULT_HORIZON_NS: u64 = 2_000_000_000;
 /// `EDT_MAP_MAX_ENTRIES`
@@ -158,6 +160,7 @@ mod tests {
         m.insert("const.EDT_FAMILY_IPV6", EDT_FAMILY_IPV6.into());
         m.insert("const.EDT_DIR_EGRESS", EDT_DIR_EGRESS.into());
         m.insert("const.EDT_DIR_INGRESS", EDT_DIR_INGRESS.into());
+        m.insert("const.EDT_DIR_POD_INGRESS", EDT_DIR_POD_INGRESS.into());
         m.insert("const.EDT_DEFAULT_HORIZON_NS", EDT_DEFAULT_HORIZON_NS);
         m.insert("const.EDT_MAP_MAX_ENTRIES", EDT_MAP_MAX_ENTRIES.into());
         m.insert("const.EDT_Q24_SHIFT", EDT_Q24_SHIFT.into());

@@ -45,7 +45,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::link::LinkAttribute;
 use serde::{Deserialize, Serialize};
 
-use self::abi::{EdtInfo, EdtKey, EDT_DIR_EGRESS, EDT_DIR_INGRESS};
+use self::abi::{EdtInfo, EdtKey, EDT_DIR_EGRESS, EDT_DIR_INGRESS, EDT_DIR_POD_INGRESS};
 use self::program::EndpointMap;
 use self::tc::PreviousRoot;
 use crate::error::{Error, ErrorKind, Result};
@@ -62,12 +62,6 @@ pub use self::program::{
 pub const INGRESS_DEVICE: &str = "podnet-ifb";
 /// Its ifalias: podnet's mark, as on every link it creates.
 pub const INGRESS_ALIAS: &str = "podnet:ingress ifb";
-
-/// Whether u32 filters on `device` match the destination address (the
-/// ingress ifb's) rather than the source (a master's).
-pub fn matches_destination(device: &str) -> bool {
-    device == INGRESS_DEVICE
-}
 
 /// Where the map and TCX links are pinned.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/podnet";
@@ -384,10 +378,10 @@ impl EndpointStats {
     pub fn entry(&self) -> MapEntry {
         MapEntry {
             ip: self.ip,
-            direction: if self.direction == "ingress" {
-                Direction::Ingress
-            } else {
-                Direction::Egress
+            direction: match self.direction {
+                "ingress" => Direction::Ingress,
+                "pod-ingress" => Direction::PodIngress,
+                _ => Direction::Egress,
             },
             rate_bps: self.rate_bps,
             horizon_ns: self.horizon_ns,
@@ -402,6 +396,7 @@ impl EndpointStats {
             ip,
             direction: match direction {
                 EDT_DIR_INGRESS => "ingress",
+                EDT_DIR_POD_INGRESS => "pod-ingress",
                 _ => "egress",
             },
             rate_bps: info.rate_bytes.saturating_mul(8),
@@ -431,6 +426,7 @@ fn dir_code(direction: Direction) -> u8 {
     match direction {
         Direction::Egress => EDT_DIR_EGRESS,
         Direction::Ingress => EDT_DIR_INGRESS,
+        Direction::PodIngress => EDT_DIR_POD_INGRESS,
     }
 }
 

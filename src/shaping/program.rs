@@ -63,10 +63,18 @@ pub enum Prog {
     /// `edt_redirect` on a master's ingress: hands the packets of
     /// addresses with an ingress entry to the ifb.
     Redirect,
+    /// `edt_pod_ingress` on a veth pod's host-side veth egress: by
+    /// destination address, for what the pod receives.
+    PodIngress,
 }
 
 impl Prog {
-    pub const ALL: [Prog; 3] = [Prog::Egress, Prog::Ingress, Prog::Redirect];
+    pub const ALL: [Prog; 4] = [
+        Prog::Egress,
+        Prog::Ingress,
+        Prog::Redirect,
+        Prog::PodIngress,
+    ];
 
     /// Its name in the object.
     pub fn name(self) -> &'static str {
@@ -74,6 +82,7 @@ impl Prog {
             Prog::Egress => PROGRAM,
             Prog::Ingress => "edt_ingress",
             Prog::Redirect => "edt_redirect",
+            Prog::PodIngress => "edt_pod_ingress",
         }
     }
 
@@ -81,7 +90,7 @@ impl Prog {
     pub fn hook(self) -> TcAttachType {
         match self {
             Prog::Redirect => TcAttachType::Ingress,
-            Prog::Egress | Prog::Ingress => TcAttachType::Egress,
+            Prog::Egress | Prog::Ingress | Prog::PodIngress => TcAttachType::Egress,
         }
     }
 

@@ -839,6 +839,15 @@ fn u32_options(ip: std::net::IpAddr, dst: bool, classid: u32) -> Vec<u8> {
     v
 }
 
+/// The address a u32 selector matches and whether it is the destination,
+/// if it is exactly one of podnet's selectors: a source (see
+/// [`u32_address`]) or a destination.
+fn u32_match(sel: &netlink_packet_route::tc::TcU32Selector) -> Option<(std::net::IpAddr, bool)> {
+    u32_address(sel, false)
+        .map(|ip| (ip, false))
+        .or_else(|| u32_address(sel, true).map(|ip| (ip, true)))
+}
+
 /// The source (or `dst`: destination) address a u32 selector matches, if
 /// it is exactly one of podnet's: one full-mask key at 12 (IPv4; dst 16),
 /// or four at 8..24 (IPv6; dst 24..40).
@@ -972,12 +981,13 @@ pub async fn htb_tree(
             continue;
         }
         let (mut ip, mut class) = (None, None);
+        let mut dst = false;
         for a in &f.attributes {
             if let TcAttribute::Options(opts) = a {
                 for o in opts {
                     match o {
                         TcOption::U32(TcFilterU32Option::Selector(sel)) => {
-                            ip = u32_address(sel, super::matches_destination(link))
+                            (ip, dst) = u32_match(sel).map_or((None, false), |(a, d)| (Some(a), d))
                         }
                         TcOption::U32(TcFilterU32Option::ClassId(id)) => {
                             let id = u32::from(*id);
@@ -992,6 +1002,7 @@ pub async fn htb_tree(
             priority: (f.header.info >> 16) as u16,
             handle,
             ip,
+            dst,
             class,
         });
     }

@@ -94,6 +94,19 @@ impl PrevResult {
     /// The addresses of the pod's interface `ifname`: the IPs whose
     /// `interface` is the sandbox interface of that name, and the IPs that
     /// name no interface at all (a result may leave `interface` out).
+    /// A veth pod's host-side veth: the host interface (no sandbox) listed
+    /// right before the pod's `ifname`, as the ptp (`[host veth, pod]`) and
+    /// bridge (`[bridge, host veth, pod]`) plugins list them. None when
+    /// the pod's interface comes first (macvlan, ipvlan) or is not listed.
+    pub fn host_veth(&self, ifname: &str) -> Option<String> {
+        let pod = self
+            .interfaces
+            .iter()
+            .position(|i| i.name == ifname && i.sandbox.is_some())?;
+        let before = self.interfaces.get(pod.checked_sub(1)?)?;
+        before.sandbox.is_none().then(|| before.name.clone())
+    }
+
     pub fn pod_ips(&self, ifname: &str) -> Vec<IpNet> {
         self.ips
             .iter()

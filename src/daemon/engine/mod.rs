@@ -340,7 +340,7 @@ impl Engine {
             self.converged_generation = Some(in_force);
         }
         report.took_ms = start.elapsed().as_secs_f64() * 1e3;
-        self.update_watch(desired, &observed);
+        self.update_watch(desired, &observed, &remaining.veths);
         self.publish(
             &report,
             Some(desired),
@@ -351,8 +351,14 @@ impl Engine {
     }
 
     /// The names and ifindexes whose kernel events should wake the daemon.
-    fn update_watch(&self, desired: &crate::config::NodeConfig, observed: &Observed) {
-        let mut names = HashSet::new();
+    fn update_watch(
+        &self,
+        desired: &crate::config::NodeConfig,
+        observed: &Observed,
+        veths: &std::collections::BTreeSet<String>,
+    ) {
+        // The veth pods' veths podnet shapes, with the masters and shims.
+        let mut names: HashSet<String> = veths.iter().cloned().collect();
         for (name, m) in &desired.masters {
             names.insert(name.clone());
             if let Some(s) = &m.shim {

@@ -118,32 +118,52 @@ impl Engine {
                 .iter()
                 .any(|a| a.role == Role::Shaping && a.name == crate::shaping::INGRESS_DEVICE)
         });
-        let ingress_in_force = match ingress {
-            Some(crate::shaping::tc::RootKind::Htb) => {
-                let masters = shaped.keys().cloned().collect();
-                crate::policy::wanted_in(
-                    endpoints,
-                    &masters,
-                    &queueing,
-                    crate::state::Direction::Ingress,
-                )
-                .into_iter()
-                .filter(|(ip, _)| {
-                    let name = ip.to_string();
-                    !remaining.actions.iter().any(|a| a.name == name)
-                })
-                .map(|(ip, l)| (ip, l.rate_bps))
-                .collect()
-            }
-            _ => Default::default(),
-        };
-        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        let view = &mut shared.shaping;
-        view.ingress = ingress.map(|k| match k {
+        // The veth pods' veths shaping now: no step on them left undone.
+        let backend = |k: crate::shaping::tc::RootKind| match k {
             crate::shaping::tc::RootKind::Htb => "htb",
             crate::shaping::tc::RootKind::Fq => "edt",
-        });
+        };
+        let root = crate::plan::root_kind(desired, observed).ok();
+        let pod_ingress: BTreeMap<String, &'static str> = plan
+            .veths
+            .iter()
+            .filter(|v| {
+                !remaining
+                    .actions
+                    .iter()
+                    .any(|a| a.role == Role::Shaping && &a.name == *v)
+            })
+            .filter_map(|v| Some((v.clone(), backend(root?))))
+            .collect();
+        // HTB ingress classes in force: on the ifb or the veth, with no
+        // step on the address left undone.
+        let masters = shaped.keys().cloned().collect();
+        let ingress_in_force = crate::policy::wanted_in(
+            endpoints,
+            &masters,
+            &queueing,
+            crate::state::Direction::Ingress,
+        )
+        .into_iter()
+        .filter(|(ip, _)| {
+            let on_htb = endpoints
+                .iter()
+                .find(|e| e.endpoint.ips.iter().any(|n| n.addr() == *ip))
+                .and_then(|e| match &e.endpoint.veth {
+                    Some(v) => pod_ingress.get(v).copied(),
+                    None => ingress.map(backend),
+                })
+                == Some("htb");
+            let name = ip.to_string();
+            on_htb && !remaining.actions.iter().any(|a| a.name == name)
+        })
+        .map(|(ip, l)| (ip, l.rate_bps))
+        .collect();
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let view = &mut shared.shaping;
+        view.ingress = ingress.map(backend);
         view.ingress_in_force = ingress_in_force;
+        view.pod_ingress = pod_ingress;
         view.configured = crate::policy::shaping_masters(desired);
         view.queueing = queueing;
         view.shaped = shaped;
