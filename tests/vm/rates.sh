@@ -24,13 +24,16 @@
 # way: the tiers and kubelet's annotation limit ingress, "the network"
 # sends to the pod (iperf3 -R: the pod's client is the receiver), and
 # podnet's ifb carries the limit (the master's ingress hook redirects the
-# pods' packets to it; fq and the EDT program on its egress). Set KIND,
-# MODES (and DIRECTION), source lib.sh, then this.
+# pods' packets to it; fq and the EDT program on its egress). KIND=ptp
+# makes veth pods (Debian's ptp plugin) in 10.4<i>.0.0/24, routed by the
+# node (its m<i> at 10.3<i>.0.2, the network's route to the pods through
+# it; MODES=(routed)): their ingress is shaped on each pod's host-side
+# veth. Set KIND, MODES (and DIRECTION), source lib.sh, then this.
 
 source "$(dirname "${BASH_SOURCE[0]}")/measure.sh"
 
 DIRECTION=${DIRECTION:-egress}
-need_module "$KIND" sch_fq
+if [[ $KIND == ptp ]]; then need_module veth sch_fq; else need_module "$KIND" sch_fq; fi
 [[ $DIRECTION == egress ]] || need_module ifb
 # iperf3's client sends (egress) or receives (-R, ingress); the receiver's
 # 100 ms intervals are the server's, or the client's own.
@@ -67,7 +70,15 @@ netns_new peer
         ip -n node link set "p$m" netns peer
         ip -n peer link set "p$m" up
         ip -n peer addr add "10.3$m.0.1/24" dev "p$m"
-        printf '[masters.m%s]\nkind = "%s"\nmode = "%s"\n' "$m" "$KIND" "${MODES[i]}"
+        if [[ $KIND == ptp ]]; then
+            # veth pods: the node routes between them and the network.
+            ip -n node addr add "10.3$m.0.2/24" dev "m$m"
+            ip -n peer route add "10.4$m.0.0/24" via "10.3$m.0.2"
+            ip netns exec node sysctl -qw net.ipv4.ip_forward=1
+            printf '[masters.m%s]\nkind = "macvlan"\nmode = "bridge"\n' "$m"
+        else
+            printf '[masters.m%s]\nkind = "%s"\nmode = "%s"\n' "$m" "$KIND" "${MODES[i]}"
+        fi
     done
     cat <<TOML
 [tiers.standard]
@@ -104,7 +115,7 @@ wait_until 20 bash -c "ip netns exec peer ss -ltn | grep -q ':5201 '"
 ingress_state() {
     [[ $DIRECTION == ingress ]] || return 0
     ip -n node -s -d link show podnet-ifb || true
-    tc -n node -s qdisc show dev podnet-ifb || true
+    tc -n node -s qdisc show || true
     for m in $(seq 1 "${#MODES[@]}"); do tc -n node filter show dev "m$m" ingress || true; done
     ls "$PIN" || true
     api /v1/endpoints | jq -c '.[] | {container_id, traffic, enforcement}' || true
@@ -142,9 +153,15 @@ pod_add() {
     POD_ID="rate$m$name" POD_NS="pod$m$name"
     ip netns add "$POD_NS"
     ip -n "$POD_NS" link set lo up
-    POD_MAIN=$(jq -nc --arg dir "$T/ipam" --arg kind "$KIND" --arg mode "$mode" --arg master "m$m" --arg sub "10.3$m.0.0/24" \
-        '{cniVersion:"1.0.0", name:"pods", type:$kind, master:$master, mode:$mode,
-          ipam:{type:"host-local", ranges:[[{subnet:$sub, rangeStart:"10.3\($master[1:]).0.10", rangeEnd:"10.3\($master[1:]).0.99"}]], dataDir:$dir}}')
+    if [[ $KIND == ptp ]]; then
+        POD_MAIN=$(jq -nc --arg dir "$T/ipam" --arg sub "10.4$m.0.0/24" \
+            '{cniVersion:"1.0.0", name:"pods", type:"ptp",
+              ipam:{type:"host-local", ranges:[[{subnet:$sub}]], routes:[{dst:"0.0.0.0/0"}], dataDir:$dir}}')
+    else
+        POD_MAIN=$(jq -nc --arg dir "$T/ipam" --arg kind "$KIND" --arg mode "$mode" --arg master "m$m" --arg sub "10.3$m.0.0/24" \
+            '{cniVersion:"1.0.0", name:"pods", type:$kind, master:$master, mode:$mode,
+              ipam:{type:"host-local", ranges:[[{subnet:$sub, rangeStart:"10.3\($master[1:]).0.10", rangeEnd:"10.3\($master[1:]).0.99"}]], dataDir:$dir}}')
+    fi
     prev=$(cni_call ADD "/usr/lib/cni/$KIND" "$POD_MAIN" "$POD_ID" "$POD_NS")
     POD_CONF=$(jq -nc --arg sock "$SOCK" --arg master "m$m" --argjson prev "$prev" --argjson rc "$rc" --arg tier "$tier" \
         '{cniVersion:"1.0.0", name:"pods", type:"podnet-cni", socket:$sock, master:$master,
@@ -153,6 +170,8 @@ pod_add() {
          + (if $tier == "" then {} else {args:{cni:{tier:$tier}}} end)')
     cni_call ADD "$CNI" "$POD_CONF" "$POD_ID" "$POD_NS" > /dev/null
     POD_IP=$(jq -r '.ips[0].address | split("/")[0]' <<< "$prev")
+    # A veth pod's host side: the host interface (ptp lists it first).
+    POD_VETH=$(jq -r '[.interfaces[] | select((.sandbox // "") == "")][-1].name // ""' <<< "$prev")
     # l3/l3s children answer no ARP and send none: "the network" has a
     # static route to the pod (here a neighbour entry), as routers do.
     if [[ $KIND == ipvlan && $mode != l2 ]]; then
@@ -208,9 +227,12 @@ pod_run() {
     got=$(api "/v1/endpoints/$POD_ID/eth0" | jq -r ".limits.$DIRECTION")
     assert_eq "$limit" "$got" "m$m $name: registered $DIRECTION limit"
     if [[ $DIRECTION == ingress ]]; then
-        # The limit's path: podnet's ifb, with fq at its root.
-        wait_until 20 bash -c "tc -n node -j qdisc show dev podnet-ifb | jq -e '[.[] | select(.kind == \"fq\")] | length > 0'" ||
-            { tc -n node qdisc show; tail -20 "$T/podnetd.log"; fail "m$m $name: no fq on podnet-ifb"; }
+        # The limit's path: podnet's ifb (a veth pod: its own veth), with
+        # fq at its root.
+        local via=podnet-ifb
+        [[ $KIND != ptp ]] || via=$POD_VETH
+        wait_until 20 bash -c "tc -n node -j qdisc show dev $via | jq -e '[.[] | select(.kind == \"fq\")] | length > 0'" ||
+            { tc -n node qdisc show; tail -20 "$T/podnetd.log"; fail "m$m $name: no fq on $via"; }
     fi
     for try in 1 2; do
         json=$(ip netns exec "$POD_NS" iperf3 -c "10.3$m.0.1" "${IPERF_DIR[@]}" -t "$SECS" -Z -J --get-server-output) ||
