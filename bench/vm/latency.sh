@@ -18,7 +18,12 @@
 # same time: what the machine itself adds under that load (under TCG, the
 # per-packet cost of 128 flows reaches every path). "cpu%" is how busy the
 # guest's vCPUs were while the probes ran.
-# Ingress rows: podnet does not shape ingress yet (issue 10, part 2).
+# Ingress rows (BENCH_LAT_DIRS, default "egress ingress"): the same at a
+# 100M ingress limit, the bulk sent to A by the network (iperf3 -R: A's
+# client receives, asks for ECN, and the network's sender then sends ECT),
+# the pings' replies queued behind it: podnet through its ifb (EDT, or HTB
+# for the HTB rows), the bandwidth plugin with its ingress TBF on the
+# veth.
 source "$PODNET_ROOT/tests/vm/lib.sh"
 source "$PODNET_ROOT/tests/vm/measure.sh"
 source "$PODNET_ROOT/bench/vm/setup.sh"
@@ -29,6 +34,7 @@ SECS=${BENCH_LAT_SECS:-12}
 PINGS=${BENCH_LAT_PINGS:-700}
 FLOWS=${BENCH_LAT_FLOWS:-1 128}
 ROWS=${BENCH_LAT_ROWS:-marking cilium htb bandwidth}
+DIRS=${BENCH_LAT_DIRS:-egress ingress}
 # The bandwidth plugin's burst: kubelet's (MaxInt32 bits, 256 MiB) lets a
 # 12 s run through unshaped at 100M, so the plugin gets 1 Mbit, as podnet's
 # tiers default to a 64 KiB packet.
@@ -56,16 +62,25 @@ ce_threshold = "5ms"
 egress = "$RATE"
 horizon = "2s"
 ce_threshold = "off"
+[tiers.marking_in]
+ingress = "$RATE"
+[tiers.cilium_in]
+ingress = "$RATE"
+horizon = "2s"
+ce_threshold = "off"
 TOML
 wait_until 60 bash -c "[[ \$(curl -s --unix-socket '$SOCK' http://x/v1/status | jq '.generation > $gen and .converged') == true ]]"
 
-# shaped_pod WHERE TIER ID NS: a pod on WHERE shaped at RATE (by TIER for
-# podnet, by kubelet's annotation for the bandwidth plugin); its ECN on.
+# shaped_pod WHERE TIER ID NS: a pod on WHERE shaped at RATE in $DIR (by
+# TIER for podnet, by kubelet's annotation for the bandwidth plugin); its
+# ECN on.
 shaped_pod() {
     local where=$1 tier=$2 prev conf out
     prev=$(pod_add "$where" "$3" "$4")
     if [[ $where == ptp ]]; then
-        conf=$(shaper_conf ptp "$prev" "$RATE" | jq -c --argjson b "$PLUGIN_BURST" '.runtimeConfig.bandwidth.egressBurst = $b')
+        conf=$(shaper_conf ptp "$prev" "$RATE" | jq -c --argjson b "$PLUGIN_BURST" --arg d "$DIR" '
+            if $d == "ingress" then .runtimeConfig.bandwidth = {ingressRate: .runtimeConfig.bandwidth.egressRate, ingressBurst: $b}
+            else .runtimeConfig.bandwidth.egressBurst = $b end')
     else
         conf=$(shaper_conf "$where" "$prev" "" | jq -c --arg t "$tier" '. + {args:{cni:{tier:$t}}}')
     fi
@@ -103,20 +118,26 @@ rtts() {
             printf "%.2f %.2f %d\n", p50, v[i], n - NR }'
 }
 
-{
-    echo "latency at a ${RATE} bit/s egress limit: ping RTT (ms) every 10 ms from the bulk pod A and from pod B under the same shaper"
-    printf '%-24s %6s %9s %9s %9s %9s %9s %6s %8s %7s %5s\n' shaper flows "A p50" "A p99" "B p50" "B p99" "C p99" lost "bulk%" marks cpu%
-} >> "$TABLE"
 # C: an unshaped ipvlan pod on ui, for the machine's own floor.
 C_NS=blatc
 pod_add ui latc "$C_NS" > /dev/null
 cleanup_add pod_del latc "$C_NS"
+for DIR in $DIRS; do
+{
+    echo "latency at a ${RATE} bit/s $DIR limit: ping RTT (ms) every 10 ms from the bulk pod A and from pod B under the same shaper"
+    printf '%-24s %6s %9s %9s %9s %9s %9s %6s %8s %7s %5s\n' shaper flows "A p50" "A p99" "B p50" "B p99" "C p99" lost "bulk%" marks cpu%
+} >> "$TABLE"
+# The tier of a row in this direction; the receiver's intervals.
+sfx=
+iperf_dir=()
+FIG_FROM=
+if [[ $DIR == ingress ]]; then sfx=_in iperf_dir=(-R -i 0.1) FIG_FROM=.intervals; fi
 for row in $ROWS; do
     case $row in
-        marking) WHERE=mi TIER=marking label="podnet EDT (marking)" ;;
-        htb) WHERE=mi TIER=marking label="podnet HTB" ;;
+        marking) WHERE=mi TIER=marking$sfx label="podnet EDT (marking)" ;;
+        htb) WHERE=mi TIER=marking$sfx label="podnet HTB" ;;
         h*) WHERE=mi TIER=$row label="podnet EDT ($row)" ;;
-        cilium) WHERE=mi TIER=cilium label="podnet EDT (2s, none)" ;;
+        cilium) WHERE=mi TIER=cilium$sfx label="podnet EDT (2s, none)" ;;
         bandwidth) WHERE=ptp TIER= label="bandwidth plugin (veth)" ;;
     esac
     if [[ $WHERE == mi ]]; then
@@ -131,7 +152,7 @@ for row in $ROWS; do
         a=lat$RANDOM$RANDOM b=lat$RANDOM$RANDOM
         shaped_pod "$WHERE" "$TIER" "$a" "b$a"
         shaped_pod "$WHERE" "$TIER" "$b" "b$b"
-        ip netns exec "b$a" iperf3 -c "$dst" -t "$SECS" -P "$flows" -Z -J --get-server-output > "$T/bulk.json" &
+        ip netns exec "b$a" iperf3 -c "$dst" "${iperf_dir[@]}" -t "$SECS" -P "$flows" -Z -J --get-server-output > "$T/bulk.json" &
         bulk=$!
         sleep 3
         read -r busy0 total0 <<< "$(cpu_now)"
@@ -152,8 +173,8 @@ for row in $ROWS; do
         marks=-
         if [[ $row != htb && $WHERE != ptp ]]; then
             marks=$("$(podnet_bin examples/edt-demo)" --pin-dir "$PIN" stats |
-                jq --slurpfile pod <(curl -s --unix-socket "$SOCK" "http://x/v1/endpoints/$a/eth0") \
-                    '[.[] | select(.ip as $ip | $pod[0].ips | map(split("/")[0]) | index($ip)) | .marks] | add // 0')
+                jq --arg d "$DIR" --slurpfile pod <(curl -s --unix-socket "$SOCK" "http://x/v1/endpoints/$a/eth0") \
+                    '[.[] | select(.direction == $d) | select(.ip as $ip | $pod[0].ips | map(split("/")[0]) | index($ip)) | .marks] | add // 0')
         fi
         line=$(printf '%-24s %6s %9s %9s %9s %9s %9s %6s %7s%% %7s %5s' "$label" "$flows" "$a50" "$a99" "$b50" "$b99" "$c99" "$((alost + blost))" "$(pct "$FIG_STEADY" "$RATE")" "$marks" "$cpu")
         log "$line"
@@ -162,6 +183,6 @@ for row in $ROWS; do
         unshaped_pod "$b" "b$b"
     done
 done
+done
 [[ $(backend_of mi) == edt ]] || set_backend edt
-echo "ingress: not shaped by podnet yet (issue 10, part 2); no rows" >> "$TABLE"
 bench_table_end

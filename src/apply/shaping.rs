@@ -98,6 +98,11 @@ impl<'a> Shaping<'a> {
         observed: &Observed,
         create: bool,
     ) -> Result<()> {
+        if create {
+            // Records of devices that are gone (a veth pod's host side goes
+            // with the pod) put nothing back any more.
+            crate::shaping::forget_gone(&self.paths.state_dir, observed);
+        }
         let pinned = crate::shaping::map_pin(&self.paths.pin_dir).exists();
         if self.shaper.is_some() && !pinned {
             tracing::warn!(
@@ -309,6 +314,10 @@ impl<'s, 'a> ShapingBackend<'s, 'a> {
             }
             Change::DeleteIngressDevice => {
                 crate::shaping::delete_ingress_device(&self.shaping.kernel).await
+            }
+            // podnet's ifb found down: up again (the create does that too).
+            Change::SetUp { up: true } if dev == crate::shaping::INGRESS_DEVICE => {
+                crate::shaping::create_ingress_device(&self.shaping.kernel).await
             }
             Change::SetIngressDevice { to, .. } => {
                 let ifindex = match to {

@@ -545,6 +545,19 @@ pub(crate) fn records(state_dir: &Path) -> std::collections::BTreeMap<u32, recor
         .collect()
 }
 
+/// Forgets the records of devices `observed` no longer has (a failed
+/// removal is logged: the record only takes space).
+pub(crate) fn forget_gone(state_dir: &Path, observed: &crate::state::Observed) {
+    for (ifindex, rec) in records(state_dir) {
+        if observed.links.iter().all(|l| l.index != ifindex) {
+            match record::remove(state_dir, ifindex) {
+                Ok(()) => tracing::debug!("{}: gone; its shaping record forgotten", rec.device),
+                Err(e) => tracing::warn!("forgetting the record of a gone device: {e}"),
+            }
+        }
+    }
+}
+
 /// Hangs `prog` (podnet's `which`) on `device`'s hook for it in `mode`
 /// (see [`program::attach_tcx`], [`program::attach_clsact`]), adding
 /// clsact first where needed and noting that in the record.
@@ -719,12 +732,14 @@ pub async fn create_ingress_device(kernel: &Kernel) -> Result<()> {
     use rtnetlink::{LinkMessageBuilder, LinkUnspec};
     let h = kernel.handle().clone();
     let queues = std::thread::available_parallelism().map_or(1, |n| n.get().min(16)) as u32;
+    // Made down, and up only with IPv6 address generation off: an ifb
+    // drops what it sends itself (no redirect), so a link-local address's
+    // DAD and router solicitations would only count as its drops.
     let msg: LinkMessage = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Ifb)
         .name(INGRESS_DEVICE)
         .link_group(crate::state::PODNET_LINK_GROUP)
         .append_extra_attribute(LinkAttribute::NumTxQueues(queues))
         .append_extra_attribute(LinkAttribute::NumRxQueues(queues))
-        .up()
         .build();
     match h.link().add(msg).execute().await {
         Ok(()) => {}
@@ -746,9 +761,15 @@ pub async fn create_ingress_device(kernel: &Kernel) -> Result<()> {
             format!("{INGRESS_DEVICE} exists and is not podnet's: not taken over"),
         ));
     }
+    use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode};
+    let no_ipv6_addresses =
+        LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+            In6AddrGenMode::None,
+        )])]);
     let mark = LinkUnspec::new_with_index(link.index)
         .alias(INGRESS_ALIAS.to_string())
         .append_extra_attribute(LinkAttribute::Group(0))
+        .append_extra_attribute(no_ipv6_addresses)
         .up()
         .build();
     h.link()
