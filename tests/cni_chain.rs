@@ -736,8 +736,9 @@ fn steady_of(v: &Value) -> f64 {
 /// Ingress on this machine's kernel (no sch_fq, so HTB): real macvlan
 /// pods (Debian's macvlan + host-local chained with podnet-cni) with
 /// `ingressRate` receive from a peer behind the master at their limit
-/// within ±5% steady and at most 110% in the first second, measured by
-/// the pod's own iperf3 server. podnet's ifb carries it: the master's
+/// within ±5% steady and at most HTB's first-second bound (the rate, its
+/// burst and one GRO packet: [`htb_first_second`]), measured by the pod's
+/// own iperf3 server. podnet's ifb carries it: the master's
 /// ingress redirect hands the pods' packets to `podnet-ifb`, whose htb
 /// class per address (a u32 filter on the destination) lets them go at
 /// the rate. The ifb deleted by hand comes back by the next pass; the
@@ -786,8 +787,8 @@ max_rate = "1G"
     let state = cfg.path.with_extension("state");
     // The redirect is a BPF program: its pins on a bpffs of the test's own.
     let _bpffs = common::Bpffs::at(&state);
-    let d = Daemon::start(&node, &cfg.path, &state);
-    let client = d.client();
+    let mut d = Daemon::start(&node, &cfg.path, &state);
+    let mut client = d.client();
     within(PROMPTLY, "converged", || client.status().unwrap().converged);
     assert!(
         node.link("podnet-ifb").is_none(),
@@ -823,6 +824,21 @@ max_rate = "1G"
             });
             let alias = node.link("podnet-ifb").unwrap()["ifalias"].clone();
             assert_eq!(alias, "podnet:ingress ifb", "podnet's mark");
+            // A restart adopts the ifb, its root and class, the redirect
+            // and the entries: nothing is made again.
+            let index = node.link("podnet-ifb").unwrap()["ifindex"].clone();
+            d.kill9();
+            d = Daemon::start(&node, &cfg.path, &state);
+            client = d.client();
+            within(PROMPTLY, "converged after a restart", || {
+                client.status().unwrap().converged
+            });
+            assert_eq!(node.link("podnet-ifb").unwrap()["ifindex"], index);
+            assert!(
+                !d.log().contains("podnet-ifb: +") && !d.log().contains("podnet-ifb: ~"),
+                "a restart changed the ingress side:\n{}",
+                d.log()
+            );
         }
         // The peer sends to the pod: the pod's iperf3 server measures.
         let v = iperf3_json(&pod, &peer, &ip, 5301 + n as u16, 6);
@@ -841,6 +857,14 @@ max_rate = "1G"
         ));
         eprintln!("{}", report.last().unwrap());
         assert!(sent > 0, "the pod's traffic did not go through the ifb");
+        // /v1/endpoints' ingress row: the ifb's class as the sampler read it.
+        within(PROMPTLY, "the ingress row at the class's count", || {
+            let row = ingress_row(&client, &id);
+            row.backend == "htb"
+                && row.limit_bps == limit
+                && row.rate_bps.is_some()
+                && row.bytes >= sent
+        });
         let ratio = steady / limit as f64;
         assert!(
             (0.95..=1.05).contains(&ratio),
@@ -850,9 +874,10 @@ max_rate = "1G"
             d.log()
         );
         assert!(
-            first / limit as f64 <= 1.10,
-            "ingress limit {limit}: first second {first:.0} bit/s is {:.1}%",
-            first / limit as f64 * 100.0
+            first <= htb_first_second(limit),
+            "ingress limit {limit}: first second {first:.0} bit/s is {:.1}%, above HTB's {:.0}",
+            first / limit as f64 * 100.0,
+            htb_first_second(limit)
         );
         in_netns(&node.name, || del(&list, &result, &runtime, &pod.name, &id));
     }
@@ -881,7 +906,7 @@ max_rate = "1G"
 /// finds in prevResult) gets podnet's htb with a class for the pod's
 /// address (a u32 filter on the destination), and the pod receives from
 /// a peer behind the node's shaping device at its limit within ±5%
-/// steady and at most 110% in the first second. No ifb: what a veth pod
+/// steady and at most HTB's first-second bound ([`htb_first_second`]). No ifb: what a veth pod
 /// receives leaves through its veth, whatever the way it came.
 #[test]
 fn htb_holds_veth_pods_ingress_limits_on_their_veth() {
@@ -1014,9 +1039,10 @@ max_rate = "1G"
             d.log()
         );
         assert!(
-            first / limit as f64 <= 1.10,
-            "ingress limit {limit}: first second {first:.0} bit/s is {:.1}%",
-            first / limit as f64 * 100.0
+            first <= htb_first_second(limit),
+            "ingress limit {limit}: first second {first:.0} bit/s is {:.1}%, above HTB's {:.0}",
+            first / limit as f64 * 100.0,
+            htb_first_second(limit)
         );
         // The traffic row, from the sampler's read of the veth's class.
         let row = ingress_row(&client, &id);
@@ -1025,6 +1051,11 @@ max_rate = "1G"
             ("htb", limit),
             "{row:?}"
         );
+        // The sampler's read of the veth's class: its bytes and a rate.
+        within(PROMPTLY, "the row at the class's count", || {
+            let row = ingress_row(&client, &id);
+            row.rate_bps.is_some() && row.bytes >= sent
+        });
         in_netns(&node.name, || del(&list, &result, &runtime, &pod.name, &id));
     }
     assert!(node.link("podnet-ifb").is_none(), "veth pods need no ifb");
@@ -1049,6 +1080,17 @@ fn ingress_row(
     };
     within(PROMPTLY, "an ingress row", || row().is_some());
     row().unwrap()
+}
+
+/// The most an HTB class lets through in its first second, bit/s: the rate,
+/// its burst (the tier's default, one 64 KiB packet) and one packet more,
+/// as HTB sends a packet while the class has tokens left and lets it take
+/// the tokens below zero, and these packets are GRO's 64 KiB aggregates.
+/// At 10M that is 110.5% (the VM lab's EDT is held to 110%: EDT charges a
+/// packet before it leaves).
+fn htb_first_second(limit: u64) -> f64 {
+    let burst = podnet::shaping::DEFAULT_BURST_BYTES as f64;
+    limit as f64 + 2.0 * burst * 8.0
 }
 
 /// The classes on podnet's ifb in `ns`, as [`classes`] reads a master's.

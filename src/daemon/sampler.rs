@@ -287,8 +287,9 @@ pub async fn htb_classes(
     device: &str,
     ifindex: &mut HashMap<String, u32>,
 ) -> crate::error::Result<BTreeMap<IpAddr, HtbClass>> {
-    let index = match ifindex.get(device) {
-        Some(i) => *i,
+    let cached = ifindex.get(device).copied();
+    let index = match cached {
+        Some(i) => i,
         None => {
             let i = crate::shaping::ifindex(kernel, device).await?;
             ifindex.insert(device.to_string(), i);
@@ -297,13 +298,24 @@ pub async fn htb_classes(
     };
     // Counters and rates only: the leaves' options are not needed.
     let leaves = crate::shaping::tc::Qdiscs(Vec::new());
-    let tree = match crate::shaping::tc::htb_tree(kernel, device, index, &leaves).await {
+    let mut tree = match crate::shaping::tc::htb_tree(kernel, device, index, &leaves).await {
         Ok(t) => t,
         Err(e) => {
             ifindex.remove(device);
             return Err(e);
         }
     };
+    // Nothing at a cached index: the device may have been made anew under
+    // its name (podnet's ifb is, after its last ingress limit went), and
+    // a dump of an index no device has is empty, not an error.
+    if cached.is_some() && tree.classes.is_empty() && tree.filters.is_empty() {
+        ifindex.remove(device);
+        let fresh = crate::shaping::ifindex(kernel, device).await?;
+        ifindex.insert(device.to_string(), fresh);
+        if fresh != index {
+            tree = crate::shaping::tc::htb_tree(kernel, device, fresh, &leaves).await?;
+        }
+    }
     let mut out = BTreeMap::new();
     for f in &tree.filters {
         let class = tree.classes.iter().find(|c| Some(c.minor) == f.class);

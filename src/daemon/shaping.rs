@@ -204,7 +204,9 @@ impl ShapingView {
         now_ns: u64,
     ) -> Traffic {
         let source = if htb { Source::Htb } else { Source::Edt };
-        let name = direction_name(dir);
+        // The sampler keys EDT counters by the map's direction, HTB's by
+        // the way (the ifb's and the veths' classes are all `ingress`).
+        let name = if htb { dir.way() } else { direction_name(dir) };
         let classes = match dir {
             Direction::Egress => &self.rates.htb,
             Direction::Ingress | Direction::PodIngress => &self.rates.htb_ingress,

@@ -62,6 +62,12 @@ pub use self::program::{
 pub const INGRESS_DEVICE: &str = "podnet-ifb";
 /// Its ifalias: podnet's mark, as on every link it creates.
 pub const INGRESS_ALIAS: &str = "podnet:ingress ifb";
+/// The ifb's own FIFO (per queue) between its root and the receive path it
+/// hands packets back to, in packets (the kernel's default is 32). What
+/// the root lets go waits there in order while the ifb's softirq delivers
+/// the packets before it, each up to a 64 KiB GRO aggregate: a short FIFO
+/// keeps the waiting in fq, where a pod's small packets go first.
+pub const INGRESS_TXQUEUELEN: u32 = 4;
 
 /// Where the map and TCX links are pinned.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/podnet";
@@ -740,6 +746,7 @@ pub async fn create_ingress_device(kernel: &Kernel) -> Result<()> {
         .link_group(crate::state::PODNET_LINK_GROUP)
         .append_extra_attribute(LinkAttribute::NumTxQueues(queues))
         .append_extra_attribute(LinkAttribute::NumRxQueues(queues))
+        .txqueuelen(INGRESS_TXQUEUELEN)
         .build();
     match h.link().add(msg).execute().await {
         Ok(()) => {}

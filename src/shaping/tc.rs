@@ -875,7 +875,27 @@ fn u32_address(
     }
 }
 
+/// A class or filter dump. The kernel runs one dump at a time per netlink
+/// socket and answers EBUSY to a second one, which podnetd's sampler and a
+/// request's own read (CHECK) can start together on its one socket: such a
+/// dump is tried again after the other's few milliseconds, up to 50 times.
 async fn dump_tc(
+    kernel: &Kernel,
+    msg: RouteNetlinkMessage,
+) -> Result<Vec<TcMessage>, rtnetlink::Error> {
+    let mut tries = 0;
+    loop {
+        match dump_tc_once(kernel, msg.clone()).await {
+            Err(e) if errno(&e) == Some(Errno::EBUSY) && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+async fn dump_tc_once(
     kernel: &Kernel,
     msg: RouteNetlinkMessage,
 ) -> Result<Vec<TcMessage>, rtnetlink::Error> {
