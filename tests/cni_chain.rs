@@ -508,9 +508,10 @@ max_rate = "1G"
 }
 
 /// CHECK on an HTB pod reads its class from the kernel, not what the last
-/// pass left: its u32 filter deleted by hand (no qdisc event, so no pass
-/// repairs it), CHECK fails with code 102 naming the address; after the
-/// repair pass it passes. Its class deleted too (its leaf goes with it: a
+/// pass left: its u32 filter deleted by hand (a kernel event: the pass it
+/// wakes puts it back, so CHECK is tried while it is gone, up to ten
+/// times), CHECK fails with code 102 naming the address; after a repair
+/// pass it passes. Its class deleted too (its leaf goes with it: a
 /// qdisc event, so podnetd's own pass repairs it), CHECK passes again
 /// once that pass has run.
 fn htb_check_follows_the_kernel(
@@ -529,21 +530,44 @@ fn htb_check_follows_the_kernel(
             ],
         )
     };
-    drop_filter();
-    let (plugin, code, err) = check().expect_err("CHECK passed with the pod's filter gone");
+    // The deletion is a kernel event, and the pass it wakes puts the
+    // filter back some milliseconds later: CHECK reads the kernel, so it
+    // fails when it reads first. When the pass was first (a loaded
+    // machine), the filter is taken again, up to ten times.
+    let mut failed = None;
+    for _ in 0..10 {
+        drop_filter();
+        if let Err(e) = check() {
+            failed = Some(e);
+            break;
+        }
+        within(PROMPTLY, "the filter back", || {
+            let args = [
+                "-n", &node.name, "filter", "show", "dev", "ens192", "parent", "706e:",
+            ];
+            !common::run_ok("tc", &args).stdout.is_empty()
+        });
+    }
+    let (plugin, code, err) = failed.expect("CHECK passed ten times with the pod's filter gone");
     assert_eq!(
         (plugin.as_str(), code, err["code"].as_u64()),
         ("podnet-cni", 1, Some(102)),
         "{err}"
     );
     let details = err["details"].as_str().unwrap_or("");
+    // Read from the kernel; or, once three repairs in a row made podnetd
+    // back off from the endpoint as from a fight, not in force at all.
     assert!(
-        details.contains(ip) && details.contains("no HTB class in the kernel"),
+        details.contains(ip)
+            && (details.contains("no HTB class in the kernel")
+                || details.contains("no HTB class in force yet")),
         "{err}"
     );
     eprintln!("CHECK with the filter gone: {}: {details}", err["msg"]);
-    client.reconcile().unwrap();
-    check().unwrap_or_else(|e| panic!("CHECK after the repair pass: {e:?}"));
+    within(PROMPTLY, "CHECK passing after a repair pass", || {
+        client.reconcile().unwrap();
+        check().is_ok()
+    });
     drop_filter();
     common::run_ok(
         "tc",
@@ -590,9 +614,15 @@ fn classes(ns: &Netns) -> Vec<(String, String, u64)> {
     classes_of(ns, "ens192")
 }
 
-/// The classes on `dev` in `ns`, as [`classes`].
+/// The classes on `dev` in `ns`, as [`classes`]; none when `dev` is not
+/// there (podnet's ifb comes and goes with the ingress limits).
 fn classes_of(ns: &Netns, dev: &str) -> Vec<(String, String, u64)> {
-    let out = common::run_ok("tc", &["-s", "-n", &ns.name, "class", "show", "dev", dev]);
+    let Ok(out) = Command::new("tc")
+        .args(["-s", "-n", &ns.name, "class", "show", "dev", dev])
+        .output()
+    else {
+        return Vec::new();
+    };
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut found: Vec<(String, String, u64)> = Vec::new();
     for line in text.lines() {
@@ -841,44 +871,18 @@ max_rate = "1G"
             );
         }
         // The peer sends to the pod: the pod's iperf3 server measures.
-        let v = iperf3_json(&pod, &peer, &ip, 5301 + n as u16, 6);
-        let (first, steady) = (first_second(&v), steady_of(&v));
-        let sent = ifb_classes(&node)
-            .into_iter()
-            .find(|(_, line, _)| line.contains(&mbit))
-            .map_or(0, |(_, _, sent)| sent);
-        report.push(format!(
-            "pod {ip} ingress limit {} Mbit/s: first second {:.2} Mbit/s = {:.1}%, steady {:.2} Mbit/s = {:.1}% (its class on podnet-ifb sent {sent} bytes)",
-            limit / 1_000_000,
-            first / 1e6,
-            first / limit as f64 * 100.0,
-            steady / 1e6,
-            steady / limit as f64 * 100.0,
+        report.push(ingress_held(
+            &d,
+            &client,
+            &node,
+            &peer,
+            &pod,
+            &id,
+            &ip,
+            limit,
+            "podnet-ifb",
+            5301 + n as u16,
         ));
-        eprintln!("{}", report.last().unwrap());
-        assert!(sent > 0, "the pod's traffic did not go through the ifb");
-        // /v1/endpoints' ingress row: the ifb's class as the sampler read it.
-        within(PROMPTLY, "the ingress row at the class's count", || {
-            let row = ingress_row(&client, &id);
-            row.backend == "htb"
-                && row.limit_bps == limit
-                && row.rate_bps.is_some()
-                && row.bytes >= sent
-        });
-        let ratio = steady / limit as f64;
-        assert!(
-            (0.95..=1.05).contains(&ratio),
-            "ingress limit {limit}: steady {steady:.0} bit/s is {:.1}%
-{}",
-            ratio * 100.0,
-            d.log()
-        );
-        assert!(
-            first <= htb_first_second(limit),
-            "ingress limit {limit}: first second {first:.0} bit/s is {:.1}%, above HTB's {:.0}",
-            first / limit as f64 * 100.0,
-            htb_first_second(limit)
-        );
         in_netns(&node.name, || del(&list, &result, &runtime, &pod.name, &id));
     }
     // The last ingress limit gone: the ifb goes, and no redirect stays on
@@ -1015,51 +1019,85 @@ max_rate = "1G"
                 .and_then(|e| e.enforcement)
                 .is_some_and(|e| e.enforced)
         });
-        let v = iperf3_json(&pod, &peer, &ip, 5401 + n as u16, 6);
-        let (first, steady) = (first_second(&v), steady_of(&v));
-        let sent = classes_of(&node, &host)
-            .into_iter()
-            .find(|(_, line, _)| line.contains(&mbit))
-            .map_or(0, |(_, _, sent)| sent);
-        report.push(format!(
-            "veth pod {ip} ({host}) ingress limit {} Mbit/s: first second {:.2} Mbit/s = {:.1}%, steady {:.2} Mbit/s = {:.1}% (its class sent {sent} bytes)",
-            limit / 1_000_000,
-            first / 1e6,
-            first / limit as f64 * 100.0,
-            steady / 1e6,
-            steady / limit as f64 * 100.0,
+        report.push(ingress_held(
+            &d,
+            &client,
+            &node,
+            &peer,
+            &pod,
+            &id,
+            &ip,
+            limit,
+            &host,
+            5401 + n as u16,
         ));
-        eprintln!("{}", report.last().unwrap());
-        assert!(sent > 0, "the pod's traffic did not go through its class");
-        let ratio = steady / limit as f64;
-        assert!(
-            (0.95..=1.05).contains(&ratio),
-            "ingress limit {limit}: steady {steady:.0} bit/s is {:.1}%\n{}",
-            ratio * 100.0,
-            d.log()
-        );
-        assert!(
-            first <= htb_first_second(limit),
-            "ingress limit {limit}: first second {first:.0} bit/s is {:.1}%, above HTB's {:.0}",
-            first / limit as f64 * 100.0,
-            htb_first_second(limit)
-        );
-        // The traffic row, from the sampler's read of the veth's class.
-        let row = ingress_row(&client, &id);
-        assert_eq!(
-            (row.backend.as_str(), row.limit_bps),
-            ("htb", limit),
-            "{row:?}"
-        );
-        // The sampler's read of the veth's class: its bytes and a rate.
-        within(PROMPTLY, "the row at the class's count", || {
-            let row = ingress_row(&client, &id);
-            row.rate_bps.is_some() && row.bytes >= sent
-        });
         in_netns(&node.name, || del(&list, &result, &runtime, &pod.name, &id));
     }
     assert!(node.link("podnet-ifb").is_none(), "veth pods need no ifb");
     eprintln!("{}", report.join("\n"));
+}
+
+/// The peer sends to `pod` (at `ip`, registered as `id`, ingress limit
+/// `limit` held by an HTB class on `dev`) for 6 s, the pod's iperf3 server
+/// measuring: the class's bytes grow, the steady rate is within ±5% of the
+/// limit, the first second within HTB's bound, and `/v1/endpoints`' HTB
+/// ingress row reaches the class's count with a rate. Returns the report
+/// line.
+#[allow(clippy::too_many_arguments)]
+fn ingress_held(
+    d: &Daemon,
+    client: &podnet::api::client::BlockingClient,
+    node: &Netns,
+    peer: &Netns,
+    pod: &Netns,
+    id: &str,
+    ip: &str,
+    limit: u64,
+    dev: &str,
+    port: u16,
+) -> String {
+    let v = iperf3_json(pod, peer, ip, port, 6);
+    let (first, steady) = (first_second(&v), steady_of(&v));
+    let mbit = format!("rate {}Mbit ", limit / 1_000_000);
+    let sent = classes_of(node, dev)
+        .into_iter()
+        .find(|(_, line, _)| line.contains(&mbit))
+        .map_or(0, |(_, _, sent)| sent);
+    let line = format!(
+        "pod {ip} ingress limit {} Mbit/s: first second {:.2} Mbit/s = {:.1}%, steady {:.2} Mbit/s = {:.1}% (its class on {dev} sent {sent} bytes)",
+        limit / 1_000_000,
+        first / 1e6,
+        first / limit as f64 * 100.0,
+        steady / 1e6,
+        steady / limit as f64 * 100.0,
+    );
+    eprintln!("{line}");
+    assert!(
+        sent > 0,
+        "the pod's traffic did not go through its class on {dev}"
+    );
+    let ratio = steady / limit as f64;
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "ingress limit {limit}: steady {steady:.0} bit/s is {:.1}%\n{}",
+        ratio * 100.0,
+        d.log()
+    );
+    assert!(
+        first <= htb_first_second(limit),
+        "ingress limit {limit}: first second {first:.0} bit/s is {:.1}%, above HTB's {:.0}",
+        first / limit as f64 * 100.0,
+        htb_first_second(limit)
+    );
+    // /v1/endpoints' ingress row: the class as the sampler read it.
+    within(PROMPTLY, "the ingress row at the class's count", || {
+        let row = ingress_row(client, id);
+        row.backend == "htb"
+            && row.limit_bps == limit
+            && row.rate_bps.is_some()
+            && row.bytes >= sent
+    });
+    line
 }
 
 /// The `ingress` row of `id`/eth0 in podnetd's `/v1/endpoints`, once it

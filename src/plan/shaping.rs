@@ -153,15 +153,12 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
     let mut shaped = BTreeSet::new();
     if let Some(kind) = kind {
         for dev in &devices {
-            if plan_device(
-                desired,
-                observed,
-                inputs,
-                dev,
-                mode,
-                kind,
-                Prog::Egress,
-                &mut steps,
+            // The master's own `shaping = true`: the operator asked for it
+            // by name (the default-route guard reads it).
+            let opted_in = desired.masters.get(dev).and_then(|m| m.shaping) == Some(true);
+            let egress = Prog::Egress;
+            if plan_device_root(
+                observed, inputs, dev, mode, kind, egress, opted_in, &mut steps,
             ) {
                 shaped.insert(dev.clone());
                 if kind == RootKind::Htb {
@@ -647,25 +644,9 @@ fn plan_classes(
     }
 }
 
-/// Root and program of one shaping master; false when the device cannot
-/// be shaped (an `unmet` line says why).
-#[allow(clippy::too_many_arguments)]
-fn plan_device(
-    desired: &NodeConfig,
-    observed: &Observed,
-    inputs: &Inputs,
-    dev: &str,
-    mode: AttachMode,
-    kind: RootKind,
-    prog: Prog,
-    steps: &mut Steps,
-) -> bool {
-    let opted_in = desired.masters.get(dev).and_then(|m| m.shaping) == Some(true);
-    plan_device_root(observed, inputs, dev, mode, kind, prog, opted_in, steps)
-}
-
-/// Root and egress program (`prog`) of one shaping device, a master or
-/// the ingress ifb; false when it cannot be shaped.
+/// Root and egress program (`prog`) of one shaping device (a master, the
+/// ingress ifb, a veth pod's veth); false when it cannot be shaped (an
+/// `unmet` line says why).
 #[allow(clippy::too_many_arguments)]
 fn plan_device_root(
     observed: &Observed,
