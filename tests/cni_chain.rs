@@ -775,49 +775,18 @@ fn steady_of(v: &Value) -> f64 {
 /// last pod gone, the ifb and the redirect go too.
 #[test]
 fn htb_holds_macvlan_pods_ingress_limits_through_podnets_ifb() {
-    if !require(
-        "htb_holds_macvlan_pods_ingress_limits_through_podnets_ifb",
-        &[
-            ROOT,
-            "ip",
-            "tc",
-            "mount",
-            "umount",
-            "iperf3",
-            "/usr/lib/cni/macvlan",
-            "/usr/lib/cni/host-local",
-        ],
-    ) {
+    let test = "htb_holds_macvlan_pods_ingress_limits_through_podnets_ifb";
+    let Some(lab) = IngressLab::new(test, "/usr/lib/cni/macvlan", "ingrate") else {
         return;
-    }
-    if podnet::shaping::observe::features().sch_fq {
-        eprintln!("this kernel has sch_fq: auto picks EDT, the VM lab's ingress rates cover it");
-        return;
-    }
-    let node = Netns::new("ingrate");
-    let peer = Netns::new("ingpeer");
-    node.veth("ens192");
-    node.ip(&format!("link set ens192-p netns {}", peer.name));
-    peer.ip("link set ens192-p up");
-    peer.ip("addr add 172.51.0.1/24 dev ens192-p");
-    let cfg = ConfigDir::new(&[(
-        "10-node.toml",
-        r#"version = 1
-[masters.ens192]
-kind = "macvlan"
-mode = "bridge"
-[tiers.silver]
-egress = "1G"
-[shaping]
-default_tier = "silver"
-backend = "auto"
-max_rate = "1G"
-"#,
-    )]);
-    let state = cfg.path.with_extension("state");
-    // The redirect is a BPF program: its pins on a bpffs of the test's own.
-    let _bpffs = common::Bpffs::at(&state);
-    let mut d = Daemon::start(&node, &cfg.path, &state);
+    };
+    let IngressLab {
+        node,
+        peer,
+        cfg,
+        state,
+        ..
+    } = &lab;
+    let mut d = Daemon::start(node, &cfg.path, state);
     let mut client = d.client();
     within(PROMPTLY, "converged", || client.status().unwrap().converged);
     assert!(
@@ -839,7 +808,7 @@ max_rate = "1G"
         let ip = ip.split('/').next().unwrap().to_string();
         let mbit = format!("rate {}Mbit ", limit / 1_000_000);
         within(PROMPTLY, "the pod's class on podnet-ifb", || {
-            ifb_classes(&node)
+            ifb_classes(node)
                 .iter()
                 .any(|(_, line, _)| line.contains(&mbit))
         });
@@ -848,7 +817,7 @@ max_rate = "1G"
             // with its root, class and filter, by the pass it wakes.
             node.ip("link del podnet-ifb");
             within(PROMPTLY, "podnet-ifb back with the class", || {
-                ifb_classes(&node)
+                ifb_classes(node)
                     .iter()
                     .any(|(_, line, _)| line.contains(&mbit))
             });
@@ -858,7 +827,7 @@ max_rate = "1G"
             // and the entries: nothing is made again.
             let index = node.link("podnet-ifb").unwrap()["ifindex"].clone();
             d.kill9();
-            d = Daemon::start(&node, &cfg.path, &state);
+            d = Daemon::start(node, &cfg.path, state);
             client = d.client();
             within(PROMPTLY, "converged after a restart", || {
                 client.status().unwrap().converged
@@ -874,8 +843,8 @@ max_rate = "1G"
         report.push(ingress_held(
             &d,
             &client,
-            &node,
-            &peer,
+            node,
+            peer,
             &pod,
             &id,
             &ip,
@@ -914,61 +883,30 @@ max_rate = "1G"
 /// receives leaves through its veth, whatever the way it came.
 #[test]
 fn htb_holds_veth_pods_ingress_limits_on_their_veth() {
-    if !require(
-        "htb_holds_veth_pods_ingress_limits_on_their_veth",
-        &[
-            ROOT,
-            "ip",
-            "tc",
-            "mount",
-            "umount",
-            "iperf3",
-            "/usr/lib/cni/ptp",
-            "/usr/lib/cni/host-local",
-        ],
-    ) {
+    let test = "htb_holds_veth_pods_ingress_limits_on_their_veth";
+    let Some(lab) = IngressLab::new(test, "/usr/lib/cni/ptp", "vethrate") else {
         return;
-    }
-    if podnet::shaping::observe::features().sch_fq {
-        eprintln!("this kernel has sch_fq: auto picks EDT, the VM lab's veth rates cover it");
-        return;
-    }
-    let node = Netns::new("vethrate");
-    let peer = Netns::new("vethpeer");
-    node.veth("ens192");
-    node.ip(&format!("link set ens192-p netns {}", peer.name));
+    };
+    let IngressLab {
+        node,
+        peer,
+        cfg,
+        state,
+        ..
+    } = &lab;
+    // The node routes between the veth pods and the network.
     node.ip("addr add 172.51.0.2/24 dev ens192");
-    peer.ip("link set ens192-p up");
-    peer.ip("addr add 172.51.0.1/24 dev ens192-p");
     peer.ip("route add 10.61.0.0/24 via 172.51.0.2");
-    common::run_ok(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &node.name,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ],
-    );
-    let cfg = ConfigDir::new(&[(
-        "10-node.toml",
-        r#"version = 1
-[masters.ens192]
-kind = "macvlan"
-mode = "bridge"
-[tiers.silver]
-egress = "1G"
-[shaping]
-default_tier = "silver"
-backend = "auto"
-max_rate = "1G"
-"#,
-    )]);
-    let state = cfg.path.with_extension("state");
-    let _bpffs = common::Bpffs::at(&state);
-    let d = Daemon::start(&node, &cfg.path, &state);
+    let forward = [
+        "netns",
+        "exec",
+        &node.name,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ];
+    common::run_ok("ip", &forward);
+    let d = Daemon::start(node, &cfg.path, state);
     let client = d.client();
     within(PROMPTLY, "converged", || client.status().unwrap().converged);
     let list = json!({
@@ -1008,7 +946,7 @@ max_rate = "1G"
         );
         let mbit = format!("rate {}Mbit ", limit / 1_000_000);
         within(PROMPTLY, "the pod's class on its veth", || {
-            classes_of(&node, &host)
+            classes_of(node, &host)
                 .iter()
                 .any(|(_, line, _)| line.contains(&mbit))
         });
@@ -1022,8 +960,8 @@ max_rate = "1G"
         report.push(ingress_held(
             &d,
             &client,
-            &node,
-            &peer,
+            node,
+            peer,
             &pod,
             &id,
             &ip,
@@ -1035,6 +973,75 @@ max_rate = "1G"
     }
     assert!(node.link("podnet-ifb").is_none(), "veth pods need no ifb");
     eprintln!("{}", report.join("\n"));
+}
+
+/// What the host ingress tests run in: a node namespace whose `ens192`
+/// (a macvlan master shaped with `auto`'s backend, tier egress 1G) is a
+/// veth to a peer namespace, "the network" at 172.51.0.1/24, and a state
+/// dir with a bpffs of its own for podnetd's pins (the redirect is BPF).
+struct IngressLab {
+    node: Netns,
+    peer: Netns,
+    cfg: ConfigDir,
+    state: PathBuf,
+    _bpffs: common::Bpffs,
+}
+
+impl IngressLab {
+    /// The lab for `test`, whose pods `plugin` makes; None (after the
+    /// loud skip, or on a kernel with fq, whose EDT the VM lab measures)
+    /// when it cannot run here.
+    fn new(test: &str, plugin: &str, tag: &str) -> Option<IngressLab> {
+        let needs = [
+            ROOT,
+            "ip",
+            "tc",
+            "sysctl",
+            "mount",
+            "umount",
+            "iperf3",
+            plugin,
+            "/usr/lib/cni/host-local",
+        ];
+        if !require(test, &needs) {
+            return None;
+        }
+        if podnet::shaping::observe::features().sch_fq {
+            eprintln!(
+                "this kernel has sch_fq: auto picks EDT, the VM lab's ingress rates cover it"
+            );
+            return None;
+        }
+        let node = Netns::new(tag);
+        let peer = Netns::new(&format!("{tag}p"));
+        node.veth("ens192");
+        node.ip(&format!("link set ens192-p netns {}", peer.name));
+        peer.ip("link set ens192-p up");
+        peer.ip("addr add 172.51.0.1/24 dev ens192-p");
+        let cfg = ConfigDir::new(&[(
+            "10-node.toml",
+            r#"version = 1
+[masters.ens192]
+kind = "macvlan"
+mode = "bridge"
+[tiers.silver]
+egress = "1G"
+[shaping]
+default_tier = "silver"
+backend = "auto"
+max_rate = "1G"
+"#,
+        )]);
+        let state = cfg.path.with_extension("state");
+        let _bpffs = common::Bpffs::at(&state);
+        Some(IngressLab {
+            node,
+            peer,
+            cfg,
+            state,
+            _bpffs,
+        })
+    }
 }
 
 /// The peer sends to `pod` (at `ip`, registered as `id`, ingress limit
