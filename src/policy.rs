@@ -175,16 +175,17 @@ pub fn wanted(
     wanted_in(records, devices, queueing, Direction::Egress)
 }
 
-/// The limits in `direction` of the registered endpoints whose traffic
-/// passes through a device in `devices`, by address.
-pub fn wanted_in(
-    records: &[EndpointRecord],
+/// The limits in `direction` of the registered endpoints (`records`, any
+/// selection of them) whose traffic passes through a device in `devices`,
+/// by address.
+pub fn wanted_in<'a>(
+    records: impl IntoIterator<Item = &'a EndpointRecord>,
     devices: &BTreeSet<String>,
     queueing: &Queueing,
     direction: Direction,
 ) -> BTreeMap<IpAddr, EgressLimit> {
     let mut wanted = BTreeMap::new();
-    for e in records.iter().filter(|e| leaves_through(e, devices)) {
+    for e in records.into_iter().filter(|e| leaves_through(e, devices)) {
         let Some(limit) = e
             .limits
             .as_ref()

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use super::shared::Shared;
 use crate::kernel::Kernel;
 use crate::shaping::Endpoints;
-use crate::state::HtbClass;
+use crate::state::{Direction, HtbClass};
 
 /// How often the counters are sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -40,7 +40,7 @@ struct Sample {
 /// The last two samples of every shaped address, per source and direction.
 #[derive(Default)]
 pub struct Rates {
-    samples: HashMap<(Source, IpAddr, &'static str), (Option<Sample>, Sample)>,
+    samples: HashMap<(Source, IpAddr, Direction), (Option<Sample>, Sample)>,
     /// Each HTB address's class (its rate and counters) as the last
     /// sample read it (the list of endpoints reads no tc classes itself).
     pub htb: BTreeMap<IpAddr, HtbClass>,
@@ -58,9 +58,9 @@ impl Rates {
         &mut self,
         source: Source,
         at: Instant,
-        counters: impl IntoIterator<Item = (IpAddr, &'static str, u64)>,
+        counters: impl IntoIterator<Item = (IpAddr, Direction, u64)>,
     ) {
-        let seen: BTreeSet<(IpAddr, &'static str)> = self.update(source, at, counters);
+        let seen: BTreeSet<(IpAddr, Direction)> = self.update(source, at, counters);
         self.samples
             .retain(|(s, ip, d), _| *s != source || seen.contains(&(*ip, *d)));
     }
@@ -72,8 +72,8 @@ impl Rates {
         &mut self,
         source: Source,
         at: Instant,
-        counters: impl IntoIterator<Item = (IpAddr, &'static str, u64)>,
-    ) -> BTreeSet<(IpAddr, &'static str)> {
+        counters: impl IntoIterator<Item = (IpAddr, Direction, u64)>,
+    ) -> BTreeSet<(IpAddr, Direction)> {
         let mut seen = BTreeSet::new();
         for (ip, direction, bytes) in counters {
             let key = (source, ip, direction);
@@ -101,7 +101,7 @@ impl Rates {
     }
 
     /// bit/s over the last interval; None until two samples exist.
-    pub fn rate_bps(&self, source: Source, ip: IpAddr, direction: &'static str) -> Option<u64> {
+    pub fn rate_bps(&self, source: Source, ip: IpAddr, direction: Direction) -> Option<u64> {
         let (older, newer) = self.samples.get(&(source, ip, direction))?;
         let older = older.as_ref()?;
         let secs = newer.at.duration_since(older.at).as_secs_f64();
@@ -113,10 +113,9 @@ impl Rates {
 struct Wanted {
     /// The map's id when an EDT device is shaped.
     edt_map: Option<u32>,
-    /// The HTB devices shaped now: masters, then those shaping ingress
-    /// (the ifb, veth pods' veths), whose classes are by destination.
-    htb: Vec<String>,
-    htb_ingress: Vec<String>,
+    /// The HTB devices shaped now, with the direction their classes
+    /// shape: masters egress, the ifb and veth pods' veths ingress.
+    htb: Vec<(String, Direction)>,
 }
 
 /// The sampler's own handles, kept from round to round.
@@ -141,35 +140,32 @@ impl Sampler {
         let wanted = {
             let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
             let view = &s.shaping;
-            let edt =
-                view.shaped.keys().any(|d| !view.htb.contains(d)) || view.ingress == Some("edt");
-            let htb: Vec<String> = view
+            let edt = view.shaped.keys().any(|d| !view.htb.contains(d))
+                || view.ingress == Some("edt")
+                || view.pod_ingress.values().any(|b| *b == "edt");
+            let masters = view
                 .htb
                 .iter()
                 .filter(|d| view.shaped.contains_key(*d))
-                .cloned()
-                .collect();
-            let mut htb_ingress: Vec<String> = view
+                .map(|d| (d.clone(), Direction::Egress));
+            let ifb = (view.ingress == Some("htb")).then(|| {
+                (
+                    crate::shaping::INGRESS_DEVICE.to_string(),
+                    Direction::Ingress,
+                )
+            });
+            let veths = view
                 .pod_ingress
                 .iter()
                 .filter(|(_, b)| **b == "htb")
-                .map(|(v, _)| v.clone())
-                .collect();
-            if view.ingress == Some("htb") {
-                htb_ingress.push(crate::shaping::INGRESS_DEVICE.to_string());
-            }
+                .map(|(v, _)| (v.clone(), Direction::PodIngress));
             let wanted = Wanted {
                 edt_map: edt
                     .then(|| view.map.as_ref().and_then(|m| m.id().ok()))
                     .flatten(),
-                htb,
-                htb_ingress,
+                htb: masters.chain(ifb).chain(veths).collect(),
             };
-            if wanted.edt_map.is_none()
-                && wanted.htb.is_empty()
-                && wanted.htb_ingress.is_empty()
-                && !s.shaping.rates.is_empty()
-            {
+            if wanted.edt_map.is_none() && wanted.htb.is_empty() && !s.shaping.rates.is_empty() {
                 s.shaping.rates.clear();
             }
             wanted
@@ -179,9 +175,8 @@ impl Sampler {
         } else {
             self.sample_edt(shared, wanted.edt_map).await;
         }
-        if !wanted.htb.is_empty() || !wanted.htb_ingress.is_empty() {
-            self.sample_htb(shared, kernel, &wanted.htb, &wanted.htb_ingress)
-                .await;
+        if !wanted.htb.is_empty() {
+            self.sample_htb(shared, kernel, &wanted.htb).await;
         }
     }
 
@@ -229,24 +224,25 @@ impl Sampler {
         &mut self,
         shared: &Mutex<Shared>,
         kernel: &Kernel,
-        devices: &[String],
-        ingress_devices: &[String],
+        devices: &[(String, Direction)],
     ) {
         // The sample is of the kernel as it was from here on: a pass that
         // ends during the read is not taken as seen by it.
         let at = Instant::now();
         let (mut classes, mut ingress) = (BTreeMap::new(), BTreeMap::new());
+        let mut counters = Vec::new();
         let mut complete = true;
-        let all = devices
-            .iter()
-            .map(|d| (d, false))
-            .chain(ingress_devices.iter().map(|d| (d, true)));
-        for (device, by_destination) in all {
+        for (device, dir) in devices {
             match htb_classes(kernel, device, &mut self.ifindex).await {
-                // The ifb's and the veths' classes are the addresses'
-                // ingress ones (their filters match the destination).
-                Ok(c) if by_destination => ingress.extend(c),
-                Ok(c) => classes.extend(c),
+                Ok(c) => {
+                    counters.extend(c.iter().map(|(ip, c)| (*ip, *dir, c.stats.bytes)));
+                    // The ifb's and the veths' classes are the addresses'
+                    // ingress ones (their filters match the destination).
+                    match dir {
+                        Direction::Egress => classes.extend(c),
+                        _ => ingress.extend(c),
+                    }
+                }
                 Err(e) => {
                     debug!("sampling: {e}");
                     complete = false;
@@ -255,15 +251,6 @@ impl Sampler {
         }
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
         let rates = &mut s.shaping.rates;
-        let counters: Vec<_> = classes
-            .iter()
-            .map(|(ip, c)| (*ip, "egress", c.stats.bytes))
-            .chain(
-                ingress
-                    .iter()
-                    .map(|(ip, c)| (*ip, "ingress", c.stats.bytes)),
-            )
-            .collect();
         if complete {
             rates.record(Source::Htb, at, counters);
             rates.htb = classes;
@@ -357,21 +344,36 @@ mod tests {
         let mut r = Rates::default();
         let t0 = Instant::now();
         let a = ip("10.0.0.5");
-        r.record(Source::Htb, t0, [(a, "egress", 1000)]);
-        assert_eq!(r.rate_bps(Source::Htb, a, "egress"), None, "one sample");
+        r.record(Source::Htb, t0, [(a, Direction::Egress, 1000)]);
+        assert_eq!(
+            r.rate_bps(Source::Htb, a, Direction::Egress),
+            None,
+            "one sample"
+        );
         r.record(
             Source::Htb,
             t0 + Duration::from_millis(500),
-            [(a, "egress", 1000 + 625_000)],
+            [(a, Direction::Egress, 1000 + 625_000)],
         );
-        assert_eq!(r.rate_bps(Source::Htb, a, "egress"), Some(10_000_000));
+        assert_eq!(
+            r.rate_bps(Source::Htb, a, Direction::Egress),
+            Some(10_000_000)
+        );
         r.record(
             Source::Htb,
             t0 + Duration::from_millis(1500),
-            [(a, "egress", 1000 + 625_000)],
+            [(a, Direction::Egress, 1000 + 625_000)],
         );
-        assert_eq!(r.rate_bps(Source::Htb, a, "egress"), Some(0), "idle");
-        assert_eq!(r.rate_bps(Source::Edt, a, "egress"), None, "by source");
+        assert_eq!(
+            r.rate_bps(Source::Htb, a, Direction::Egress),
+            Some(0),
+            "idle"
+        );
+        assert_eq!(
+            r.rate_bps(Source::Edt, a, Direction::Egress),
+            None,
+            "by source"
+        );
     }
 
     #[test]
@@ -379,25 +381,33 @@ mod tests {
         let mut r = Rates::default();
         let t0 = Instant::now();
         let (a, b) = (ip("10.0.0.5"), ip("10.0.0.6"));
-        r.record(Source::Edt, t0, [(a, "egress", 5000), (b, "egress", 1)]);
-        r.record(Source::Htb, t0, [(a, "egress", 7)]);
+        r.record(
+            Source::Edt,
+            t0,
+            [(a, Direction::Egress, 5000), (b, Direction::Egress, 1)],
+        );
+        r.record(Source::Htb, t0, [(a, Direction::Egress, 7)]);
         let t1 = t0 + Duration::from_secs(1);
-        r.record(Source::Edt, t1, [(a, "egress", 10)]);
-        assert_eq!(r.rate_bps(Source::Edt, a, "egress"), None, "made anew");
-        assert_eq!(r.rate_bps(Source::Edt, b, "egress"), None);
+        r.record(Source::Edt, t1, [(a, Direction::Egress, 10)]);
+        assert_eq!(
+            r.rate_bps(Source::Edt, a, Direction::Egress),
+            None,
+            "made anew"
+        );
+        assert_eq!(r.rate_bps(Source::Edt, b, Direction::Egress), None);
         assert!(
-            !r.samples.contains_key(&(Source::Edt, b, "egress")),
+            !r.samples.contains_key(&(Source::Edt, b, Direction::Egress)),
             "b's entry is gone"
         );
         assert!(
-            r.samples.contains_key(&(Source::Htb, a, "egress")),
+            r.samples.contains_key(&(Source::Htb, a, Direction::Egress)),
             "another source's sample stays"
         );
         r.record(
             Source::Edt,
             t1 + Duration::from_secs(2),
-            [(a, "egress", 1010)],
+            [(a, Direction::Egress, 1010)],
         );
-        assert_eq!(r.rate_bps(Source::Edt, a, "egress"), Some(4000));
+        assert_eq!(r.rate_bps(Source::Edt, a, Direction::Egress), Some(4000));
     }
 }

@@ -128,7 +128,7 @@ impl ShapingView {
             .map_err(|err| format!("reading the shaper's map: {err}"))?;
         Ok(stats
             .into_iter()
-            .map(|s| ((s.ip, s.entry().direction), s))
+            .map(|s| ((s.ip, s.direction), s))
             .collect())
     }
 
@@ -204,9 +204,6 @@ impl ShapingView {
         now_ns: u64,
     ) -> Traffic {
         let source = if htb { Source::Htb } else { Source::Edt };
-        // The sampler keys EDT counters by the map's direction, HTB's by
-        // the way (the ifb's and the veths' classes are all `ingress`).
-        let name = if htb { dir.way() } else { direction_name(dir) };
         let classes = match dir {
             Direction::Egress => &self.rates.htb,
             Direction::Ingress | Direction::PodIngress => &self.rates.htb_ingress,
@@ -226,7 +223,7 @@ impl ShapingView {
         for ip in e.endpoint.ips.iter().map(|i| i.addr()) {
             row.rate_bps = row
                 .rate_bps
-                .zip(self.rates.rate_bps(source, ip, name))
+                .zip(self.rates.rate_bps(source, ip, dir))
                 .map(|(a, b)| a + b);
             if htb {
                 if let Some(c) = classes.get(&ip) {
@@ -451,15 +448,6 @@ fn write_entries(
         }
     }
     done
-}
-
-/// A direction as the sampler keys it (the map's own name for it).
-fn direction_name(dir: Direction) -> &'static str {
-    match dir {
-        Direction::Egress => "egress",
-        Direction::Ingress => "ingress",
-        Direction::PodIngress => "pod-ingress",
-    }
 }
 
 #[cfg(test)]

@@ -378,7 +378,11 @@ fn an_edt_pods_traffic_is_its_map_entry_sampled() {
         .unwrap()
         .shaping
         .rates
-        .rate_bps(super::sampler::Source::Edt, src, "egress")
+        .rate_bps(
+            super::sampler::Source::Edt,
+            src,
+            crate::state::Direction::Egress
+        )
         .is_none());
     let _ = std::fs::remove_dir_all(dir);
 }

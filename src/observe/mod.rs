@@ -4,6 +4,12 @@
 
 mod address;
 mod link;
+
+/// One `RTM_NEWLINK` message as a [`Link`] (its lower device left unset:
+/// the message names it by ifindex only).
+pub(crate) fn link_of(msg: &netlink_packet_route::link::LinkMessage) -> crate::state::Link {
+    link::parse(msg).link
+}
 mod qdisc;
 mod route;
 

@@ -171,12 +171,11 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
     let queueing = crate::policy::Queueing::of(desired);
     // Ingress: a veth pod's at its own host-side veth, the others' through
     // podnet's ifb.
-    let (veth_pods, others): (Vec<EndpointRecord>, Vec<EndpointRecord>) = inputs
+    let (veth_pods, others): (Vec<&EndpointRecord>, Vec<&EndpointRecord>) = inputs
         .endpoints
         .iter()
-        .cloned()
         .partition(|e| e.endpoint.veth.is_some());
-    let ingress = crate::policy::wanted_in(&others, &shaped, &queueing, Direction::Ingress);
+    let ingress = crate::policy::wanted_in(others, &shaped, &queueing, Direction::Ingress);
     let ifb = plan_ingress(observed, inputs, &ingress, &shaped, mode, kind, &mut steps);
     let veths = match kind {
         Some(kind) => plan_veths(
@@ -276,7 +275,7 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
 fn plan_veths(
     observed: &Observed,
     inputs: &Inputs,
-    pods: &[EndpointRecord],
+    pods: &[&EndpointRecord],
     queueing: &crate::policy::Queueing,
     shaped: &BTreeSet<String>,
     mode: AttachMode,
@@ -288,12 +287,7 @@ fn plan_veths(
         let Some(veth) = e.endpoint.veth.as_deref() else {
             continue;
         };
-        let wanted = crate::policy::wanted_in(
-            std::slice::from_ref(e),
-            shaped,
-            queueing,
-            Direction::Ingress,
-        );
+        let wanted = crate::policy::wanted_in([*e], shaped, queueing, Direction::Ingress);
         if wanted.is_empty() {
             continue;
         }

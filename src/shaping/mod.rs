@@ -241,8 +241,9 @@ impl EgressLimit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EndpointStats {
     pub ip: IpAddr,
-    /// "egress" (or "ingress", once part 2 writes such entries).
-    pub direction: &'static str,
+    /// Egress, ingress through the ifb, or a veth pod's ingress (JSON:
+    /// `egress`, `ingress`, `pod-ingress`).
+    pub direction: Direction,
     pub rate_bps: u64,
     pub horizon_ns: u64,
     pub burst_ns: u64,
@@ -359,7 +360,7 @@ impl Endpoints {
             let Some(ip) = key.ip() else { continue };
             out.push(EndpointStats::of(ip, key.direction, &info));
         }
-        out.sort_by(|a, b| (a.ip, a.direction).cmp(&(b.ip, b.direction)));
+        out.sort_by_key(|s| (s.ip, s.direction));
         Ok(out)
     }
 
@@ -384,11 +385,7 @@ impl EndpointStats {
     pub fn entry(&self) -> MapEntry {
         MapEntry {
             ip: self.ip,
-            direction: match self.direction {
-                "ingress" => Direction::Ingress,
-                "pod-ingress" => Direction::PodIngress,
-                _ => Direction::Egress,
-            },
+            direction: self.direction,
             rate_bps: self.rate_bps,
             horizon_ns: self.horizon_ns,
             burst_ns: self.burst_ns,
@@ -401,9 +398,9 @@ impl EndpointStats {
         EndpointStats {
             ip,
             direction: match direction {
-                EDT_DIR_INGRESS => "ingress",
-                EDT_DIR_POD_INGRESS => "pod-ingress",
-                _ => "egress",
+                EDT_DIR_INGRESS => Direction::Ingress,
+                EDT_DIR_POD_INGRESS => Direction::PodIngress,
+                _ => Direction::Egress,
             },
             rate_bps: info.rate_bytes.saturating_mul(8),
             horizon_ns: info.horizon_ns,
@@ -506,62 +503,67 @@ struct DeviceInfo {
 }
 
 async fn device_info(kernel: &Kernel, device: &str) -> Result<DeviceInfo> {
+    let link = link_named(kernel, device)
+        .await?
+        .ok_or_else(|| Error::new(ErrorKind::NotFoundYet, format!("no interface {device}")))?;
+    Ok(DeviceInfo {
+        ifindex: link.index,
+        tx_queues: link.tx_queues,
+    })
+}
+
+/// The link named `device` as the kernel has it now; None when there is
+/// none.
+async fn link_named(kernel: &Kernel, device: &str) -> Result<Option<crate::state::Link>> {
     let mut found = kernel
         .handle()
         .link()
         .get()
         .match_name(device.to_string())
         .execute();
-    let missing = || Error::new(ErrorKind::NotFoundYet, format!("no interface {device}"));
-    let msg = match found.try_next().await {
-        Ok(Some(m)) => m,
-        Ok(None) => return Err(missing()),
-        Err(e) if errno(&e) == Some(Errno::ENODEV) => return Err(missing()),
-        Err(e) => return Err(refused(e).context(format!("reading {device}"))),
-    };
-    let tx_queues = msg
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::NumTxQueues(n) => Some(*n),
-            _ => None,
-        })
-        .unwrap_or(1);
-    Ok(DeviceInfo {
-        ifindex: msg.header.index,
-        tx_queues,
-    })
+    match found.try_next().await {
+        Ok(m) => Ok(m.as_ref().map(crate::observe::link_of)),
+        Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
+        Err(e) => Err(refused(e).context(format!("reading {device}"))),
+    }
 }
 
 /// The records of the devices podnet shaped during this boot (the root
 /// qdisc to restore), by ifindex. One directory read: a node that never
 /// shaped pays a single failed `open` per reconcile.
 pub(crate) fn records(state_dir: &Path) -> std::collections::BTreeMap<u32, record::DeviceRecord> {
-    let Ok(entries) = std::fs::read_dir(state_dir) else {
-        return Default::default();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name();
-            let name = name.to_str()?;
-            name.strip_prefix("if")?.strip_suffix(".json")?.parse().ok()
-        })
+    record_indexes(state_dir)
         .filter_map(|i| Some((i, record::load(state_dir, i).ok()??)))
         .collect()
 }
 
 /// Forgets the records of devices `observed` no longer has (a failed
-/// removal is logged: the record only takes space).
+/// removal is logged: the record only takes space). One directory read;
+/// the records themselves are not read.
 pub(crate) fn forget_gone(state_dir: &Path, observed: &crate::state::Observed) {
-    for (ifindex, rec) in records(state_dir) {
-        if observed.links.iter().all(|l| l.index != ifindex) {
-            match record::remove(state_dir, ifindex) {
-                Ok(()) => tracing::debug!("{}: gone; its shaping record forgotten", rec.device),
-                Err(e) => tracing::warn!("forgetting the record of a gone device: {e}"),
-            }
+    let live: std::collections::BTreeSet<u32> = observed.links.iter().map(|l| l.index).collect();
+    for ifindex in record_indexes(state_dir).filter(|i| !live.contains(i)) {
+        match record::remove(state_dir, ifindex) {
+            Ok(()) => tracing::debug!("ifindex {ifindex}: gone; its shaping record forgotten"),
+            Err(e) => tracing::warn!("forgetting the record of a gone device: {e}"),
         }
     }
+}
+
+/// The ifindexes that have a record under `state_dir` (`if<N>.json`).
+fn record_indexes(state_dir: &Path) -> impl Iterator<Item = u32> {
+    std::fs::read_dir(state_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            name.to_str()?
+                .strip_prefix("if")?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()
+        })
 }
 
 /// Hangs `prog` (podnet's `which`) on `device`'s hook for it in `mode`
@@ -759,10 +761,11 @@ pub async fn create_ingress_device(kernel: &Kernel) -> Result<()> {
         }
         Err(e) => return Err(refused(e).context(format!("creating {INGRESS_DEVICE}"))),
     }
-    let link = ingress_device(kernel)
+    let link = link_named(kernel, INGRESS_DEVICE)
         .await?
         .ok_or_else(|| Error::new(ErrorKind::NotFoundYet, format!("{INGRESS_DEVICE} vanished")))?;
-    if !link.podnets {
+    // podnet's mark, or podnet's group with no mark yet (made, not marked).
+    if !link.is_owned() && !link.is_half_created() {
         return Err(Error::new(
             ErrorKind::Host,
             format!("{INGRESS_DEVICE} exists and is not podnet's: not taken over"),
@@ -789,10 +792,10 @@ pub async fn create_ingress_device(kernel: &Kernel) -> Result<()> {
 /// Deletes podnet's ingress ifb (only podnet's: by its mark); none there
 /// is done already.
 pub async fn delete_ingress_device(kernel: &Kernel) -> Result<()> {
-    let Some(link) = ingress_device(kernel).await? else {
+    let Some(link) = link_named(kernel, INGRESS_DEVICE).await? else {
         return Ok(());
     };
-    if !link.podnets {
+    if !link.is_owned() && !link.is_half_created() {
         return Err(Error::new(
             ErrorKind::Host,
             format!("{INGRESS_DEVICE} is not podnet's: left alone"),
@@ -803,43 +806,6 @@ pub async fn delete_ingress_device(kernel: &Kernel) -> Result<()> {
         Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(()),
         Err(e) => Err(refused(e).context(format!("deleting {INGRESS_DEVICE}"))),
     }
-}
-
-struct IngressLink {
-    index: u32,
-    /// podnet's mark (its alias), or podnet's group with no alias yet.
-    podnets: bool,
-}
-
-async fn ingress_device(kernel: &Kernel) -> Result<Option<IngressLink>> {
-    let mut found = kernel
-        .handle()
-        .link()
-        .get()
-        .match_name(INGRESS_DEVICE.to_string())
-        .execute();
-    let msg = match found.try_next().await {
-        Ok(Some(m)) => m,
-        Ok(None) => return Ok(None),
-        Err(e) if errno(&e) == Some(Errno::ENODEV) => return Ok(None),
-        Err(e) => return Err(refused(e).context(format!("reading {INGRESS_DEVICE}"))),
-    };
-    let alias = msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfAlias(s) => Some(s.clone()),
-        _ => None,
-    });
-    let group = msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Group(g) => Some(*g),
-        _ => None,
-    });
-    let podnets = match alias {
-        Some(a) => a.starts_with(crate::state::OWNER_ALIAS_PREFIX),
-        None => group == Some(crate::state::PODNET_LINK_GROUP),
-    };
-    Ok(Some(IngressLink {
-        index: msg.header.index,
-        podnets,
-    }))
 }
 
 /// The ifindex of `device`, for the HTB backend's steps.

@@ -103,14 +103,17 @@ impl Engine {
             .cloned()
             .collect();
         let queueing = crate::policy::Queueing::of(desired);
-        let htb_in_force = crate::policy::wanted(endpoints, &htb, &queueing)
-            .into_iter()
-            .filter(|(ip, _)| {
-                let name = ip.to_string();
-                !remaining.actions.iter().any(|a| a.name == name)
-            })
-            .map(|(ip, l)| (ip, l.rate_bps))
-            .collect();
+        // The objects with a step left undone, looked up per address.
+        let undone: std::collections::BTreeSet<&str> =
+            remaining.actions.iter().map(|a| a.name.as_str()).collect();
+        let in_force = |wanted: BTreeMap<std::net::IpAddr, crate::shaping::EgressLimit>| {
+            wanted
+                .into_iter()
+                .filter(|(ip, _)| !undone.contains(ip.to_string().as_str()))
+                .map(|(ip, l)| (ip, l.rate_bps))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let htb_in_force = in_force(crate::policy::wanted(endpoints, &htb, &queueing));
         // Ingress: in force once no step on the ifb is left undone.
         let ingress = plan.ingress.filter(|_| {
             !remaining
@@ -138,27 +141,19 @@ impl Engine {
         // HTB ingress classes in force: on the ifb or the veth, with no
         // step on the address left undone.
         let masters = shaped.keys().cloned().collect();
-        let ingress_in_force = crate::policy::wanted_in(
-            endpoints,
+        let on_htb = endpoints.iter().filter(|e| {
+            let backend = match &e.endpoint.veth {
+                Some(v) => pod_ingress.get(v).copied(),
+                None => ingress.map(backend),
+            };
+            backend == Some("htb")
+        });
+        let ingress_in_force = in_force(crate::policy::wanted_in(
+            on_htb,
             &masters,
             &queueing,
             crate::state::Direction::Ingress,
-        )
-        .into_iter()
-        .filter(|(ip, _)| {
-            let on_htb = endpoints
-                .iter()
-                .find(|e| e.endpoint.ips.iter().any(|n| n.addr() == *ip))
-                .and_then(|e| match &e.endpoint.veth {
-                    Some(v) => pod_ingress.get(v).copied(),
-                    None => ingress.map(backend),
-                })
-                == Some("htb");
-            let name = ip.to_string();
-            on_htb && !remaining.actions.iter().any(|a| a.name == name)
-        })
-        .map(|(ip, l)| (ip, l.rate_bps))
-        .collect();
+        ));
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         let view = &mut shared.shaping;
         view.ingress = ingress.map(backend);
