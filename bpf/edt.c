@@ -17,6 +17,15 @@
  * - edt_pod_ingress, on a veth pod's host-side veth egress (what the pod
  *   receives): by the destination's EDT_DIR_POD_INGRESS entry, with fq on
  *   that veth.
+ * - edt_classify, on a veth pod's host-side veth ingress (what the pod
+ *   sends, its own source address still on it): a packet whose source has
+ *   a tag (podnet_tag_v1) and that the node routes out through the tag's
+ *   device gets EDT_TAG_FLAG | slot in skb->queue_mapping, which
+ *   forwarding and NAT leave alone. edt_egress on that device finds the
+ *   slot's address (podnet_slot_v1), so the pod's egress entry schedules
+ *   the packet after masquerade has replaced its source, and clears
+ *   queue_mapping, so the device picks its transmit queue as ever. What
+ *   the node delivers elsewhere (to itself, to another pod) is not tagged.
  *
  * Fails open: a packet that is not IPv4/IPv6 over Ethernet, or whose
  * address has no entry, passes untouched.
@@ -48,6 +57,27 @@ struct {
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } podnet_ingress_v1 SEC(".maps");
+
+/* Veth pods' tags: a veth pod's egress key -> its slot and device, read by
+ * edt_classify; and slot -> that key, read by edt_egress. Written by
+ * podnet, slot first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct edt_key);
+	__type(value, struct edt_tag);
+	__uint(max_entries, EDT_TAG_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} podnet_tag_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct edt_key);
+	__uint(max_entries, EDT_TAG_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} podnet_slot_v1 SEC(".maps");
 
 /* Copies the packet's source address (len bytes at offset off) into key:
  * straight from the linear data when the headers are there, as they are
@@ -169,9 +199,34 @@ static __always_inline int edt_shape(struct __sk_buff *skb, __u8 direction)
 	return edt_schedule(skb, info, edt_ahead(skb, key.family));
 }
 
+/* The egress entry of a packet a veth pod's edt_classify tagged, found by
+ * the slot's address; the tag is cleared whatever it names. NULL for a
+ * packet with no tag (or a slot podnet has since dropped). */
+static __always_inline struct edt_info *edt_tagged(struct __sk_buff *skb)
+{
+	__u32 mapping = skb->queue_mapping, slot;
+	struct edt_key *key;
+
+	if (!(mapping & EDT_TAG_FLAG))
+		return NULL;
+	skb->queue_mapping = 0;
+	slot = mapping & (EDT_TAG_FLAG - 1);
+	key = bpf_map_lookup_elem(&podnet_slot_v1, &slot);
+	if (!key)
+		return NULL;
+	return bpf_map_lookup_elem(&podnet_edt_v1, key);
+}
+
 SEC("classifier")
 int edt_egress(struct __sk_buff *skb)
 {
+	struct edt_info *info = edt_tagged(skb);
+
+	if (info) {
+		__u8 family = skb->protocol == bpf_htons(ETH_P_IPV6) ?
+			EDT_FAMILY_IPV6 : EDT_FAMILY_IPV4;
+		return edt_schedule(skb, info, edt_ahead(skb, family));
+	}
 	return edt_shape(skb, EDT_DIR_EGRESS);
 }
 
@@ -203,4 +258,64 @@ int edt_redirect(struct __sk_buff *skb)
 		return EDT_PASS;
 	/* Egress of the ifb: its qdisc (fq or htb) then its edt_ingress. */
 	return bpf_redirect(*ifb, 0);
+}
+
+/* Whether the node routes this packet (received on skb->ifindex) out
+ * through ifindex: the forwarding lookup the stack will make. */
+static __always_inline int edt_routed_out(struct __sk_buff *skb,
+					  struct edt_key *src, __u32 ifindex)
+{
+	__u8 *data = (__u8 *)(long)skb->data;
+	__u8 *data_end = (__u8 *)(long)skb->data_end;
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.ifindex = skb->ifindex;
+	if (src->family == EDT_FAMILY_IPV4) {
+		__u8 *ip = data + ETH_HLEN;
+
+		if (ip + 20 > data_end)
+			return 0;
+		fib.family = AF_INET;
+		fib.tos = ip[1];
+		fib.l4_protocol = ip[9];
+		__builtin_memcpy(fib.src, ip + 12, 4);
+		__builtin_memcpy(fib.dst, ip + 16, 4);
+	} else {
+		__u8 *ip = data + ETH_HLEN;
+
+		if (ip + 40 > data_end)
+			return 0;
+		fib.family = AF_INET6;
+		fib.l4_protocol = ip[6];
+		__builtin_memcpy(fib.src, ip + 8, 16);
+		__builtin_memcpy(fib.dst, ip + 24, 16);
+	}
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH &&
+	    rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return 0;
+	return fib.ifindex == ifindex;
+}
+
+SEC("classifier")
+int edt_classify(struct __sk_buff *skb)
+{
+	struct edt_key key = {};
+	struct edt_tag *tag;
+	__u32 slot;
+
+	if (!edt_key_from(skb, &key, 0))
+		return EDT_PASS;
+	key.direction = EDT_DIR_EGRESS;
+	tag = bpf_map_lookup_elem(&podnet_tag_v1, &key);
+	if (!tag)
+		return EDT_PASS;
+	slot = READ_ONCE(tag->slot);
+	if (!slot || slot >= EDT_TAG_SLOTS)
+		return EDT_PASS;
+	if (!edt_routed_out(skb, &key, READ_ONCE(tag->ifindex)))
+		return EDT_PASS;
+	skb->queue_mapping = EDT_TAG_FLAG | slot;
+	return EDT_PASS;
 }

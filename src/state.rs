@@ -199,6 +199,28 @@ pub struct EndpointMap {
     /// none), when that map is pinned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress_device: Option<u32>,
+    /// Veth pods' egress tags, by address: the tag map's entries, each
+    /// with what the slot map says of its slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+}
+
+/// A veth pod's egress tag (see `bpf/edt.c`, edt_classify): its address,
+/// its slot and the device (ifindex) its shaped egress leaves through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Tag {
+    pub ip: IpAddr,
+    pub slot: u16,
+    pub ifindex: u32,
+    /// The slot map names this address at this slot (false: the tag is
+    /// half written, or the slot is another's, or only the slot map has
+    /// it: `ifindex` 0).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub whole: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Which way an endpoint's traffic goes: egress (from the pod, keyed by
@@ -406,13 +428,14 @@ impl Observed {
         prog: crate::shaping::Prog,
         mode: crate::shaping::AttachMode,
     ) -> Option<&BpfProgram> {
-        use crate::shaping::{AttachMode, Prog};
+        use crate::shaping::AttachMode;
         let s = self.shaping_of(link)?;
-        match (prog, mode) {
-            (Prog::Redirect, AttachMode::Tcx) => s.ingress_tcx.as_ref(),
-            (Prog::Redirect, AttachMode::Clsact) => s.ingress_clsact.as_ref(),
-            (_, AttachMode::Tcx) => s.tcx.as_ref(),
-            (_, AttachMode::Clsact) => s.clsact.as_ref(),
+        let ingress = prog.hook_name() == "ingress";
+        match (ingress, mode) {
+            (true, AttachMode::Tcx) => s.ingress_tcx.as_ref(),
+            (true, AttachMode::Clsact) => s.ingress_clsact.as_ref(),
+            (false, AttachMode::Tcx) => s.tcx.as_ref(),
+            (false, AttachMode::Clsact) => s.clsact.as_ref(),
         }
     }
 

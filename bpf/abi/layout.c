@@ -18,6 +18,10 @@ FIELD(edt_key, family);
 FIELD(edt_key, direction);
 FIELD(edt_key, pad);
 
+SIZE(edt_tag);
+FIELD(edt_tag, slot);
+FIELD(edt_tag, ifindex);
+
 SIZE(edt_info);
 FIELD(edt_info, rate_bytes);
 FIELD(edt_info, horizon_ns);
@@ -38,6 +42,8 @@ const unsigned long layout_const__EDT_FAMILY_IPV6 = EDT_FAMILY_IPV6;
 const unsigned long layout_const__EDT_DIR_EGRESS = EDT_DIR_EGRESS;
 const unsigned long layout_const__EDT_DIR_INGRESS = EDT_DIR_INGRESS;
 const unsigned long layout_const__EDT_DIR_POD_INGRESS = EDT_DIR_POD_INGRESS;
+const unsigned long layout_const__EDT_TAG_FLAG = EDT_TAG_FLAG;
+const unsigned long layout_const__EDT_TAG_SLOTS = EDT_TAG_SLOTS;
 const unsigned long layout_const__EDT_DEFAULT_HORIZON_NS = EDT_DEFAULT_HORIZON_NS;
 const unsigned long layout_const__EDT_MAP_MAX_ENTRIES = EDT_MAP_MAX_ENTRIES;
 const unsigned long layout_const__EDT_Q24_SHIFT = EDT_Q24_SHIFT;

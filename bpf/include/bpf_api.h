@@ -56,6 +56,35 @@ static long (*bpf_skb_ecn_set_ce)(void *skb) = (void *)97;
  * TC_ACT_REDIRECT). tc since 4.4. */
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
 
+/* struct bpf_fib_lookup from <linux/bpf.h>: a route lookup as the packet's
+ * forwarding would make it (tc since 4.18). */
+#define AF_INET 2
+#define AF_INET6 10
+struct bpf_fib_lookup {
+	__u8 family;
+	__u8 l4_protocol;
+	__be16 sport;
+	__be16 dport;
+	__u16 tot_len;		/* 0: the helper checks the skb's own size */
+	__u32 ifindex;		/* in: the receiving device; out: egress */
+	union {
+		__u8 tos;	/* IPv4 */
+		__be32 flowinfo; /* IPv6: flow label and priority */
+	};
+	__u32 src[4];		/* IPv4: src[0] */
+	__u32 dst[4];
+	__u32 vlan_tbid;
+	__u8 macs[12];
+};
+_Static_assert(sizeof(struct bpf_fib_lookup) == 64, "bpf_fib_lookup size");
+/* Return codes the callers here read: a route out of the node was found
+ * (the neighbour or the MTU aside, params.ifindex is the egress device). */
+#define BPF_FIB_LKUP_RET_SUCCESS 0
+#define BPF_FIB_LKUP_RET_NO_NEIGH 7
+#define BPF_FIB_LKUP_RET_FRAG_NEEDED 8
+static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params,
+			      int plen, __u32 flags) = (void *)69;
+
 /* Return codes of a tc (sched_cls, direct-action) program. For a TCX
  * program TC_ACT_UNSPEC is TCX_NEXT and TC_ACT_OK is TCX_PASS. */
 #define TC_ACT_UNSPEC (-1)

@@ -27,6 +27,15 @@
 #define EDT_DIR_INGRESS 1
 #define EDT_DIR_POD_INGRESS 2
 
+/* Veth pods' egress tags: edt_classify, on a veth pod's host-side veth,
+ * puts EDT_TAG_FLAG | slot in skb->queue_mapping for a packet that leaves
+ * through the tag's device; edt_egress there finds the pod's address by
+ * the slot (masquerade has replaced the source by then) and clears it.
+ * Real queue numbers stay far below the flag (a device has at most 4096
+ * queues). Slots are 1 .. EDT_TAG_SLOTS - 1. */
+#define EDT_TAG_FLAG 0x8000
+#define EDT_TAG_SLOTS 32768
+
 /* Used when an entry has horizon_ns == 0. */
 #define EDT_DEFAULT_HORIZON_NS (2 * NSEC_PER_SEC)
 
@@ -39,6 +48,13 @@ struct edt_key {
 	__u8 family;
 	__u8 direction;
 	__u8 pad[2];
+};
+
+/* podnet_tag_v1's value, keyed by a veth pod's egress key: the pod's
+ * slot and the device (ifindex) its shaped traffic leaves through. */
+struct edt_tag {
+	__u32 slot;
+	__u32 ifindex;
 };
 
 /* Per-endpoint state. podnet writes the configuration part; the datapath
@@ -85,6 +101,7 @@ struct edt_info {
 
 _Static_assert(sizeof(struct edt_key) == 20, "edt_key size");
 _Static_assert(offsetof(struct edt_key, family) == 16, "edt_key.family");
+_Static_assert(sizeof(struct edt_tag) == 8, "edt_tag size");
 _Static_assert(sizeof(struct edt_info) == 96, "edt_info size");
 _Static_assert(offsetof(struct edt_info, t_last) == 24, "edt_info.t_last");
 _Static_assert(offsetof(struct edt_info, ns_per_byte_q24) == 64, "edt_info.ns_per_byte_q24");

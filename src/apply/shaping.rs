@@ -158,7 +158,7 @@ impl<'a> Shaping<'a> {
                 *id = Some(s.identity(prog)?);
             }
         }
-        let [program, ingress_program, redirect_program, pod_ingress_program] = ids;
+        let [program, ingress_program, redirect_program, pod_ingress_program, classify_program] = ids;
         let opened;
         let map: Option<&Endpoints> = match self.shaper.as_mut() {
             Some(s) => Some(&*s.endpoints()),
@@ -180,6 +180,7 @@ impl<'a> Shaping<'a> {
         let (endpoints, mut map) = out?;
         if let Some(m) = map.as_mut() {
             m.ingress_device = crate::shaping::pinned_ingress_device(&self.paths.pin_dir)?;
+            m.tags = crate::shaping::pinned_tags(&self.paths.pin_dir)?;
         }
         self.planned_at = Some(changes);
         observed.endpoint_map = map;
@@ -190,6 +191,7 @@ impl<'a> Shaping<'a> {
             ingress_program,
             redirect_program,
             pod_ingress_program,
+            classify_program,
         })
     }
 }
@@ -339,6 +341,8 @@ impl<'s, 'a> ShapingBackend<'s, 'a> {
                     map.remove_in(was.ip, was.direction).map(drop)
                 })
             }
+            Change::SetTag { tag, was, .. } => self.shaper()?.set_tag(tag, was.as_ref()),
+            Change::RemoveTag { was } => self.shaper()?.remove_tag(was),
             other => Err(Error::new(
                 ErrorKind::Bug,
                 format!("{}: {other:?} is not a shaping step", action.object()),

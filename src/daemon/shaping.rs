@@ -46,6 +46,10 @@ pub struct ShapingView {
     /// The veth pods' host-side veths the last pass left shaping what the
     /// pods receive, with the backend (`edt` or `htb`).
     pub pod_ingress: BTreeMap<String, &'static str>,
+    /// The veth pods' addresses the last pass wanted tagged (see
+    /// `bpf/edt.c`, edt_classify) and did not leave so: a step on the tag
+    /// or on the tag program on the pod's veth is undone.
+    pub untagged: BTreeSet<IpAddr>,
     /// When the last pass refreshed this view.
     pub refreshed_at: Option<std::time::Instant>,
 }
@@ -91,6 +95,12 @@ impl ShapingView {
             return false;
         };
         done &= write_entries(map, e, &limit, Direction::Egress);
+        // A veth pod's tag (past masquerade) is the pass's: a slot comes
+        // from the whole tag map. Not in force until that pass says so.
+        if e.endpoint.veth.is_some() {
+            self.untagged.extend(e.endpoint.ips.iter().map(|i| i.addr()));
+            return false;
+        }
         done
     }
 
@@ -404,6 +414,13 @@ impl ShapingView {
             }
             _ => {}
         }
+        for ip in e.endpoint.ips.iter().map(|i| i.addr()) {
+            if self.untagged.contains(&ip) {
+                problems.push(format!(
+                    "{ip}: its egress tag is not in force yet (past masquerade its packets would leave unshaped; the next pass puts it in place)"
+                ));
+            }
+        }
         match entries {
             Err(err) => problems.push(err.clone()),
             Ok(have) if problems.is_empty() => {
@@ -494,6 +511,7 @@ mod tests {
             ingress: None,
             ingress_in_force: Default::default(),
             pod_ingress: Default::default(),
+            untagged: Default::default(),
         }
     }
 

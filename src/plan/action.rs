@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ChildKind, ChildMode};
 use crate::shaping::tc::RootKind;
 use crate::shaping::{AttachMode, Prog};
-use crate::state::MapEntry;
+use crate::state::{MapEntry, Tag};
 
 /// What a step costs the node's traffic, so an operator can gate on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -250,6 +250,18 @@ pub enum Change {
     RemoveEntry {
         was: MapEntry,
     },
+    /// A veth pod's egress tag written: its packets routed out through
+    /// `device` (the tag's ifindex) carry its slot there, where its egress
+    /// entry shapes them after masquerade.
+    SetTag {
+        tag: Tag,
+        device: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        was: Option<Tag>,
+    },
+    RemoveTag {
+        was: Tag,
+    },
 }
 
 /// One step of a plan.
@@ -426,6 +438,19 @@ impl Action {
                 entry: *was,
                 was: None,
             }),
+            Change::SetTag { tag, device, was } => back(match was {
+                Some(was) => Change::SetTag {
+                    tag: *was,
+                    device: device.clone(),
+                    was: Some(*tag),
+                },
+                None => Change::RemoveTag { was: *tag },
+            }),
+            Change::RemoveTag { was } => back(Change::SetTag {
+                tag: *was,
+                device: format!("ifindex {}", was.ifindex),
+                was: None,
+            }),
         }
     }
 
@@ -440,7 +465,8 @@ impl Action {
             | Change::CreateIngressDevice
             | Change::AddClass { .. }
             | Change::AddFilter { .. }
-            | Change::SetEntry { was: None, .. } => '+',
+            | Change::SetEntry { was: None, .. }
+            | Change::SetTag { was: None, .. } => '+',
             Change::DeleteLink { .. }
             | Change::DelAddress { .. }
             | Change::DelRoute { .. }
@@ -448,7 +474,8 @@ impl Action {
             | Change::DeleteIngressDevice
             | Change::RemoveClass { .. }
             | Change::RemoveFilter { .. }
-            | Change::RemoveEntry { .. } => '-',
+            | Change::RemoveEntry { .. }
+            | Change::RemoveTag { .. } => '-',
             Change::SetMtu { .. }
             | Change::SetUp { .. }
             | Change::MarkLink { .. }
@@ -457,7 +484,8 @@ impl Action {
             | Change::SwapProgram { .. }
             | Change::SetIngressDevice { .. }
             | Change::ChangeClass { .. }
-            | Change::SetEntry { was: Some(_), .. } => '~',
+            | Change::SetEntry { was: Some(_), .. }
+            | Change::SetTag { was: Some(_), .. } => '~',
         }
     }
 
@@ -645,6 +673,20 @@ impl fmt::Display for Action {
             Change::RemoveEntry { was } => {
                 write!(f, "{sign} {} entry ({})", was.direction, describe_entry(was))
             }
+            Change::SetTag { tag, device, was } => {
+                write!(
+                    f,
+                    "{sign} egress tag: slot {} on what its veth routes out through {device} (shaped there after masquerade)",
+                    tag.slot
+                )?;
+                match was {
+                    Some(w) if !w.whole => write!(f, ", replacing a half-written tag (slot {})", w.slot),
+                    Some(w) if w.slot != tag.slot => write!(f, ", was slot {}", w.slot),
+                    Some(w) => write!(f, ", was out through ifindex {}", w.ifindex),
+                    None => Ok(()),
+                }
+            }
+            Change::RemoveTag { was } => write!(f, "{sign} egress tag (slot {})", was.slot),
         }?;
         let d = self.disruption();
         if d != Disruption::Hitless {
@@ -661,6 +703,7 @@ fn program_name(prog: Prog) -> &'static str {
         Prog::Ingress => "EDT ingress program",
         Prog::Redirect => "ingress redirect program",
         Prog::PodIngress => "EDT pod-ingress program",
+        Prog::Classify => "egress tag program",
     }
 }
 

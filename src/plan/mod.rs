@@ -52,6 +52,11 @@ pub struct Plan {
     /// this plan has run.
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub veths: BTreeSet<String>,
+    /// The veth pods' addresses whose egress is tagged at their host-side
+    /// veth (for EDT at their master, past masquerade) once this plan has
+    /// run, with that veth.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tagged: BTreeMap<std::net::IpAddr, String>,
     /// Sections a direct apply validates but does not apply: podnetd's
     /// (shaping of registered pods) or not yet supported.
     pub unsupported: Vec<Unsupported>,
@@ -240,6 +245,7 @@ pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan 
         htb: shaping.htb,
         ingress: shaping.ingress,
         veths: shaping.veths,
+        tagged: shaping.tagged,
         unsupported: unsupported(desired),
     }
 }

@@ -61,6 +61,9 @@ pub struct Inputs {
     /// The pod-ingress program on veth pods' host-side veths, as `program`.
     #[serde(default)]
     pub pod_ingress_program: Option<BpfProgram>,
+    /// The tag program on veth pods' host-side veths' ingress, as `program`.
+    #[serde(default)]
+    pub classify_program: Option<BpfProgram>,
 }
 
 impl Inputs {
@@ -71,6 +74,7 @@ impl Inputs {
             Prog::Ingress => self.ingress_program.as_ref(),
             Prog::Redirect => self.redirect_program.as_ref(),
             Prog::PodIngress => self.pod_ingress_program.as_ref(),
+            Prog::Classify => self.classify_program.as_ref(),
         }
     }
 
@@ -112,6 +116,8 @@ pub(super) struct Steps {
     pub ingress: Option<RootKind>,
     /// The veth pods' host-side veths that shape what the pods receive.
     pub veths: BTreeSet<String>,
+    /// The veth pods' addresses whose egress is tagged, with their veth.
+    pub tagged: BTreeMap<IpAddr, String>,
 }
 
 /// The root the node files' backend calls for on this kernel: `auto` is EDT
@@ -187,17 +193,33 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
     // stamped packet must never meet a qdisc that ignores the stamp), the
     // HTB classes out (so the undo puts them back whole), then the root
     // podnet replaced back; an ifb no longer wanted goes after that.
+    let edt: BTreeSet<String> = shaped.difference(&steps.htb).cloned().collect();
+    let tagged = match kind {
+        Some(RootKind::Fq) => plan_tags(observed, inputs, &veth_pods, &queueing, &edt, mode, &mut steps),
+        _ => plan_tags(observed, inputs, &[], &queueing, &edt, mode, &mut steps),
+    };
+    let tagging: BTreeSet<&String> = tagged.values().collect();
     for link in &observed.links {
-        if configured.contains(&link.name)
-            || (link.name == INGRESS_DEVICE && ifb != Ifb::Gone)
-            || veths.contains_key(&link.name)
-        {
+        if configured.contains(&link.name) || (link.name == INGRESS_DEVICE && ifb != Ifb::Gone) {
+            continue;
+        }
+        // A veth pod's veth keeps what it still does: its root for what
+        // the pod receives, its tag program for what it sends.
+        let keeps_root = veths.contains_key(&link.name);
+        if !keeps_root {
+            detach_programs(observed, &link.name, &[Prog::Egress], &mut steps.off);
+        }
+        // (Either program on the ingress hook: a veth's tag program, a
+        // former master's redirect.)
+        if !tagging.contains(&link.name) {
+            detach_programs(observed, &link.name, &[Prog::Redirect], &mut steps.off);
+        }
+        if keeps_root {
             continue;
         }
         let sh = observed.shaping_of(&link.name);
         let root = Qdiscs::observed(observed, &link.name).root_state();
         let step = |change| Action::new(Role::Shaping, &link.name, change);
-        detach_programs(observed, &link.name, &Prog::ALL, &mut steps.off);
         if root == RootState::Htb {
             take_out_classes(observed, &link.name, &mut steps.off);
         }
@@ -217,7 +239,6 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
             steps.off.push(step(Change::DeleteIngressDevice));
         }
     }
-    let edt: BTreeSet<String> = shaped.difference(&steps.htb).cloned().collect();
     let mut entries: BTreeMap<(IpAddr, Direction), MapEntry> =
         crate::policy::wanted(&inputs.endpoints, &edt, &queueing)
             .into_iter()
@@ -261,7 +282,122 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
     steps.shaped = shaped;
     steps.ingress = kind.filter(|_| ifb == Ifb::Kept);
     steps.veths = veths.into_keys().collect();
+    steps.tagged = tagged;
     steps
+}
+
+/// Veth pods' egress past masquerade: each address of a registered veth
+/// pod with an egress limit whose traffic leaves through a device EDT
+/// shapes gets a tag (a slot, and that device's ifindex), and the pod's
+/// host-side veth the tag program on its ingress hook (what the pod
+/// sends): the device's EDT program then finds the pod's egress entry by
+/// the slot, whatever source address NAT gave the packet. A slot stays
+/// with its address; a new address takes the lowest slot no tag in the
+/// maps holds. Tags nobody needs go, with the halves of half-written ones.
+/// Returns the tagged addresses with their veths.
+fn plan_tags(
+    observed: &Observed,
+    inputs: &Inputs,
+    pods: &[&EndpointRecord],
+    queueing: &crate::policy::Queueing,
+    edt: &BTreeSet<String>,
+    mode: AttachMode,
+    steps: &mut Steps,
+) -> BTreeMap<IpAddr, String> {
+    use crate::shaping::abi::EDT_TAG_SLOTS;
+    use crate::state::Tag;
+    // address -> (veth, device, its ifindex)
+    let mut wanted: BTreeMap<IpAddr, (String, String, u32)> = BTreeMap::new();
+    for e in pods {
+        let Some(veth) = e.endpoint.veth.as_deref() else {
+            continue;
+        };
+        let device = match (&e.endpoint.master, edt.len()) {
+            (Some(m), _) => m.clone(),
+            (None, 1) => edt.iter().next().cloned().unwrap_or_default(),
+            (None, _) => continue,
+        };
+        let one: BTreeSet<String> = [device.clone()].into();
+        let limits = crate::policy::wanted_in([*e], &one, queueing, Direction::Egress);
+        let index = observed.link(&device).map(|l| l.index);
+        let is_veth = observed
+            .link(veth)
+            .is_some_and(|l| l.kind.as_deref() == Some("veth"));
+        let (Some(index), true, false, true) =
+            (index, edt.contains(&device), limits.is_empty(), is_veth)
+        else {
+            continue;
+        };
+        for ip in limits.keys() {
+            wanted.insert(*ip, (veth.to_string(), device.clone(), index));
+        }
+    }
+    let have: &[Tag] = observed.endpoint_map.as_ref().map_or(&[], |m| &m.tags);
+    // An address's own tag is its tag map entry (whole or not); the slot
+    // map's entries no tag points at are only halves to remove.
+    let own = |ip: &IpAddr| {
+        have.iter()
+            .find(|t| t.ip == *ip && (t.whole || t.ifindex != 0))
+    };
+    let mut kept: Vec<&Tag> = Vec::new();
+    let mut taken: BTreeSet<u16> = have.iter().map(|t| t.slot).collect();
+    let mut next = 1u16;
+    let mut out = BTreeMap::new();
+    for (ip, (veth, device, index)) in &wanted {
+        let mine = own(ip);
+        let slot = match mine {
+            Some(t) if t.whole && t.ifindex == *index => {
+                kept.push(t);
+                out.insert(*ip, veth.clone());
+                continue;
+            }
+            Some(t) if t.whole => t.slot,
+            _ => {
+                while taken.contains(&next) {
+                    next += 1;
+                }
+                if u32::from(next) >= EDT_TAG_SLOTS {
+                    steps.unmet.push(format!(
+                        "endpoint {ip}: no free egress tag slot left ({} at most)",
+                        EDT_TAG_SLOTS - 1
+                    ));
+                    continue;
+                }
+                taken.insert(next);
+                next
+            }
+        };
+        if let Some(t) = mine {
+            kept.push(t);
+        }
+        steps.entries.push(Action::new(
+            Role::Endpoint,
+            &ip.to_string(),
+            Change::SetTag {
+                tag: Tag {
+                    ip: *ip,
+                    slot,
+                    ifindex: *index,
+                    whole: true,
+                },
+                device: device.clone(),
+                was: mine.copied(),
+            },
+        ));
+        out.insert(*ip, veth.clone());
+    }
+    for t in have.iter().filter(|t| !kept.contains(t)) {
+        steps.gone.push(Action::new(
+            Role::Endpoint,
+            &t.ip.to_string(),
+            Change::RemoveTag { was: *t },
+        ));
+    }
+    let veths: BTreeSet<&String> = out.values().collect();
+    for veth in veths {
+        plan_program(observed, inputs, veth, mode, Prog::Classify, &mut steps.devices);
+    }
+    out
 }
 
 /// The veth pods' ingress: the host-side veth of each registered veth pod
@@ -411,15 +547,28 @@ fn plan_ingress(
 
 /// Every podnet program on `dev`'s hooks for `progs` (TCX and clsact) off.
 fn detach_programs(observed: &Observed, dev: &str, progs: &[Prog], out: &mut Vec<Action>) {
-    // The egress hook holds one program: the ifb's is the ingress one.
+    // Each hook holds one program: on the egress hook the ifb's is the
+    // ingress one; on the ingress hook a veth's is the tag program.
     let on_egress = if dev == INGRESS_DEVICE {
         Prog::Ingress
     } else {
         Prog::Egress
     };
+    let is_veth = observed
+        .link(dev)
+        .is_some_and(|l| l.kind.as_deref() == Some("veth"));
+    let on_ingress = if is_veth {
+        Prog::Classify
+    } else {
+        Prog::Redirect
+    };
     let mut hooks: Vec<Prog> = Vec::new();
     for p in progs {
-        let p = if *p == Prog::Redirect { *p } else { on_egress };
+        let p = if p.hook_name() == "ingress" {
+            on_ingress
+        } else {
+            on_egress
+        };
         if !hooks.contains(&p) {
             hooks.push(p);
         }

@@ -15,6 +15,11 @@ pub const EDT_DIR_EGRESS: u8 = 0;
 pub const EDT_DIR_INGRESS: u8 = 1;
 /// `EDT_DIR_POD_INGRESS`: ingress at a veth pod's host-side veth.
 pub const EDT_DIR_POD_INGRESS: u8 = 2;
+/// `EDT_TAG_FLAG`: in `skb->queue_mapping`, a veth pod's tag (with its
+/// slot in the bits below).
+pub const EDT_TAG_FLAG: u32 = 0x8000;
+/// `EDT_TAG_SLOTS`: slots are 1 .. this - 1.
+pub const EDT_TAG_SLOTS: u32 = 32768;
 /// `EDT_DEFAULT_HORIZON_NS`: what the datapath uses for `horizon_ns == 0`.
 pub const EDT_DEFAULT_HORIZON_NS: u64 = 2_000_000_000;
 /// `EDT_MAP_MAX_ENTRIES`
@@ -42,6 +47,15 @@ pub struct EdtKey {
     pub direction: u8,
     /// Always zero: part of the hashed key.
     pub pad: [u8; 2],
+}
+
+/// `struct edt_tag`: a veth pod's slot and the device (ifindex) its shaped
+/// egress leaves through.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EdtTag {
+    pub slot: u32,
+    pub ifindex: u32,
 }
 
 /// `struct edt_info`: the configuration podnet writes, the state the
@@ -87,6 +101,7 @@ pub fn ns_per_byte_q24(rate_bytes: u64) -> u64 {
 // a valid value and every byte is initialised.
 unsafe impl aya::Pod for EdtKey {}
 unsafe impl aya::Pod for EdtInfo {}
+unsafe impl aya::Pod for EdtTag {}
 
 impl EdtKey {
     /// The key of `ip` in `direction`.
@@ -143,6 +158,9 @@ mod tests {
         field!("edt_key", EdtKey, family);
         field!("edt_key", EdtKey, direction);
         field!("edt_key", EdtKey, pad);
+        m.insert("edt_tag.size", size_of::<EdtTag>() as u64);
+        field!("edt_tag", EdtTag, slot);
+        field!("edt_tag", EdtTag, ifindex);
         m.insert("edt_info.size", size_of::<EdtInfo>() as u64);
         field!("edt_info", EdtInfo, rate_bytes);
         field!("edt_info", EdtInfo, horizon_ns);
@@ -161,6 +179,8 @@ mod tests {
         m.insert("const.EDT_DIR_EGRESS", EDT_DIR_EGRESS.into());
         m.insert("const.EDT_DIR_INGRESS", EDT_DIR_INGRESS.into());
         m.insert("const.EDT_DIR_POD_INGRESS", EDT_DIR_POD_INGRESS.into());
+        m.insert("const.EDT_TAG_FLAG", EDT_TAG_FLAG.into());
+        m.insert("const.EDT_TAG_SLOTS", EDT_TAG_SLOTS.into());
         m.insert("const.EDT_DEFAULT_HORIZON_NS", EDT_DEFAULT_HORIZON_NS);
         m.insert("const.EDT_MAP_MAX_ENTRIES", EDT_MAP_MAX_ENTRIES.into());
         m.insert("const.EDT_Q24_SHIFT", EDT_Q24_SHIFT.into());

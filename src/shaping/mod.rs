@@ -53,8 +53,8 @@ use crate::kernel::{errno, refused, Errno, Kernel};
 use crate::state::{Direction, MapEntry};
 
 pub use self::program::{
-    hold as hold_program, map_pin, pinned_ingress_device, Attached, Prog, CLSACT_HANDLE,
-    CLSACT_PRIORITY, MAP, PROGRAM,
+    hold as hold_program, map_pin, pinned_ingress_device, pinned_tags, Attached, Prog,
+    CLSACT_HANDLE, CLSACT_PRIORITY, MAP, PROGRAM,
 };
 
 /// podnet's ingress ifb: one per node, made while any endpoint has an
@@ -326,6 +326,7 @@ impl Endpoints {
             id: program::map_id(&self.map)?,
             entries: self.stats()?.iter().map(EndpointStats::entry).collect(),
             ingress_device: None,
+            tags: Vec::new(),
         })
     }
 
@@ -424,6 +425,19 @@ impl EndpointStats {
     }
 }
 
+/// A map removal that found nothing removed is as good as done.
+fn remove_or_gone(r: std::result::Result<(), MapError>, what: impl Fn() -> String) -> Result<()> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(program::bpf_error(format!("removing {}", what()), e)),
+    }
+}
+
 /// The map key's direction byte.
 fn dir_code(direction: Direction) -> u8 {
     match direction {
@@ -492,6 +506,8 @@ pub struct Shaper {
     ebpf: Ebpf,
     endpoints: Endpoints,
     ingress: program::IngressMap,
+    tags: program::TagMap,
+    slots: program::SlotMap,
     /// [`Shaper::identity`] per program, read once: a loaded program and
     /// its maps keep their id, tag and maps for good.
     identity: std::collections::BTreeMap<Prog, crate::state::BpfProgram>,
@@ -820,12 +836,15 @@ impl Shaper {
         let mut ebpf = program::load(&paths.pin_dir)?;
         let map = program::take_map(&mut ebpf)?;
         let ingress = program::take_ingress_map(&mut ebpf)?;
+        let (tags, slots) = program::take_tag_maps(&mut ebpf)?;
         Ok(Shaper {
             kernel: kernel.clone(),
             paths,
             ebpf,
             endpoints: Endpoints { map },
             ingress,
+            tags,
+            slots,
             identity: Default::default(),
         })
     }
@@ -836,6 +855,54 @@ impl Shaper {
         self.ingress
             .set(0, ifindex, 0)
             .map_err(|e| program::bpf_error("writing the ingress map", e))
+    }
+
+    /// Writes a veth pod's egress tag: the slot map first (edt_egress then
+    /// resolves the slot before edt_classify hands it out), then the tag;
+    /// a slot the address held before (`was`) is given up after.
+    pub fn set_tag(&mut self, tag: &crate::state::Tag, was: Option<&crate::state::Tag>) -> Result<()> {
+        let key = EdtKey::new(tag.ip, EDT_DIR_EGRESS);
+        let slot = u32::from(tag.slot);
+        self.slots
+            .insert(slot, key, 0)
+            .map_err(|e| program::bpf_error(format!("writing slot {slot} of {}", tag.ip), e))?;
+        let value = abi::EdtTag {
+            slot,
+            ifindex: tag.ifindex,
+        };
+        self.tags
+            .insert(key, value, 0)
+            .map_err(|e| program::bpf_error(format!("writing the tag of {}", tag.ip), e))?;
+        if let Some(w) = was.filter(|w| w.slot != tag.slot) {
+            self.remove_slot(w)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a veth pod's egress tag: the tag first (edt_classify stops
+    /// handing the slot out), then its slot, each only while it is that
+    /// address's.
+    pub fn remove_tag(&mut self, was: &crate::state::Tag) -> Result<()> {
+        let key = EdtKey::new(was.ip, EDT_DIR_EGRESS);
+        match self.tags.get(&key, 0) {
+            Ok(t) if t.slot == u32::from(was.slot) => {
+                remove_or_gone(self.tags.remove(&key), || format!("the tag of {}", was.ip))?
+            }
+            Ok(_) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(program::bpf_error(format!("reading the tag of {}", was.ip), e)),
+        }
+        self.remove_slot(was)
+    }
+
+    fn remove_slot(&mut self, was: &crate::state::Tag) -> Result<()> {
+        let slot = u32::from(was.slot);
+        match self.slots.get(&slot, 0) {
+            Ok(k) if k == EdtKey::new(was.ip, EDT_DIR_EGRESS) => {
+                remove_or_gone(self.slots.remove(&slot), || format!("slot {slot}"))
+            }
+            Ok(_) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(program::bpf_error(format!("reading slot {slot}"), e)),
+        }
     }
 
     pub fn endpoints(&mut self) -> &mut Endpoints {
@@ -1029,7 +1096,12 @@ impl Shaper {
         if let Some(me) = self.identity.get(&prog) {
             return Ok(me.clone());
         }
-        let map_id = program::map_id(&self.endpoints.map)?;
+        // The pinned map it reads that a reload would replace: the tag
+        // program reads only the tags, the others the endpoint map.
+        let map_id = match prog {
+            Prog::Classify => program::map_id(&self.tags)?,
+            _ => program::map_id(&self.endpoints.map)?,
+        };
         let loaded = program::classifier(&mut self.ebpf, prog)?;
         let info = loaded
             .info()

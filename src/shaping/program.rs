@@ -26,7 +26,7 @@ use aya::programs::{Link as _, LinkOrder, ProgramError, SchedClassifier, TcAttac
 use aya::sys::SyscallError;
 use aya::{Ebpf, EbpfLoader};
 
-use super::abi::{EdtInfo, EdtKey, EDT_MAP_MAX_ENTRIES};
+use super::abi::{EdtInfo, EdtKey, EdtTag, EDT_MAP_MAX_ENTRIES};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The compiled `bpf/edt.c`.
@@ -40,7 +40,12 @@ pub const MAP: &str = "podnet_edt_v1";
 /// file name.
 pub const INGRESS_MAP: &str = "podnet_ingress_v1";
 
-/// podnet's three programs in `bpf/edt.c`, each on one hook.
+/// Veth pods' tags, keyed by the pod's egress key (edt_classify reads it),
+/// and the slot -> key map edt_egress reads; their pins' file names.
+pub const TAG_MAP: &str = "podnet_tag_v1";
+pub const SLOT_MAP: &str = "podnet_slot_v1";
+
+/// podnet's programs in `bpf/edt.c`, each on one hook.
 #[derive(
     Debug,
     Clone,
@@ -66,14 +71,18 @@ pub enum Prog {
     /// `edt_pod_ingress` on a veth pod's host-side veth egress: by
     /// destination address, for what the pod receives.
     PodIngress,
+    /// `edt_classify` on a veth pod's host-side veth ingress (what the pod
+    /// sends): tags the packets its egress entry shapes at the master.
+    Classify,
 }
 
 impl Prog {
-    pub const ALL: [Prog; 4] = [
+    pub const ALL: [Prog; 5] = [
         Prog::Egress,
         Prog::Ingress,
         Prog::Redirect,
         Prog::PodIngress,
+        Prog::Classify,
     ];
 
     /// Its name in the object.
@@ -83,13 +92,14 @@ impl Prog {
             Prog::Ingress => "edt_ingress",
             Prog::Redirect => "edt_redirect",
             Prog::PodIngress => "edt_pod_ingress",
+            Prog::Classify => "edt_classify",
         }
     }
 
     /// The tc hook it runs on.
     pub fn hook(self) -> TcAttachType {
         match self {
-            Prog::Redirect => TcAttachType::Ingress,
+            Prog::Redirect | Prog::Classify => TcAttachType::Ingress,
             Prog::Egress | Prog::Ingress | Prog::PodIngress => TcAttachType::Egress,
         }
     }
@@ -317,6 +327,93 @@ pub fn pinned_ingress_device(pin_dir: &Path) -> Result<Option<u32>> {
         .map_err(|e| bpf_error(format!("reading {}", path.display()), e))
 }
 
+/// The veth pods' tag map (a pod's egress key -> its slot and device) and
+/// the slot map (slot -> key): see `bpf/edt.c`, edt_classify.
+pub type TagMap = BpfHashMap<MapData, EdtKey, EdtTag>;
+pub type SlotMap = BpfHashMap<MapData, u32, EdtKey>;
+
+pub fn take_tag_maps(ebpf: &mut Ebpf) -> Result<(TagMap, SlotMap)> {
+    let mut take = |name: &str| {
+        ebpf.take_map(name)
+            .ok_or_else(|| Error::new(ErrorKind::Bug, format!("no map {name} in edt.o")))
+    };
+    let tags = take(TAG_MAP)?;
+    let slots = take(SLOT_MAP)?;
+    Ok((
+        TagMap::try_from(tags).map_err(|e| bpf_error(format!("map {TAG_MAP}"), e))?,
+        SlotMap::try_from(slots).map_err(|e| bpf_error(format!("map {SLOT_MAP}"), e))?,
+    ))
+}
+
+/// The pinned map `name` under `pin_dir`, None when it is not pinned.
+fn pinned_hash(pin_dir: &Path, name: &str) -> Result<Option<Map>> {
+    let path = pin_dir.join(name);
+    match MapData::from_pin(&path) {
+        Ok(d) => Ok(Some(Map::HashMap(d))),
+        Err(MapError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(bpf_error(format!("opening {}", path.display()), e)),
+    }
+}
+
+/// The veth pods' tags the pinned tag and slot maps hold, by address
+/// (none when they are not pinned): each tag map entry, `whole` when the
+/// slot map names its address at its slot, and each slot map entry no tag
+/// points at (`ifindex` 0, not whole).
+pub fn pinned_tags(pin_dir: &Path) -> Result<Vec<crate::state::Tag>> {
+    use crate::state::Tag;
+    let (Some(tags), Some(slots)) = (pinned_hash(pin_dir, TAG_MAP)?, pinned_hash(pin_dir, SLOT_MAP)?)
+    else {
+        return Ok(Vec::new());
+    };
+    let tags = TagMap::try_from(tags).map_err(|e| bpf_error(format!("map {TAG_MAP}"), e))?;
+    let slots = SlotMap::try_from(slots).map_err(|e| bpf_error(format!("map {SLOT_MAP}"), e))?;
+    let mut named: std::collections::BTreeMap<u32, EdtKey> = std::collections::BTreeMap::new();
+    for item in slots.iter() {
+        match item {
+            Ok((slot, key)) => {
+                named.insert(slot, key);
+            }
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(bpf_error(format!("reading {SLOT_MAP}"), e)),
+        }
+    }
+    let mut out = Vec::new();
+    let mut pointed = std::collections::BTreeSet::new();
+    for item in tags.iter() {
+        let (key, tag) = match item {
+            Ok(kv) => kv,
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(bpf_error(format!("reading {TAG_MAP}"), e)),
+        };
+        let (Some(ip), Ok(slot)) = (key.ip(), u16::try_from(tag.slot)) else {
+            continue;
+        };
+        pointed.insert(tag.slot);
+        out.push(Tag {
+            ip,
+            slot,
+            ifindex: tag.ifindex,
+            whole: named.get(&tag.slot) == Some(&key),
+        });
+    }
+    for (slot, key) in named.iter().filter(|(s, _)| !pointed.contains(s)) {
+        if let (Some(ip), Ok(slot)) = (key.ip(), u16::try_from(*slot)) {
+            out.push(Tag {
+                ip,
+                slot,
+                ifindex: 0,
+                whole: false,
+            });
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Opens the pinned map without loading anything (for readers such as a
 /// `bandwidth list` command).
 pub fn open_map(pin_dir: &Path) -> Result<EndpointMap> {
@@ -507,12 +604,11 @@ pub fn detach_clsact(device: &str, prog: Prog) -> Result<bool> {
 }
 
 /// The kernel id of the endpoint map.
-pub fn map_id(map: &EndpointMap) -> Result<u32> {
-    use aya::maps::IterableMap as _;
+pub fn map_id<K: aya::Pod, V: aya::Pod>(map: &impl aya::maps::IterableMap<K, V>) -> Result<u32> {
     map.map()
         .info()
         .map(|i| i.id())
-        .map_err(|e| bpf_error("reading the endpoint map's info", e))
+        .map_err(|e| bpf_error("reading a map's info", e))
 }
 
 /// What the plan knows of a loaded program: id, tag and maps.

@@ -29,12 +29,21 @@
 # makes veth pods (Debian's ptp plugin) in 10.4<i>.0.0/24, routed by the
 # node (its m<i> at 10.3<i>.0.2, the network's route to the pods through
 # it; MODES=(routed)): their ingress is shaped on each pod's host-side
-# veth. Set KIND, MODES (and DIRECTION), source lib.sh, then this.
+# veth. MASQ=1 (with KIND=ptp) masquerades the pods behind the node's
+# address on m<i> instead (nft), and the network has no route to them:
+# their egress is shaped at m<i> by the tag their veth puts on it, and the
+# receiver must see the node's address. Set KIND, MODES (and DIRECTION,
+# MASQ), source lib.sh, then this.
 
 source "$(dirname "${BASH_SOURCE[0]}")/measure.sh"
 
 DIRECTION=${DIRECTION:-egress}
+MASQ=${MASQ:-0}
 if [[ $KIND == ptp ]]; then need_module veth sch_fq; else need_module "$KIND" sch_fq; fi
+if [[ $MASQ == 1 ]]; then
+    need_module nf_tables nft_chain_nat nft_masq
+    need_cmd nft
+fi
 [[ $DIRECTION == egress ]] || need_module ifb
 # iperf3's client sends (egress) or receives (-R, ingress); the receiver's
 # 100 ms intervals are the server's, or the client's own.
@@ -83,7 +92,11 @@ netns_new peer
         if [[ $KIND == ptp ]]; then
             # veth pods: the node routes between them and the network.
             ip -n node addr add "10.3$m.0.2/24" dev "m$m"
-            ip -n peer route add "10.4$m.0.0/24" via "10.3$m.0.2"
+            if [[ $MASQ == 1 ]]; then
+                ip netns exec node nft -f - <<< "table ip rates { chain post { type nat hook postrouting priority srcnat; ip saddr 10.4$m.0.0/24 oifname \"m$m\" masquerade; }; }"
+            else
+                ip -n peer route add "10.4$m.0.0/24" via "10.3$m.0.2"
+            fi
             ip netns exec node sysctl -qw net.ipv4.ip_forward=1
             printf '[masters.m%s]\nkind = "macvlan"\nmode = "bridge"\n' "$m"
         else
@@ -244,9 +257,24 @@ pod_run() {
         wait_until 20 bash -c "tc -n node -j qdisc show dev $via | jq -e '[.[] | select(.kind == \"fq\")] | length > 0'" ||
             { tc -n node qdisc show; tail -20 "$T/podnetd.log"; fail "m$m $name: no fq on $via"; }
     fi
+    if [[ $KIND == ptp && $DIRECTION == egress ]]; then
+        # The pod's tag (its slot, the tag program on its veth) is placed by
+        # the pass its ADD asks for: CHECK passes once it is in force.
+        timeout 20 bash -c "until curl -s --unix-socket '$SOCK' http://x/v1/endpoints/$POD_ID/eth0 | jq -e .enforcement.enforced > /dev/null; do sleep 0.2; done" || {
+            api "/v1/endpoints/$POD_ID/eth0"
+            tail -40 "$T/podnetd.log"
+            tc -n node filter show dev "$POD_VETH" ingress
+            ls "$PIN"
+            fail "m$m $name: egress not in force"
+        }
+    fi
     for try in 1 2; do
         json=$(ip netns exec "$POD_NS" iperf3 -c "10.3$m.0.1" "${IPERF_DIR[@]}" -t "$SECS" -Z -J --get-server-output) ||
             fail "m$m $name: iperf3 failed: $json"
+        if [[ $MASQ == 1 ]]; then
+            # The network saw the node, not the pod.
+            assert_eq "10.3$m.0.2" "$(jq -r '.server_output_json.start.connected[0].remote_host' <<< "$json")" "m$m $name: the source the receiver saw"
+        fi
         res=0
         check "$json" "$limit" "$burst" "$label" || res=$?
         ((res == 3)) || break

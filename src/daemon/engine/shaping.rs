@@ -2,7 +2,7 @@
 //! (under the lock the request path holds to register an endpoint and write
 //! its entry), and the request path's view of shaping after the pass.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -96,7 +96,7 @@ impl Engine {
             .collect();
         // HTB: the addresses planned a class on a device shaped now, with
         // no step on them left undone.
-        let htb: std::collections::BTreeSet<String> = plan
+        let htb: BTreeSet<String> = plan
             .htb
             .iter()
             .filter(|d| shaped.contains_key(*d))
@@ -104,7 +104,7 @@ impl Engine {
             .collect();
         let queueing = crate::policy::Queueing::of(desired);
         // The objects with a step left undone, looked up per address.
-        let undone: std::collections::BTreeSet<&str> =
+        let undone: BTreeSet<&str> =
             remaining.actions.iter().map(|a| a.name.as_str()).collect();
         let in_force = |wanted: BTreeMap<std::net::IpAddr, crate::shaping::EgressLimit>| {
             wanted
@@ -154,8 +154,19 @@ impl Engine {
             &queueing,
             crate::state::Direction::Ingress,
         ));
+        // Veth pods' egress tags: in force with no step left undone on the
+        // address nor on its veth.
+        let untagged: BTreeSet<IpAddr> = plan
+            .tagged
+            .iter()
+            .filter(|(ip, veth)| {
+                undone.contains(ip.to_string().as_str()) || undone.contains(veth.as_str())
+            })
+            .map(|(ip, _)| *ip)
+            .collect();
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         let view = &mut shared.shaping;
+        view.untagged = untagged;
         view.ingress = ingress.map(backend);
         view.ingress_in_force = ingress_in_force;
         view.pod_ingress = pod_ingress;
