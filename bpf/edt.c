@@ -26,6 +26,8 @@
  *   the packet after masquerade has replaced its source, and clears
  *   queue_mapping, so the device picks its transmit queue as ever. What
  *   the node delivers elsewhere (to itself, to another pod) is not tagged.
+ *   On a device the HTB backend shapes, edt_egress only does this: the
+ *   slot names the pod's class, and the packet's priority selects it.
  *
  * Fails open: a packet that is not IPv4/IPv6 over Ethernet, or whose
  * address has no entry, passes untouched.
@@ -73,7 +75,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);
-	__type(value, struct edt_key);
+	__type(value, struct edt_slot);
 	__uint(max_entries, EDT_TAG_SLOTS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -200,21 +202,26 @@ static __always_inline int edt_shape(struct __sk_buff *skb, __u8 direction)
 }
 
 /* The egress entry of a packet a veth pod's edt_classify tagged, found by
- * the slot's address; the tag is cleared whatever it names. NULL for a
+ * the slot's address; the tag is cleared whatever it names. With HTB on
+ * the device the slot names the pod's class instead, and the packet's
+ * priority selects it (htb takes a priority that is one of its leaf
+ * classes' ids before any filter); there is no entry then. NULL for a
  * packet with no tag (or a slot podnet has since dropped). */
 static __always_inline struct edt_info *edt_tagged(struct __sk_buff *skb)
 {
 	__u32 mapping = skb->queue_mapping, slot;
-	struct edt_key *key;
+	struct edt_slot *named;
 
 	if (!(mapping & EDT_TAG_FLAG))
 		return NULL;
 	skb->queue_mapping = 0;
 	slot = mapping & (EDT_TAG_FLAG - 1);
-	key = bpf_map_lookup_elem(&podnet_slot_v1, &slot);
-	if (!key)
+	named = bpf_map_lookup_elem(&podnet_slot_v1, &slot);
+	if (!named)
 		return NULL;
-	return bpf_map_lookup_elem(&podnet_edt_v1, key);
+	if (named->classid)
+		skb->priority = named->classid;
+	return bpf_map_lookup_elem(&podnet_edt_v1, &named->key);
 }
 
 SEC("classifier")

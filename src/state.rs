@@ -206,12 +206,16 @@ pub struct EndpointMap {
 }
 
 /// A veth pod's egress tag (see `bpf/edt.c`, edt_classify): its address,
-/// its slot and the device (ifindex) its shaped egress leaves through.
+/// its slot, the device (ifindex) its shaped egress leaves through and,
+/// where HTB shapes that device, the id of the pod's class there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Tag {
     pub ip: IpAddr,
     pub slot: u16,
     pub ifindex: u32,
+    /// HTB: 706e:<minor> as tc's 32-bit classid; 0 with EDT.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub classid: u32,
     /// The slot map names this address at this slot (false: the tag is
     /// half written, or the slot is another's, or only the slot map has
     /// it: `ifindex` 0).

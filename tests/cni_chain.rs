@@ -887,44 +887,9 @@ fn htb_holds_veth_pods_ingress_limits_on_their_veth() {
     let Some(lab) = IngressLab::new(test, "/usr/lib/cni/ptp", "vethrate") else {
         return;
     };
-    let IngressLab {
-        node,
-        peer,
-        cfg,
-        state,
-        ..
-    } = &lab;
-    // The node routes between the veth pods and the network.
-    node.ip("addr add 172.51.0.2/24 dev ens192");
-    peer.ip("route add 10.61.0.0/24 via 172.51.0.2");
-    let forward = [
-        "netns",
-        "exec",
-        &node.name,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ];
-    common::run_ok("ip", &forward);
-    let d = Daemon::start(node, &cfg.path, state);
+    let IngressLab { node, peer, .. } = &lab;
+    let (d, list) = lab.veth_pods(false);
     let client = d.client();
-    within(PROMPTLY, "converged", || client.status().unwrap().converged);
-    let list = json!({
-        "cniVersion": "1.0.0",
-        "name": "vethpods",
-        "plugins": [
-            {
-                "type": "ptp",
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": "10.61.0.0/24"}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": state.join("ipam-veth")
-                }
-            },
-            {"type": "podnet-cni", "socket": d.socket(), "master": "ens192", "capabilities": {"bandwidth": true}}
-        ]
-    });
     let mut report = Vec::new();
     for (n, limit) in [10_000_000u64, 100_000_000].into_iter().enumerate() {
         let runtime = json!({"bandwidth": {"ingressRate": limit, "ingressBurst": 2147483647u64}});
@@ -1042,6 +1007,159 @@ max_rate = "1G"
             _bpffs,
         })
     }
+}
+
+impl IngressLab {
+    /// podnetd on the lab's node for veth pods (Debian's ptp in
+    /// 10.61.0.0/24, podnet-cni after it naming ens192), the node routing
+    /// between them and the network: through a route in the network to
+    /// the pods, or (`masquerade`) behind the node's own 172.51.0.2 on
+    /// ens192 (an nft rule, as kube-proxy's or ipMasq's), the network
+    /// having no route to them. Returns the daemon, converged, and the
+    /// conflist.
+    fn veth_pods(&self, masquerade: bool) -> (Daemon, Value) {
+        let IngressLab {
+            node,
+            peer,
+            cfg,
+            state,
+            ..
+        } = self;
+        node.ip("addr add 172.51.0.2/24 dev ens192");
+        if masquerade {
+            let rule = "table ip podnettest { chain post { type nat hook postrouting priority srcnat; ip saddr 10.61.0.0/24 oifname \"ens192\" masquerade; }; }";
+            common::run_ok("ip", &["netns", "exec", &node.name, "nft", rule]);
+        } else {
+            peer.ip("route add 10.61.0.0/24 via 172.51.0.2");
+        }
+        let forward = [
+            "netns",
+            "exec",
+            &node.name,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ];
+        common::run_ok("ip", &forward);
+        let d = Daemon::start(node, &cfg.path, state);
+        let client = d.client();
+        within(PROMPTLY, "converged", || client.status().unwrap().converged);
+        let list = json!({
+            "cniVersion": "1.0.0",
+            "name": "vethpods",
+            "plugins": [
+                {
+                    "type": "ptp",
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": "10.61.0.0/24"}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": state.join("ipam-veth")
+                    }
+                },
+                {"type": "podnet-cni", "socket": d.socket(), "master": "ens192", "capabilities": {"bandwidth": true}}
+            ]
+        });
+        (d, list)
+    }
+}
+
+/// Egress of veth pods behind masquerade, on this machine's kernel (HTB):
+/// real ptp pods with `egressRate` send to a peer that has no route to
+/// them and sees the node's address (nft masquerade on ens192), at their
+/// limit within ±5% steady and at most HTB's first-second bound. Their
+/// addresses are gone from the packets by the time ens192's HTB sees
+/// them: the tag each pod's veth puts on them (edt_classify) is what
+/// selects the pod's class (edt_egress on ens192 turns it into the
+/// packet's priority), and that class counts the bytes.
+#[test]
+fn htb_holds_veth_pods_egress_limits_behind_masquerade() {
+    let test = "htb_holds_veth_pods_egress_limits_behind_masquerade";
+    if !require(test, &["nft"]) {
+        return;
+    }
+    let Some(lab) = IngressLab::new(test, "/usr/lib/cni/ptp", "vethmasq") else {
+        return;
+    };
+    let (d, list) = lab.veth_pods(true);
+    let client = d.client();
+    let IngressLab { node, peer, .. } = &lab;
+    let mut report = Vec::new();
+    for (n, limit) in [10_000_000u64, 100_000_000].into_iter().enumerate() {
+        let runtime = json!({"bandwidth": {"egressRate": limit, "egressBurst": 2147483647u64}});
+        let pod = Netns::new("masqpod");
+        let id = format!("masq{n}");
+        let result = in_netns(&node.name, || add(&list, &runtime, &pod.name, &id))
+            .unwrap_or_else(|(p, e)| panic!("{p}: {e}"));
+        let ip = result["ips"][0]["address"].as_str().unwrap().to_string();
+        within(
+            PROMPTLY,
+            "the pod's egress in force, its tag with it",
+            || {
+                client
+                    .endpoint(&id, "eth0")
+                    .unwrap()
+                    .and_then(|e| e.enforcement)
+                    .is_some_and(|e| e.enforced)
+            },
+        );
+        let v = iperf3_json(peer, &pod, "172.51.0.1", 5451 + n as u16, 6);
+        assert_eq!(
+            v["server_output_json"]["start"]["connected"][0]["remote_host"].as_str(),
+            Some("172.51.0.2"),
+            "the network must see the node, not the pod: {v}"
+        );
+        let (first, steady) = (first_second(&v), steady_of(&v));
+        let mbit = format!("rate {}Mbit ", limit / 1_000_000);
+        let sent = classes_of(node, "ens192")
+            .into_iter()
+            .find(|(_, line, _)| line.contains(&mbit))
+            .map_or(0, |(_, _, sent)| sent);
+        let line = format!(
+            "pod {ip} behind masquerade, egress limit {} Mbit/s: first second {:.2} Mbit/s = {:.1}%, steady {:.2} Mbit/s = {:.1}% (its class on ens192 sent {sent} bytes)",
+            limit / 1_000_000,
+            first / 1e6,
+            first / limit as f64 * 100.0,
+            steady / 1e6,
+            steady / limit as f64 * 100.0,
+        );
+        eprintln!("{line}");
+        assert!(sent > 0, "the pod's traffic did not go through its class");
+        let ratio = steady / limit as f64;
+        assert!(
+            (0.95..=1.05).contains(&ratio),
+            "egress limit {limit} behind masquerade: steady {steady:.0} bit/s is {:.1}%\n{}",
+            ratio * 100.0,
+            d.log()
+        );
+        assert!(
+            first <= htb_first_second(limit),
+            "egress limit {limit}: first second {first:.0} bit/s is {:.1}%, above HTB's {:.0}",
+            first / limit as f64 * 100.0,
+            htb_first_second(limit)
+        );
+        in_netns(&node.name, || del(&list, &result, &runtime, &pod.name, &id));
+        report.push(line);
+    }
+    // The pods gone (their veths with them), their tags and tag programs
+    // go too: no TCX link left pinned for a veth that is gone.
+    let pins = || -> Vec<String> {
+        std::fs::read_dir(lab.state.join("bpf"))
+            .map(|r| {
+                r.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    within(
+        PROMPTLY,
+        "the tag programs' pins gone with the veths",
+        || !pins().iter().any(|p| p.starts_with("tcx-ingress-")),
+    );
+    within(PROMPTLY, "converged with no pod", || {
+        client.status().unwrap().converged
+    });
+    eprintln!("{}", report.join("\n"));
 }
 
 /// The peer sends to `pod` (at `ip`, registered as `id`, ingress limit

@@ -22,6 +22,10 @@ SIZE(edt_tag);
 FIELD(edt_tag, slot);
 FIELD(edt_tag, ifindex);
 
+SIZE(edt_slot);
+FIELD(edt_slot, key);
+FIELD(edt_slot, classid);
+
 SIZE(edt_info);
 FIELD(edt_info, rate_bytes);
 FIELD(edt_info, horizon_ns);

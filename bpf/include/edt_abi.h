@@ -57,6 +57,13 @@ struct edt_tag {
 	__u32 ifindex;
 };
 
+/* podnet_slot_v1's value: the veth pod's egress key, and (HTB) the
+ * classid of its class on the tag's device, 0 with EDT. */
+struct edt_slot {
+	struct edt_key key;
+	__u32 classid;
+};
+
 /* Per-endpoint state. podnet writes the configuration part; the datapath
  * writes the rest, from several CPUs at once (hence READ_ONCE/WRITE_ONCE
  * and atomics on it). podnet preserves t_last and the counters when it
@@ -102,6 +109,7 @@ struct edt_info {
 _Static_assert(sizeof(struct edt_key) == 20, "edt_key size");
 _Static_assert(offsetof(struct edt_key, family) == 16, "edt_key.family");
 _Static_assert(sizeof(struct edt_tag) == 8, "edt_tag size");
+_Static_assert(sizeof(struct edt_slot) == 24, "edt_slot size");
 _Static_assert(sizeof(struct edt_info) == 96, "edt_info size");
 _Static_assert(offsetof(struct edt_info, t_last) == 24, "edt_info.t_last");
 _Static_assert(offsetof(struct edt_info, ns_per_byte_q24) == 64, "edt_info.ns_per_byte_q24");

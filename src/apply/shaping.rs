@@ -99,9 +99,9 @@ impl<'a> Shaping<'a> {
         create: bool,
     ) -> Result<()> {
         if create {
-            // Records of devices that are gone (a veth pod's host side goes
-            // with the pod) put nothing back any more.
-            crate::shaping::forget_gone(&self.paths.state_dir, observed);
+            // Records and TCX pins of devices that are gone (a veth pod's
+            // host side goes with the pod) serve nothing any more.
+            crate::shaping::forget_gone(&self.paths, observed);
         }
         let pinned = crate::shaping::map_pin(&self.paths.pin_dir).exists();
         if self.shaper.is_some() && !pinned {
@@ -158,7 +158,8 @@ impl<'a> Shaping<'a> {
                 *id = Some(s.identity(prog)?);
             }
         }
-        let [program, ingress_program, redirect_program, pod_ingress_program, classify_program] = ids;
+        let [program, ingress_program, redirect_program, pod_ingress_program, classify_program] =
+            ids;
         let opened;
         let map: Option<&Endpoints> = match self.shaper.as_mut() {
             Some(s) => Some(&*s.endpoints()),

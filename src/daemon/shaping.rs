@@ -86,6 +86,13 @@ impl ShapingView {
         let Some(limit) = egress_limit(limits, &self.queueing) else {
             return done;
         };
+        // A veth pod's tag (past masquerade) is the pass's: a slot comes
+        // from the whole tag map. Not in force until that pass says so.
+        if e.endpoint.veth.is_some() && on_shaped {
+            self.untagged
+                .extend(e.endpoint.ips.iter().map(|i| i.addr()));
+            done = false;
+        }
         // An HTB class is a plan's step (its minor comes from the whole
         // tree): the pass this asks for adds it, within milliseconds.
         if leaves_through(e, &self.htb) {
@@ -95,21 +102,19 @@ impl ShapingView {
             return false;
         };
         done &= write_entries(map, e, &limit, Direction::Egress);
-        // A veth pod's tag (past masquerade) is the pass's: a slot comes
-        // from the whole tag map. Not in force until that pass says so.
-        if e.endpoint.veth.is_some() {
-            self.untagged.extend(e.endpoint.ips.iter().map(|i| i.addr()));
-            return false;
-        }
         done
     }
 
     /// Removes the entries of an endpoint that is gone, except addresses
     /// another registered endpoint still holds (`held`). False after a
-    /// failed removal (logged): then a pass must do it.
+    /// failed removal (logged), or when the rest of it is a pass's (an HTB
+    /// class, a veth pod's tag and programs): then a pass must do it.
     pub fn uninstall(&mut self, gone: &EndpointRecord, held: impl Fn(IpAddr) -> bool) -> bool {
+        let by_pass = gone.endpoint.veth.is_some()
+            || leaves_through(gone, &self.htb)
+            || self.ingress == Some("htb");
         let Some(map) = self.map.as_mut() else {
-            return true;
+            return !by_pass;
         };
         let mut done = true;
         for ip in &gone.endpoint.ips {
@@ -124,7 +129,7 @@ impl ShapingView {
                 }
             }
         }
-        done
+        done && !by_pass
     }
 
     /// The map's entries by address and direction (one walk of the map).
@@ -369,6 +374,13 @@ impl ShapingView {
             });
         };
         let mut problems = ingress.unwrap_or_default();
+        for ip in e.endpoint.ips.iter().map(|i| i.addr()) {
+            if self.untagged.contains(&ip) {
+                problems.push(format!(
+                    "{ip}: its egress tag is not in force yet (past masquerade its packets would leave unshaped; the next pass puts it in place)"
+                ));
+            }
+        }
         if leaves_through(e, &self.htb) {
             for ip in &e.endpoint.ips {
                 match self.htb_in_force.get(&ip.addr()) {
@@ -413,13 +425,6 @@ impl ShapingView {
                 problems.push("no master is shaped yet (see `podnetctl status`)".into())
             }
             _ => {}
-        }
-        for ip in e.endpoint.ips.iter().map(|i| i.addr()) {
-            if self.untagged.contains(&ip) {
-                problems.push(format!(
-                    "{ip}: its egress tag is not in force yet (past masquerade its packets would leave unshaped; the next pass puts it in place)"
-                ));
-            }
         }
         match entries {
             Err(err) => problems.push(err.clone()),

@@ -676,9 +676,18 @@ impl fmt::Display for Action {
             Change::SetTag { tag, device, was } => {
                 write!(
                     f,
-                    "{sign} egress tag: slot {} on what its veth routes out through {device} (shaped there after masquerade)",
+                    "{sign} egress tag: slot {} on what its veth routes out through {device}",
                     tag.slot
                 )?;
+                match tag.classid {
+                    0 => write!(f, " (shaped there past masquerade)")?,
+                    id => write!(
+                        f,
+                        " (to its htb class {:x}:{:x} there, past masquerade)",
+                        id >> 16,
+                        id & 0xffff
+                    )?,
+                }
                 match was {
                     Some(w) if !w.whole => write!(f, ", replacing a half-written tag (slot {})", w.slot),
                     Some(w) if w.slot != tag.slot => write!(f, ", was slot {}", w.slot),

@@ -156,6 +156,18 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
         }
     };
     let mode = inputs.mode(observed);
+    // The endpoints' horizons and thresholds, resolved once for all.
+    let queueing = crate::policy::Queueing::of(desired);
+    let (veth_pods, others): (Vec<&EndpointRecord>, Vec<&EndpointRecord>) = inputs
+        .endpoints
+        .iter()
+        .partition(|e| e.endpoint.veth.is_some());
+    // Where veth pods' egress leaves: with HTB too, those devices keep the
+    // EDT program, which only turns the pods' tags into their classes.
+    let tag_devices: BTreeSet<String> = veth_pods
+        .iter()
+        .filter_map(|e| tag_device(e, &devices, &queueing))
+        .collect();
     let mut shaped = BTreeSet::new();
     if let Some(kind) = kind {
         for dev in &devices {
@@ -163,8 +175,9 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
             // by name (the default-route guard reads it).
             let opted_in = desired.masters.get(dev).and_then(|m| m.shaping) == Some(true);
             let egress = Prog::Egress;
+            let keep = tag_devices.contains(dev);
             if plan_device_root(
-                observed, inputs, dev, mode, kind, egress, opted_in, &mut steps,
+                observed, inputs, dev, mode, kind, egress, opted_in, keep, &mut steps,
             ) {
                 shaped.insert(dev.clone());
                 if kind == RootKind::Htb {
@@ -173,14 +186,8 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
             }
         }
     }
-    // The endpoints' horizons and thresholds, resolved once for all.
-    let queueing = crate::policy::Queueing::of(desired);
     // Ingress: a veth pod's at its own host-side veth, the others' through
     // podnet's ifb.
-    let (veth_pods, others): (Vec<&EndpointRecord>, Vec<&EndpointRecord>) = inputs
-        .endpoints
-        .iter()
-        .partition(|e| e.endpoint.veth.is_some());
     let ingress = crate::policy::wanted_in(others, &shaped, &queueing, Direction::Ingress);
     let ifb = plan_ingress(observed, inputs, &ingress, &shaped, mode, kind, &mut steps);
     let veths = match kind {
@@ -194,10 +201,54 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
     // HTB classes out (so the undo puts them back whole), then the root
     // podnet replaced back; an ifb no longer wanted goes after that.
     let edt: BTreeSet<String> = shaped.difference(&steps.htb).cloned().collect();
-    let tagged = match kind {
-        Some(RootKind::Fq) => plan_tags(observed, inputs, &veth_pods, &queueing, &edt, mode, &mut steps),
-        _ => plan_tags(observed, inputs, &[], &queueing, &edt, mode, &mut steps),
-    };
+    let mut entries: BTreeMap<(IpAddr, Direction), MapEntry> =
+        crate::policy::wanted(&inputs.endpoints, &edt, &queueing)
+            .into_iter()
+            .map(|(ip, limit)| ((ip, Direction::Egress), limit.entry(ip)))
+            .collect();
+    // The redirect finds the addresses to hand the ifb by their ingress
+    // entries, whichever root shapes there.
+    if ifb == Ifb::Kept {
+        entries.extend(ingress.iter().map(|(ip, limit)| {
+            (
+                (*ip, Direction::Ingress),
+                limit.entry_in(*ip, Direction::Ingress),
+            )
+        }));
+    }
+    if kind == Some(RootKind::Fq) {
+        for wanted in veths.values() {
+            entries.extend(wanted.iter().map(|(ip, limit)| {
+                (
+                    (*ip, Direction::PodIngress),
+                    limit.entry_in(*ip, Direction::PodIngress),
+                )
+            }));
+        }
+    }
+    plan_entries(observed, &entries, &mut steps);
+    let htb = steps.htb.clone();
+    // The egress classes' minors per HTB device, for the veth pods' tags.
+    let mut minors: BTreeMap<String, BTreeMap<IpAddr, u16>> = BTreeMap::new();
+    for dev in &htb {
+        let one: BTreeSet<String> = [dev.clone()].into();
+        let wanted = crate::policy::wanted(&inputs.endpoints, &one, &queueing);
+        minors.insert(
+            dev.clone(),
+            plan_classes(&wanted, observed, dev, false, &mut steps),
+        );
+    }
+    if kind == Some(RootKind::Htb) {
+        if ifb == Ifb::Kept {
+            plan_classes(&ingress, observed, INGRESS_DEVICE, true, &mut steps);
+        }
+        for (veth, wanted) in &veths {
+            plan_classes(wanted, observed, veth, true, &mut steps);
+        }
+    }
+    let tagged = plan_tags(
+        observed, inputs, &veth_pods, &queueing, &shaped, &minors, mode, &mut steps,
+    );
     let tagging: BTreeSet<&String> = tagged.values().collect();
     for link in &observed.links {
         if configured.contains(&link.name) || (link.name == INGRESS_DEVICE && ifb != Ifb::Gone) {
@@ -239,46 +290,6 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
             steps.off.push(step(Change::DeleteIngressDevice));
         }
     }
-    let mut entries: BTreeMap<(IpAddr, Direction), MapEntry> =
-        crate::policy::wanted(&inputs.endpoints, &edt, &queueing)
-            .into_iter()
-            .map(|(ip, limit)| ((ip, Direction::Egress), limit.entry(ip)))
-            .collect();
-    // The redirect finds the addresses to hand the ifb by their ingress
-    // entries, whichever root shapes there.
-    if ifb == Ifb::Kept {
-        entries.extend(ingress.iter().map(|(ip, limit)| {
-            (
-                (*ip, Direction::Ingress),
-                limit.entry_in(*ip, Direction::Ingress),
-            )
-        }));
-    }
-    if kind == Some(RootKind::Fq) {
-        for wanted in veths.values() {
-            entries.extend(wanted.iter().map(|(ip, limit)| {
-                (
-                    (*ip, Direction::PodIngress),
-                    limit.entry_in(*ip, Direction::PodIngress),
-                )
-            }));
-        }
-    }
-    plan_entries(observed, &entries, &mut steps);
-    let htb = steps.htb.clone();
-    for dev in &htb {
-        let one: BTreeSet<String> = [dev.clone()].into();
-        let wanted = crate::policy::wanted(&inputs.endpoints, &one, &queueing);
-        plan_classes(&wanted, observed, dev, false, &mut steps);
-    }
-    if kind == Some(RootKind::Htb) {
-        if ifb == Ifb::Kept {
-            plan_classes(&ingress, observed, INGRESS_DEVICE, true, &mut steps);
-        }
-        for (veth, wanted) in &veths {
-            plan_classes(wanted, observed, veth, true, &mut steps);
-        }
-    }
     steps.shaped = shaped;
     steps.ingress = kind.filter(|_| ifb == Ifb::Kept);
     steps.veths = veths.into_keys().collect();
@@ -287,49 +298,57 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -
 }
 
 /// Veth pods' egress past masquerade: each address of a registered veth
-/// pod with an egress limit whose traffic leaves through a device EDT
-/// shapes gets a tag (a slot, and that device's ifindex), and the pod's
-/// host-side veth the tag program on its ingress hook (what the pod
-/// sends): the device's EDT program then finds the pod's egress entry by
-/// the slot, whatever source address NAT gave the packet. A slot stays
+/// pod with an egress limit whose traffic leaves through a shaped device
+/// gets a tag (a slot, that device's ifindex and, with HTB, the address's
+/// class there: `minors`), and the pod's host-side veth the tag program on
+/// its ingress hook (what the pod sends): the device's EDT program then
+/// finds the pod's egress entry (or, with HTB, its class) by the slot,
+/// whatever source address NAT gave the packet. A slot stays
 /// with its address; a new address takes the lowest slot no tag in the
 /// maps holds. Tags nobody needs go, with the halves of half-written ones.
 /// Returns the tagged addresses with their veths.
+#[allow(clippy::too_many_arguments)]
 fn plan_tags(
     observed: &Observed,
     inputs: &Inputs,
     pods: &[&EndpointRecord],
     queueing: &crate::policy::Queueing,
-    edt: &BTreeSet<String>,
+    shaped: &BTreeSet<String>,
+    minors: &BTreeMap<String, BTreeMap<IpAddr, u16>>,
     mode: AttachMode,
     steps: &mut Steps,
 ) -> BTreeMap<IpAddr, String> {
     use crate::shaping::abi::EDT_TAG_SLOTS;
     use crate::state::Tag;
-    // address -> (veth, device, its ifindex)
-    let mut wanted: BTreeMap<IpAddr, (String, String, u32)> = BTreeMap::new();
+    // address -> (veth, device, its ifindex, the HTB classid or 0)
+    let mut wanted: BTreeMap<IpAddr, (String, String, u32, u32)> = BTreeMap::new();
     for e in pods {
-        let Some(veth) = e.endpoint.veth.as_deref() else {
+        let (Some(veth), Some(device)) =
+            (e.endpoint.veth.as_deref(), tag_device(e, shaped, queueing))
+        else {
             continue;
         };
-        let device = match (&e.endpoint.master, edt.len()) {
-            (Some(m), _) => m.clone(),
-            (None, 1) => edt.iter().next().cloned().unwrap_or_default(),
-            (None, _) => continue,
-        };
-        let one: BTreeSet<String> = [device.clone()].into();
-        let limits = crate::policy::wanted_in([*e], &one, queueing, Direction::Egress);
         let index = observed.link(&device).map(|l| l.index);
         let is_veth = observed
             .link(veth)
             .is_some_and(|l| l.kind.as_deref() == Some("veth"));
-        let (Some(index), true, false, true) =
-            (index, edt.contains(&device), limits.is_empty(), is_veth)
-        else {
+        let (Some(index), true) = (index, is_veth) else {
             continue;
         };
-        for ip in limits.keys() {
-            wanted.insert(*ip, (veth.to_string(), device.clone(), index));
+        let one: BTreeSet<String> = [device.clone()].into();
+        for ip in crate::policy::wanted_in([*e], &one, queueing, Direction::Egress).keys() {
+            // HTB: the class the plan gives the address (none: no tag,
+            // as a rate of 0 has no class).
+            let classid = match minors.get(&device) {
+                None => 0,
+                Some(m) => match m.get(ip) {
+                    Some(minor) => {
+                        u32::from(crate::shaping::tc::PODNET_QDISC_MAJOR) << 16 | u32::from(*minor)
+                    }
+                    None => continue,
+                },
+            };
+            wanted.insert(*ip, (veth.to_string(), device.clone(), index, classid));
         }
     }
     let have: &[Tag] = observed.endpoint_map.as_ref().map_or(&[], |m| &m.tags);
@@ -343,10 +362,10 @@ fn plan_tags(
     let mut taken: BTreeSet<u16> = have.iter().map(|t| t.slot).collect();
     let mut next = 1u16;
     let mut out = BTreeMap::new();
-    for (ip, (veth, device, index)) in &wanted {
+    for (ip, (veth, device, index, classid)) in &wanted {
         let mine = own(ip);
         let slot = match mine {
-            Some(t) if t.whole && t.ifindex == *index => {
+            Some(t) if t.whole && t.ifindex == *index && t.classid == *classid => {
                 kept.push(t);
                 out.insert(*ip, veth.clone());
                 continue;
@@ -378,6 +397,7 @@ fn plan_tags(
                     ip: *ip,
                     slot,
                     ifindex: *index,
+                    classid: *classid,
                     whole: true,
                 },
                 device: device.clone(),
@@ -395,7 +415,14 @@ fn plan_tags(
     }
     let veths: BTreeSet<&String> = out.values().collect();
     for veth in veths {
-        plan_program(observed, inputs, veth, mode, Prog::Classify, &mut steps.devices);
+        plan_program(
+            observed,
+            inputs,
+            veth,
+            mode,
+            Prog::Classify,
+            &mut steps.devices,
+        );
     }
     out
 }
@@ -447,10 +474,29 @@ fn plan_veths(
             kind,
             Prog::PodIngress,
             true,
+            false,
             steps,
         );
     }
     out
+}
+
+/// The shaped device (of `devices`) a veth pod's egress limit leaves
+/// through: its `master`, or the one device when it names none; None
+/// without an egress limit.
+fn tag_device(
+    e: &EndpointRecord,
+    devices: &BTreeSet<String>,
+    queueing: &crate::policy::Queueing,
+) -> Option<String> {
+    let device = match (&e.endpoint.master, devices.len()) {
+        (Some(m), _) => m.clone(),
+        (None, 1) => devices.iter().next()?.clone(),
+        (None, _) => return None,
+    };
+    let one: BTreeSet<String> = [device.clone()].into();
+    let limited = !crate::policy::wanted_in([e], &one, queueing, Direction::Egress).is_empty();
+    (limited && devices.contains(&device)).then_some(device)
 }
 
 /// What becomes of podnet's ingress ifb.
@@ -523,6 +569,7 @@ fn plan_ingress(
         mode,
         kind,
         Prog::Ingress,
+        false,
         false,
         steps,
     );
@@ -671,7 +718,7 @@ fn plan_classes(
     dev: &str,
     dst: bool,
     steps: &mut Steps,
-) {
+) -> BTreeMap<IpAddr, u16> {
     let wanted: BTreeMap<IpAddr, EgressLimit> = wanted
         .iter()
         // A rate of 0 counts without limiting: HTB has no such class, so
@@ -707,6 +754,7 @@ fn plan_classes(
     let mut next_free = 1u16;
     let step = |ip: &IpAddr, change| Action::new(Role::Endpoint, &ip.to_string(), change);
     let mut kept: BTreeSet<u16> = BTreeSet::new();
+    let mut minors = BTreeMap::new();
     for (ip, limit) in &wanted {
         let (minor, has_filter) = match filtered.get(ip) {
             Some(m) => (*m, true),
@@ -730,6 +778,7 @@ fn plan_classes(
         };
         taken.insert(minor);
         kept.insert(minor);
+        minors.insert(*ip, minor);
         let want = class_for(dev, minor, limit);
         match classes.get(&minor) {
             None => steps
@@ -785,6 +834,7 @@ fn plan_classes(
             },
         ));
     }
+    minors
 }
 
 /// Root and egress program (`prog`) of one shaping device (a master, the
@@ -799,6 +849,7 @@ fn plan_device_root(
     kind: RootKind,
     prog: Prog,
     opted_in: bool,
+    keep: bool,
     steps: &mut Steps,
 ) -> bool {
     let step = |change| Action::new(Role::Shaping, dev, change);
@@ -813,10 +864,12 @@ fn plan_device_root(
         drops_queue,
         opted_in,
     };
-    if kind == RootKind::Htb {
+    if kind == RootKind::Htb && !keep {
         // No EDT program stays on a device HTB shapes: it would stamp
         // packets no qdisc honours. Off before fq goes. (The redirect on
-        // the ingress hook stays: it feeds the ifb either way.)
+        // the ingress hook stays: it feeds the ifb either way. `keep`: veth
+        // pods' tags need it, and it stamps nothing there, as no entry
+        // names a device HTB shapes.)
         detach_programs(observed, dev, &[prog], &mut steps.devices);
     }
     let state = qdiscs.root_state();
@@ -861,7 +914,7 @@ fn plan_device_root(
             }
         },
     }
-    if kind == RootKind::Htb {
+    if kind == RootKind::Htb && !keep {
         return true;
     }
     plan_program(observed, inputs, dev, mode, prog, &mut steps.devices);

@@ -58,6 +58,15 @@ pub struct EdtTag {
     pub ifindex: u32,
 }
 
+/// `struct edt_slot`: what a slot names: the veth pod's egress key and
+/// (HTB) its class's id on the tag's device, 0 with EDT.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EdtSlot {
+    pub key: EdtKey,
+    pub classid: u32,
+}
+
 /// `struct edt_info`: the configuration podnet writes, the state the
 /// datapath keeps.
 #[repr(C)]
@@ -102,6 +111,7 @@ pub fn ns_per_byte_q24(rate_bytes: u64) -> u64 {
 unsafe impl aya::Pod for EdtKey {}
 unsafe impl aya::Pod for EdtInfo {}
 unsafe impl aya::Pod for EdtTag {}
+unsafe impl aya::Pod for EdtSlot {}
 
 impl EdtKey {
     /// The key of `ip` in `direction`.
@@ -161,6 +171,9 @@ mod tests {
         m.insert("edt_tag.size", size_of::<EdtTag>() as u64);
         field!("edt_tag", EdtTag, slot);
         field!("edt_tag", EdtTag, ifindex);
+        m.insert("edt_slot.size", size_of::<EdtSlot>() as u64);
+        field!("edt_slot", EdtSlot, key);
+        field!("edt_slot", EdtSlot, classid);
         m.insert("edt_info.size", size_of::<EdtInfo>() as u64);
         field!("edt_info", EdtInfo, rate_bytes);
         field!("edt_info", EdtInfo, horizon_ns);

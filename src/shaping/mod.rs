@@ -553,15 +553,28 @@ pub(crate) fn records(state_dir: &Path) -> std::collections::BTreeMap<u32, recor
         .collect()
 }
 
-/// Forgets the records of devices `observed` no longer has (a failed
-/// removal is logged: the record only takes space). One directory read;
-/// the records themselves are not read.
-pub(crate) fn forget_gone(state_dir: &Path, observed: &crate::state::Observed) {
+/// Forgets the records and unpins the TCX links of devices `observed` no
+/// longer has (a veth pod's host side goes with the pod): a link whose
+/// device is gone runs nothing, but its pin would keep it and its program
+/// loaded for good. A failed removal is logged. Two directory reads; the
+/// records themselves are not read.
+pub(crate) fn forget_gone(paths: &ShaperPaths, observed: &crate::state::Observed) {
     let live: std::collections::BTreeSet<u32> = observed.links.iter().map(|l| l.index).collect();
-    for ifindex in record_indexes(state_dir).filter(|i| !live.contains(i)) {
-        match record::remove(state_dir, ifindex) {
+    for ifindex in record_indexes(&paths.state_dir).filter(|i| !live.contains(i)) {
+        match record::remove(&paths.state_dir, ifindex) {
             Ok(()) => tracing::debug!("ifindex {ifindex}: gone; its shaping record forgotten"),
             Err(e) => tracing::warn!("forgetting the record of a gone device: {e}"),
+        }
+    }
+    for (hook, ifindex) in program::tcx_pinned(&paths.pin_dir) {
+        if live.contains(&ifindex) {
+            continue;
+        }
+        let pin = program::tcx_pin_at(&paths.pin_dir, &hook, ifindex);
+        match std::fs::remove_file(&pin) {
+            Ok(()) => tracing::debug!("ifindex {ifindex}: gone; its TCX {hook} link unpinned"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("unpinning {}: {e}", pin.display()),
         }
     }
 }
@@ -860,11 +873,19 @@ impl Shaper {
     /// Writes a veth pod's egress tag: the slot map first (edt_egress then
     /// resolves the slot before edt_classify hands it out), then the tag;
     /// a slot the address held before (`was`) is given up after.
-    pub fn set_tag(&mut self, tag: &crate::state::Tag, was: Option<&crate::state::Tag>) -> Result<()> {
+    pub fn set_tag(
+        &mut self,
+        tag: &crate::state::Tag,
+        was: Option<&crate::state::Tag>,
+    ) -> Result<()> {
         let key = EdtKey::new(tag.ip, EDT_DIR_EGRESS);
         let slot = u32::from(tag.slot);
+        let named = abi::EdtSlot {
+            key,
+            classid: tag.classid,
+        };
         self.slots
-            .insert(slot, key, 0)
+            .insert(slot, named, 0)
             .map_err(|e| program::bpf_error(format!("writing slot {slot} of {}", tag.ip), e))?;
         let value = abi::EdtTag {
             slot,
@@ -889,7 +910,12 @@ impl Shaper {
                 remove_or_gone(self.tags.remove(&key), || format!("the tag of {}", was.ip))?
             }
             Ok(_) | Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(program::bpf_error(format!("reading the tag of {}", was.ip), e)),
+            Err(e) => {
+                return Err(program::bpf_error(
+                    format!("reading the tag of {}", was.ip),
+                    e,
+                ))
+            }
         }
         self.remove_slot(was)
     }
@@ -897,7 +923,7 @@ impl Shaper {
     fn remove_slot(&mut self, was: &crate::state::Tag) -> Result<()> {
         let slot = u32::from(was.slot);
         match self.slots.get(&slot, 0) {
-            Ok(k) if k == EdtKey::new(was.ip, EDT_DIR_EGRESS) => {
+            Ok(n) if n.key == EdtKey::new(was.ip, EDT_DIR_EGRESS) => {
                 remove_or_gone(self.slots.remove(&slot), || format!("slot {slot}"))
             }
             Ok(_) | Err(MapError::KeyNotFound) => Ok(()),

@@ -26,7 +26,7 @@ use aya::programs::{Link as _, LinkOrder, ProgramError, SchedClassifier, TcAttac
 use aya::sys::SyscallError;
 use aya::{Ebpf, EbpfLoader};
 
-use super::abi::{EdtInfo, EdtKey, EdtTag, EDT_MAP_MAX_ENTRIES};
+use super::abi::{EdtInfo, EdtKey, EdtSlot, EdtTag, EDT_MAP_MAX_ENTRIES};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The compiled `bpf/edt.c`.
@@ -134,7 +134,12 @@ pub type EndpointMap = BpfHashMap<MapData, EdtKey, EdtInfo>;
 /// The pin of podnet's TCX link on `ifindex`'s hook for `prog`:
 /// `tcx-egress-if<N>` or `tcx-ingress-if<N>`.
 pub fn tcx_pin(pin_dir: &Path, prog: Prog, ifindex: u32) -> PathBuf {
-    pin_dir.join(format!("tcx-{}-if{ifindex}", prog.hook_name()))
+    tcx_pin_at(pin_dir, prog.hook_name(), ifindex)
+}
+
+/// The pin of podnet's TCX link on `ifindex`'s `hook` (`ingress`, `egress`).
+pub fn tcx_pin_at(pin_dir: &Path, hook: &str, ifindex: u32) -> PathBuf {
+    pin_dir.join(format!("tcx-{hook}-if{ifindex}"))
 }
 
 /// The (hook, ifindex) pairs with a TCX link pinned under `pin_dir`, the
@@ -330,7 +335,7 @@ pub fn pinned_ingress_device(pin_dir: &Path) -> Result<Option<u32>> {
 /// The veth pods' tag map (a pod's egress key -> its slot and device) and
 /// the slot map (slot -> key): see `bpf/edt.c`, edt_classify.
 pub type TagMap = BpfHashMap<MapData, EdtKey, EdtTag>;
-pub type SlotMap = BpfHashMap<MapData, u32, EdtKey>;
+pub type SlotMap = BpfHashMap<MapData, u32, EdtSlot>;
 
 pub fn take_tag_maps(ebpf: &mut Ebpf) -> Result<(TagMap, SlotMap)> {
     let mut take = |name: &str| {
@@ -365,13 +370,15 @@ fn pinned_hash(pin_dir: &Path, name: &str) -> Result<Option<Map>> {
 /// points at (`ifindex` 0, not whole).
 pub fn pinned_tags(pin_dir: &Path) -> Result<Vec<crate::state::Tag>> {
     use crate::state::Tag;
-    let (Some(tags), Some(slots)) = (pinned_hash(pin_dir, TAG_MAP)?, pinned_hash(pin_dir, SLOT_MAP)?)
-    else {
+    let (Some(tags), Some(slots)) = (
+        pinned_hash(pin_dir, TAG_MAP)?,
+        pinned_hash(pin_dir, SLOT_MAP)?,
+    ) else {
         return Ok(Vec::new());
     };
     let tags = TagMap::try_from(tags).map_err(|e| bpf_error(format!("map {TAG_MAP}"), e))?;
     let slots = SlotMap::try_from(slots).map_err(|e| bpf_error(format!("map {SLOT_MAP}"), e))?;
-    let mut named: std::collections::BTreeMap<u32, EdtKey> = std::collections::BTreeMap::new();
+    let mut named: std::collections::BTreeMap<u32, EdtSlot> = std::collections::BTreeMap::new();
     for item in slots.iter() {
         match item {
             Ok((slot, key)) => {
@@ -393,19 +400,22 @@ pub fn pinned_tags(pin_dir: &Path) -> Result<Vec<crate::state::Tag>> {
             continue;
         };
         pointed.insert(tag.slot);
+        let at = named.get(&tag.slot).filter(|n| n.key == key);
         out.push(Tag {
             ip,
             slot,
             ifindex: tag.ifindex,
-            whole: named.get(&tag.slot) == Some(&key),
+            classid: at.map_or(0, |n| n.classid),
+            whole: at.is_some(),
         });
     }
-    for (slot, key) in named.iter().filter(|(s, _)| !pointed.contains(s)) {
-        if let (Some(ip), Ok(slot)) = (key.ip(), u16::try_from(*slot)) {
+    for (slot, n) in named.iter().filter(|(s, _)| !pointed.contains(s)) {
+        if let (Some(ip), Ok(slot)) = (n.key.ip(), u16::try_from(*slot)) {
             out.push(Tag {
                 ip,
                 slot,
                 ifindex: 0,
+                classid: n.classid,
                 whole: false,
             });
         }

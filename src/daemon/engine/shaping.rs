@@ -104,8 +104,7 @@ impl Engine {
             .collect();
         let queueing = crate::policy::Queueing::of(desired);
         // The objects with a step left undone, looked up per address.
-        let undone: BTreeSet<&str> =
-            remaining.actions.iter().map(|a| a.name.as_str()).collect();
+        let undone: BTreeSet<&str> = remaining.actions.iter().map(|a| a.name.as_str()).collect();
         let in_force = |wanted: BTreeMap<std::net::IpAddr, crate::shaping::EgressLimit>| {
             wanted
                 .into_iter()
