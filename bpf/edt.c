@@ -10,6 +10,8 @@
  *   destination has an ingress entry to podnet's ifb (podnet_ingress_v1
  *   names it); everything else goes on as before. tc ingress runs before
  *   the macvlan/ipvlan receive handler, so every mode is seen here.
+ *   edt_redirect_ahead, its twin where the ifb's root is fq, lets a small
+ *   packet whose lane ahead is idle go straight on, charged here.
  * - edt_ingress, on the ifb's egress hook: the same scheduling by the
  *   destination's ingress entry, with fq on the ifb. The ifb then hands
  *   the packet back to the master's receive path past tc (it sets
@@ -249,22 +251,44 @@ int edt_pod_ingress(struct __sk_buff *skb)
 	return edt_shape(skb, EDT_DIR_POD_INGRESS);
 }
 
-SEC("classifier")
-int edt_redirect(struct __sk_buff *skb)
+/* Hands a packet with an ingress entry to podnet's ifb. `ahead` (the ifb
+ * shapes with EDT): a small packet that is not TCP data whose lane ahead
+ * is idle is charged here and goes on to the pod at once, as from the
+ * ifb it would leave at once anyway; it skips the ifb, where it would
+ * wait behind the 64 KiB GRO aggregates the ifb hands back before it. */
+static __always_inline int edt_to_ifb(struct __sk_buff *skb, int ahead)
 {
 	struct edt_key key = {};
+	struct edt_info *info;
 	__u32 zero = 0, *ifb;
 
 	if (!edt_key_from(skb, &key, 1))
 		return EDT_PASS;
 	key.direction = EDT_DIR_INGRESS;
-	if (!bpf_map_lookup_elem(&podnet_edt_v1, &key))
+	info = bpf_map_lookup_elem(&podnet_edt_v1, &key);
+	if (!info)
 		return EDT_PASS;
 	ifb = bpf_map_lookup_elem(&podnet_ingress_v1, &zero);
 	if (!ifb || !*ifb)
 		return EDT_PASS;
+	if (ahead && edt_ahead(skb, key.family) && edt_ahead_now(skb, info))
+		return EDT_PASS;
 	/* Egress of the ifb: its qdisc (fq or htb) then its edt_ingress. */
 	return bpf_redirect(*ifb, 0);
+}
+
+SEC("classifier")
+int edt_redirect(struct __sk_buff *skb)
+{
+	return edt_to_ifb(skb, 0);
+}
+
+/* The redirect where the ifb's root is fq (EDT): an HTB class would not
+ * know of what went around it. */
+SEC("classifier")
+int edt_redirect_ahead(struct __sk_buff *skb)
+{
+	return edt_to_ifb(skb, 1);
 }
 
 /* Whether the node routes this packet (received on skb->ifindex) out

@@ -158,7 +158,7 @@ impl<'a> Shaping<'a> {
                 *id = Some(s.identity(prog)?);
             }
         }
-        let [program, ingress_program, redirect_program, pod_ingress_program, classify_program] =
+        let [program, ingress_program, redirect_program, pod_ingress_program, classify_program, redirect_ahead_program] =
             ids;
         let opened;
         let map: Option<&Endpoints> = match self.shaper.as_mut() {
@@ -193,6 +193,7 @@ impl<'a> Shaping<'a> {
             redirect_program,
             pod_ingress_program,
             classify_program,
+            redirect_ahead_program,
         })
     }
 }

@@ -713,6 +713,7 @@ fn program_name(prog: Prog) -> &'static str {
         Prog::Redirect => "ingress redirect program",
         Prog::PodIngress => "EDT pod-ingress program",
         Prog::Classify => "egress tag program",
+        Prog::RedirectAhead => "ingress redirect program (small packets ahead)",
     }
 }
 

@@ -64,6 +64,9 @@ pub struct Inputs {
     /// The tag program on veth pods' host-side veths' ingress, as `program`.
     #[serde(default)]
     pub classify_program: Option<BpfProgram>,
+    /// The redirect where the ifb shapes with EDT, as `program`.
+    #[serde(default)]
+    pub redirect_ahead_program: Option<BpfProgram>,
 }
 
 impl Inputs {
@@ -75,6 +78,7 @@ impl Inputs {
             Prog::Redirect => self.redirect_program.as_ref(),
             Prog::PodIngress => self.pod_ingress_program.as_ref(),
             Prog::Classify => self.classify_program.as_ref(),
+            Prog::RedirectAhead => self.redirect_ahead_program.as_ref(),
         }
     }
 
@@ -579,15 +583,15 @@ fn plan_ingress(
             was: pointed,
         }));
     }
+    // With fq at the ifb, the redirect that lets idle small packets go
+    // straight on; an HTB class would not know of them, so with HTB all go
+    // through. A switch swaps one for the other in place.
+    let redirect = match kind {
+        RootKind::Fq => Prog::RedirectAhead,
+        RootKind::Htb => Prog::Redirect,
+    };
     for dev in shaped {
-        plan_program(
-            observed,
-            inputs,
-            dev,
-            mode,
-            Prog::Redirect,
-            &mut steps.devices,
-        );
+        plan_program(observed, inputs, dev, mode, redirect, &mut steps.devices);
     }
     ifb
 }

@@ -74,15 +74,20 @@ pub enum Prog {
     /// `edt_classify` on a veth pod's host-side veth ingress (what the pod
     /// sends): tags the packets its egress entry shapes at the master.
     Classify,
+    /// `edt_redirect_ahead`: the redirect where the ifb shapes with EDT;
+    /// a small packet whose lane ahead is idle is charged there and goes
+    /// straight on.
+    RedirectAhead,
 }
 
 impl Prog {
-    pub const ALL: [Prog; 5] = [
+    pub const ALL: [Prog; 6] = [
         Prog::Egress,
         Prog::Ingress,
         Prog::Redirect,
         Prog::PodIngress,
         Prog::Classify,
+        Prog::RedirectAhead,
     ];
 
     /// Its name in the object.
@@ -93,13 +98,14 @@ impl Prog {
             Prog::Redirect => "edt_redirect",
             Prog::PodIngress => "edt_pod_ingress",
             Prog::Classify => "edt_classify",
+            Prog::RedirectAhead => "edt_redirect_ahead",
         }
     }
 
     /// The tc hook it runs on.
     pub fn hook(self) -> TcAttachType {
         match self {
-            Prog::Redirect | Prog::Classify => TcAttachType::Ingress,
+            Prog::Redirect | Prog::Classify | Prog::RedirectAhead => TcAttachType::Ingress,
             Prog::Egress | Prog::Ingress | Prog::PodIngress => TcAttachType::Egress,
         }
     }

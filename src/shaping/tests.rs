@@ -582,3 +582,75 @@ fn without_marking_there_is_no_lane_ahead_one_fifo_as_cilium_keeps() {
     let p = dp.run(&proto_frame(src, 112, ICMP), 0, 0);
     assert_eq!(p.tstamp - a.tstamp, 112 * 1_000_000_000 / (SLOW / 8));
 }
+
+/// TC_ACT_REDIRECT: what a program returns after bpf_redirect().
+const TC_ACT_REDIRECT: u32 = 7;
+
+impl Datapath {
+    /// Runs `prog` (not edt_egress) on one frame.
+    fn run_prog(&mut self, prog: program::Prog, data: &[u8]) -> u32 {
+        let prog = program::classifier(&mut self.ebpf, prog).unwrap();
+        testrun::run(prog, data, 0, 0, 1)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .action
+    }
+
+    /// Names an ifb (any nonzero ifindex: a test run redirects nowhere)
+    /// to the redirect programs.
+    fn name_ifb(&mut self) {
+        let mut ingress = program::take_ingress_map(&mut self.ebpf).unwrap();
+        ingress.set(0, 1, 0).unwrap();
+    }
+}
+
+#[test]
+fn with_edt_at_the_ifb_an_idle_lanes_small_packets_skip_it_and_are_charged() {
+    let Some(mut dp) = datapath("redirect-ahead") else {
+        return;
+    };
+    use crate::state::Direction;
+    use program::Prog;
+    // frame() sends to 192.0.2.1: the pod, ingress-limited at 10 kbit/s,
+    // where a 112-byte ping takes 89.6 ms at the rate: the runs below are
+    // far closer together than that, so the lane ahead is busy after one.
+    let pod = ip("192.0.2.1");
+    let rate = 10_000;
+    dp.endpoints
+        .set_in(pod, &marking(rate), Direction::Ingress)
+        .unwrap();
+    dp.name_ifb();
+    let ping = proto_frame(ip("10.0.0.1"), 112, ICMP);
+    let data = proto_frame(ip("10.0.0.1"), FRAME, TCP);
+    let ingress = |dp: &Datapath| {
+        dp.endpoints
+            .get_in(pod, Direction::Ingress)
+            .unwrap()
+            .unwrap()
+    };
+    // The lane idle: the ping goes straight on, charged to the entry.
+    assert_eq!(dp.run_prog(Prog::RedirectAhead, &ping), TC_ACT_UNSPEC);
+    let after = ingress(&dp);
+    assert_eq!((after.packets, after.bytes), (1, 112));
+    // The lane busy now: the next ping queues at the ifb, as TCP data
+    // always does; neither is charged here (edt_ingress charges them).
+    assert_eq!(dp.run_prog(Prog::RedirectAhead, &ping), TC_ACT_REDIRECT);
+    assert_eq!(dp.run_prog(Prog::RedirectAhead, &data), TC_ACT_REDIRECT);
+    assert_eq!(ingress(&dp).packets, 1);
+    // The plain redirect (HTB at the ifb) hands everything over.
+    let other = ip("192.0.2.9");
+    dp.endpoints
+        .set_in(other, &marking(rate), Direction::Ingress)
+        .unwrap();
+    let mut to_other = ping.clone();
+    to_other[30..34].copy_from_slice(&[192, 0, 2, 9]);
+    assert_eq!(dp.run_prog(Prog::Redirect, &to_other), TC_ACT_REDIRECT);
+    // Without marking there is no lane ahead: one FIFO, at the ifb.
+    dp.endpoints
+        .set_in(other, &EgressLimit::new(rate), Direction::Ingress)
+        .unwrap();
+    assert_eq!(dp.run_prog(Prog::RedirectAhead, &to_other), TC_ACT_REDIRECT);
+    // Nothing for an address without an ingress entry.
+    let mut elsewhere = ping.clone();
+    elsewhere[30..34].copy_from_slice(&[192, 0, 2, 77]);
+    assert_eq!(dp.run_prog(Prog::RedirectAhead, &elsewhere), TC_ACT_UNSPEC);
+}
