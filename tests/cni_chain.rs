@@ -1109,35 +1109,8 @@ fn htb_holds_veth_pods_egress_limits_behind_masquerade() {
             Some("172.51.0.2"),
             "the network must see the node, not the pod: {v}"
         );
-        let (first, steady) = (first_second(&v), steady_of(&v));
-        let mbit = format!("rate {}Mbit ", limit / 1_000_000);
-        let sent = classes_of(node, "ens192")
-            .into_iter()
-            .find(|(_, line, _)| line.contains(&mbit))
-            .map_or(0, |(_, _, sent)| sent);
-        let line = format!(
-            "pod {ip} behind masquerade, egress limit {} Mbit/s: first second {:.2} Mbit/s = {:.1}%, steady {:.2} Mbit/s = {:.1}% (its class on ens192 sent {sent} bytes)",
-            limit / 1_000_000,
-            first / 1e6,
-            first / limit as f64 * 100.0,
-            steady / 1e6,
-            steady / limit as f64 * 100.0,
-        );
-        eprintln!("{line}");
-        assert!(sent > 0, "the pod's traffic did not go through its class");
-        let ratio = steady / limit as f64;
-        assert!(
-            (0.95..=1.05).contains(&ratio),
-            "egress limit {limit} behind masquerade: steady {steady:.0} bit/s is {:.1}%\n{}",
-            ratio * 100.0,
-            d.log()
-        );
-        assert!(
-            first <= htb_first_second(limit),
-            "egress limit {limit}: first second {first:.0} bit/s is {:.1}%, above HTB's {:.0}",
-            first / limit as f64 * 100.0,
-            htb_first_second(limit)
-        );
+        let what = format!("pod {ip} behind masquerade, egress");
+        let (line, _) = class_held(&d, node, &v, limit, "ens192", &what);
         in_netns(&node.name, || del(&list, &result, &runtime, &pod.name, &id));
         report.push(line);
     }
@@ -1182,38 +1155,7 @@ fn ingress_held(
     port: u16,
 ) -> String {
     let v = iperf3_json(pod, peer, ip, port, 6);
-    let (first, steady) = (first_second(&v), steady_of(&v));
-    let mbit = format!("rate {}Mbit ", limit / 1_000_000);
-    let sent = classes_of(node, dev)
-        .into_iter()
-        .find(|(_, line, _)| line.contains(&mbit))
-        .map_or(0, |(_, _, sent)| sent);
-    let line = format!(
-        "pod {ip} ingress limit {} Mbit/s: first second {:.2} Mbit/s = {:.1}%, steady {:.2} Mbit/s = {:.1}% (its class on {dev} sent {sent} bytes)",
-        limit / 1_000_000,
-        first / 1e6,
-        first / limit as f64 * 100.0,
-        steady / 1e6,
-        steady / limit as f64 * 100.0,
-    );
-    eprintln!("{line}");
-    assert!(
-        sent > 0,
-        "the pod's traffic did not go through its class on {dev}"
-    );
-    let ratio = steady / limit as f64;
-    assert!(
-        (0.95..=1.05).contains(&ratio),
-        "ingress limit {limit}: steady {steady:.0} bit/s is {:.1}%\n{}",
-        ratio * 100.0,
-        d.log()
-    );
-    assert!(
-        first <= htb_first_second(limit),
-        "ingress limit {limit}: first second {first:.0} bit/s is {:.1}%, above HTB's {:.0}",
-        first / limit as f64 * 100.0,
-        htb_first_second(limit)
-    );
+    let (line, sent) = class_held(d, node, &v, limit, dev, &format!("pod {ip} ingress"));
     // /v1/endpoints' ingress row: the class as the sampler read it.
     within(PROMPTLY, "the ingress row at the class's count", || {
         let row = ingress_row(client, id);
@@ -1223,6 +1165,54 @@ fn ingress_held(
             && row.bytes >= sent
     });
     line
+}
+
+/// The rates of iperf3 run `v` through an HTB class at `limit` on `dev`
+/// (`what` names the pod and direction in the report): the class counted
+/// bytes, the receiver's steady rate is within ±5% of the limit and its
+/// first second within HTB's bound ([`htb_first_second`]). Returns the
+/// report line and the class's bytes.
+fn class_held(
+    d: &Daemon,
+    node: &Netns,
+    v: &Value,
+    limit: u64,
+    dev: &str,
+    what: &str,
+) -> (String, u64) {
+    let (first, steady) = (first_second(v), steady_of(v));
+    let mbit = format!("rate {}Mbit ", limit / 1_000_000);
+    let sent = classes_of(node, dev)
+        .into_iter()
+        .find(|(_, line, _)| line.contains(&mbit))
+        .map_or(0, |(_, _, sent)| sent);
+    let line = format!(
+        "{what} limit {} Mbit/s: first second {:.2} Mbit/s = {:.1}%, steady {:.2} Mbit/s = {:.1}% (its class on {dev} sent {sent} bytes)",
+        limit / 1_000_000,
+        first / 1e6,
+        first / limit as f64 * 100.0,
+        steady / 1e6,
+        steady / limit as f64 * 100.0,
+    );
+    eprintln!("{line}");
+    assert!(
+        sent > 0,
+        "{what}: the pod's traffic did not go through its class on {dev}"
+    );
+    let ratio = steady / limit as f64;
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "{what} limit {limit}: steady {steady:.0} bit/s is {:.1}%\n{}",
+        ratio * 100.0,
+        d.log()
+    );
+    assert!(
+        first <= htb_first_second(limit),
+        "{what} limit {limit}: first second {first:.0} bit/s is {:.1}%, above HTB's {:.0}",
+        first / limit as f64 * 100.0,
+        htb_first_second(limit)
+    );
+    (line, sent)
 }
 
 /// The `ingress` row of `id`/eth0 in podnetd's `/v1/endpoints`, once it
