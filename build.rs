@@ -36,6 +36,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CLANG");
     println!("cargo:rerun-if-changed=bpf");
 
+    println!("cargo:rustc-env=PODNET_COMMIT={}", commit(&root));
+
     let clang = find_clang();
     let include = bpf.join("include");
 
@@ -162,4 +164,31 @@ fn layout_rs(asm: &str) -> String {
     }
     s.push_str("];\n");
     s
+}
+
+/// The commit being built, for `--version`: `PODNET_COMMIT` (a package
+/// built from a tarball says it), else git's short hash of HEAD, else
+/// "unknown". Rebuilt when HEAD moves.
+fn commit(root: &std::path::Path) -> String {
+    println!("cargo:rerun-if-env-changed=PODNET_COMMIT");
+    if let Ok(c) = env::var("PODNET_COMMIT") {
+        return c;
+    }
+    let git = root.join(".git");
+    for watched in ["HEAD", "refs/heads", "packed-refs"] {
+        if git.join(watched).exists() {
+            println!("cargo:rerun-if-changed={}", git.join(watched).display());
+        }
+    }
+    Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }

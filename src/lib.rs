@@ -5,6 +5,16 @@
 //! [`config`] (load + validate) → [`observe`] (host → [`state::Observed`]) →
 //! [`plan`] (pure diff → actions) → [`apply`] (execute, undo on failure, verify).
 
+/// What `--version` prints: the version and the commit it was built from
+/// (`PODNET_COMMIT` at build time, else `git rev-parse`; "unknown" from a
+/// tree without git).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PODNET_COMMIT"),
+    ")"
+);
+
 pub mod api;
 pub mod apply;
 pub mod cli;

@@ -5,6 +5,9 @@ use clap::CommandFactory;
 
 fn render(cmd: clap::Command, name: &str) -> (String, Vec<u8>) {
     let mut out = Vec::new();
+    // The version alone: `--version`'s commit would make every commit's
+    // pages stale.
+    let cmd = cmd.long_version(None::<&str>);
     clap_mangen::Man::new(cmd)
         .section("8")
         .render(&mut out)

@@ -25,7 +25,12 @@ use crate::kernel::Kernel;
 /// earlier keys), compares them with the host and converges it.
 /// Exit status: 0 success, 1 failure on the host, 2 invalid node files.
 #[derive(Debug, Parser)]
-#[command(name = "podnetctl", version, propagate_version = true)]
+#[command(
+    name = "podnetctl",
+    version,
+    long_version = crate::LONG_VERSION,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Directory of node files.
     #[arg(short = 'c', long, global = true, value_name = "DIR", env = "PODNET_CONFIG_DIR", default_value = config::DEFAULT_CONFIG_DIR)]

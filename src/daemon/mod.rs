@@ -41,7 +41,7 @@ const COALESCE_MAX: Duration = Duration::from_millis(200);
 
 /// podnet's node daemon: converges the host to the node files and keeps it there.
 #[derive(Debug, Parser)]
-#[command(name = "podnetd", version)]
+#[command(name = "podnetd", version, long_version = crate::LONG_VERSION)]
 pub struct Args {
     /// Directory of node files.
     #[arg(short = 'c', long, value_name = "DIR", env = "PODNET_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
