@@ -300,26 +300,8 @@ fn htb_holds_macvlan_pods_limits_on_a_kernel_without_fq() {
         return;
     }
     let fq = podnet::shaping::observe::features().sch_fq;
-    let node = Netns::new("htbrate");
-    let peer = Netns::new("htbpeer");
-    node.veth("ens192");
-    node.ip(&format!("link set ens192-p netns {}", peer.name));
-    peer.ip("link set ens192-p up");
-    peer.ip("addr add 172.51.0.1/24 dev ens192-p");
-    let cfg = ConfigDir::new(&[(
-        "10-node.toml",
-        r#"version = 1
-[masters.ens192]
-kind = "macvlan"
-mode = "bridge"
-[tiers.silver]
-egress = "100M"
-[shaping]
-default_tier = "silver"
-backend = "auto"
-max_rate = "1G"
-"#,
-    )]);
+    let (node, peer) = node_and_network("htbrate", "htbpeer");
+    let cfg = macvlan_node("100M");
     let state = cfg.path.with_extension("state");
     let d = Daemon::start(&node, &cfg.path, &state);
     let client = d.client();
@@ -940,6 +922,37 @@ fn htb_holds_veth_pods_ingress_limits_on_their_veth() {
     eprintln!("{}", report.join("\n"));
 }
 
+/// A node namespace whose `ens192` is a veth to a peer namespace, "the
+/// network" at 172.51.0.1/24.
+fn node_and_network(node: &str, peer: &str) -> (Netns, Netns) {
+    let node = Netns::new(node);
+    let peer = Netns::new(peer);
+    node.veth("ens192");
+    node.ip(&format!("link set ens192-p netns {}", peer.name));
+    peer.ip("link set ens192-p up");
+    peer.ip("addr add 172.51.0.1/24 dev ens192-p");
+    (node, peer)
+}
+
+/// The node file of those tests: `ens192` a macvlan master, shaped with
+/// `auto`'s backend, the default tier's egress at `egress`.
+fn macvlan_node(egress: &str) -> ConfigDir {
+    let file = format!(
+        r#"version = 1
+[masters.ens192]
+kind = "macvlan"
+mode = "bridge"
+[tiers.silver]
+egress = "{egress}"
+[shaping]
+default_tier = "silver"
+backend = "auto"
+max_rate = "1G"
+"#
+    );
+    ConfigDir::new(&[("10-node.toml", &file)])
+}
+
 /// What the host ingress tests run in: a node namespace whose `ens192`
 /// (a macvlan master shaped with `auto`'s backend, tier egress 1G) is a
 /// veth to a peer namespace, "the network" at 172.51.0.1/24, and a state
@@ -977,26 +990,8 @@ impl IngressLab {
             );
             return None;
         }
-        let node = Netns::new(tag);
-        let peer = Netns::new(&format!("{tag}p"));
-        node.veth("ens192");
-        node.ip(&format!("link set ens192-p netns {}", peer.name));
-        peer.ip("link set ens192-p up");
-        peer.ip("addr add 172.51.0.1/24 dev ens192-p");
-        let cfg = ConfigDir::new(&[(
-            "10-node.toml",
-            r#"version = 1
-[masters.ens192]
-kind = "macvlan"
-mode = "bridge"
-[tiers.silver]
-egress = "1G"
-[shaping]
-default_tier = "silver"
-backend = "auto"
-max_rate = "1G"
-"#,
-        )]);
+        let (node, peer) = node_and_network(tag, &format!("{tag}p"));
+        let cfg = macvlan_node("1G");
         let state = cfg.path.with_extension("state");
         let _bpffs = common::Bpffs::at(&state);
         Some(IngressLab {

@@ -5,6 +5,8 @@
 //! Each is also loaded by its own shell: bash completes a verb and an
 //! option from the script, zsh and fish parse theirs.
 
+#[path = "common/committed.rs"]
+mod committed;
 #[path = "common/prereq.rs"]
 mod prereq;
 
@@ -39,24 +41,7 @@ fn dir() -> std::path::PathBuf {
 
 #[test]
 fn committed_completions_are_current() {
-    let bless = std::env::var_os("PODNET_BLESS").is_some();
-    if bless {
-        std::fs::create_dir_all(dir()).unwrap();
-    }
-    let mut stale = Vec::new();
-    for (file, text) in scripts() {
-        let path = dir().join(&file);
-        if bless {
-            std::fs::write(&path, &text).unwrap();
-        }
-        if std::fs::read(&path).ok().as_deref() != Some(&text[..]) {
-            stale.push(file);
-        }
-    }
-    assert!(
-        stale.is_empty(),
-        "stale completions {stale:?}: run `PODNET_BLESS=1 cargo test --test completions` and commit"
-    );
+    committed::check(&dir(), &scripts(), "completions");
 }
 
 /// What bash's completion offers for the words `line` (the last one being
@@ -108,26 +93,21 @@ fn zsh_and_fish_parse_their_scripts() {
         return;
     }
     for name in ["podnetctl", "podnetd"] {
-        let zsh = Command::new("zsh")
-            .arg("-n")
-            .arg(dir().join(format!("_{name}")))
-            .output()
-            .unwrap();
-        assert!(
-            zsh.status.success(),
-            "zsh -n _{name}: {}",
-            String::from_utf8_lossy(&zsh.stderr)
-        );
-        let fish = Command::new("fish")
-            .arg("--no-execute")
-            .arg(dir().join(format!("{name}.fish")))
-            .output()
-            .unwrap();
-        assert!(
-            fish.status.success(),
-            "fish --no-execute {name}.fish: {}",
-            String::from_utf8_lossy(&fish.stderr)
-        );
+        for (shell, check, file) in [
+            ("zsh", "-n", format!("_{name}")),
+            ("fish", "--no-execute", format!("{name}.fish")),
+        ] {
+            let out = Command::new(shell)
+                .arg(check)
+                .arg(dir().join(&file))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{shell} {check} {file}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     // fish itself completes a verb from the script.
     let script = dir().join("podnetctl.fish");

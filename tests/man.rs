@@ -3,6 +3,9 @@
 
 use clap::CommandFactory;
 
+#[path = "common/committed.rs"]
+mod committed;
+
 fn render(cmd: clap::Command, name: &str) -> (String, Vec<u8>) {
     let mut out = Vec::new();
     // The version alone: `--version`'s commit would make every commit's
@@ -28,19 +31,5 @@ fn committed_man_pages_are_current() {
     pages.push(render(podnet::daemon::Args::command(), "podnetd"));
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
-    let bless = std::env::var_os("PODNET_BLESS").is_some();
-    let mut stale = Vec::new();
-    for (file, text) in pages {
-        let path = dir.join(&file);
-        if bless {
-            std::fs::write(&path, &text).unwrap();
-        }
-        if std::fs::read(&path).ok().as_deref() != Some(&text[..]) {
-            stale.push(file);
-        }
-    }
-    assert!(
-        stale.is_empty(),
-        "stale man pages {stale:?}: run `PODNET_BLESS=1 cargo test --test man` and commit"
-    );
+    committed::check(&dir, &pages, "man");
 }

@@ -56,6 +56,28 @@ static __always_inline __u64 edt_delay(struct edt_info *info, __u64 len, __u64 r
 }
 
 /*
+ * Takes `delay` on the endpoint's lane ahead (see edt_schedule()) from `t`
+ * on: the packet's departure time on it when that is at most `t + within`,
+ * its time then also charged to the endpoint's clock, which the bulk
+ * yields; 0, with the lane given back, when not.
+ */
+static __always_inline __u64 edt_lane_take(struct edt_info *info, __u64 t,
+					   __u64 delay, __u64 within)
+{
+	__u64 last = READ_ONCE(info->t_ahead), t_next;
+
+	if (last < t)
+		__sync_val_compare_and_swap(&info->t_ahead, last, t);
+	t_next = __sync_fetch_and_add(&info->t_ahead, delay) + delay;
+	if (t_next > t + within) {
+		__sync_fetch_and_sub(&info->t_ahead, delay);
+		return 0;
+	}
+	__sync_fetch_and_add(&info->t_last, delay);
+	return t_next;
+}
+
+/*
  * The lane ahead (see edt_schedule()) for a packet that may take it, when
  * that lane is idle: the packet would leave now, so it is charged here
  * exactly as edt_schedule() charges it and needs no queue at all (1). 0,
@@ -65,22 +87,16 @@ static __always_inline __u64 edt_delay(struct edt_info *info, __u64 len, __u64 r
 static __always_inline int edt_ahead_now(struct __sk_buff *skb,
 					 struct edt_info *info)
 {
-	__u64 now, last, delay, t_next, rate, len = edt_wire_len(skb);
+	__u64 now, delay, rate, len = edt_wire_len(skb);
 
 	rate = READ_ONCE(info->rate_bytes);
 	if (!rate || !READ_ONCE(info->ce_threshold_ns))
 		return 0;
 	delay = edt_delay(info, len, rate);
 	now = bpf_ktime_get_ns();
-	last = READ_ONCE(info->t_ahead);
-	if (last < now)
-		__sync_val_compare_and_swap(&info->t_ahead, last, now);
-	t_next = __sync_fetch_and_add(&info->t_ahead, delay) + delay;
-	if (t_next > now + delay) {
-		__sync_fetch_and_sub(&info->t_ahead, delay);
+	/* Idle: nothing ahead of it, it leaves after its own time. */
+	if (!edt_lane_take(info, now, delay, delay))
 		return 0;
-	}
-	__sync_fetch_and_add(&info->t_last, delay);
 	__sync_fetch_and_add(&info->packets, 1);
 	__sync_fetch_and_add(&info->bytes, len);
 	return 1;
@@ -140,17 +156,12 @@ static __always_inline int edt_schedule(struct __sk_buff *skb,
 	 * either: one FIFO, as Cilium keeps.
 	 */
 	if (ahead && READ_ONCE(info->ce_threshold_ns)) {
-		last = READ_ONCE(info->t_ahead);
-		if (last < t)
-			__sync_val_compare_and_swap(&info->t_ahead, last, t);
-		t_next = __sync_fetch_and_add(&info->t_ahead, delay) + delay;
-		if (t_next <= t + EDT_AHEAD_BACKLOG_NS) {
-			__sync_fetch_and_add(&info->t_last, delay);
+		t_next = edt_lane_take(info, t, delay, EDT_AHEAD_BACKLOG_NS);
+		if (t_next) {
 			if (t_next > t)
 				skb->tstamp = t_next;
 			goto pass;
 		}
-		__sync_fetch_and_sub(&info->t_ahead, delay);
 	}
 
 	/* After idle, t_last lags behind: move it up to the floor first.
