@@ -22,16 +22,53 @@ pub const ROOT: &str = "root";
 
 const DEPS: &str = include_str!("../../scripts/deps.list");
 
-/// The Debian package that brings `tool` (a command or an absolute path).
-pub fn package_of(tool: &str) -> Option<&'static str> {
+/// The row of `scripts/deps.list` that brings `tool`: package and suite.
+fn row_of(tool: &str) -> Option<(&'static str, &'static str)> {
     DEPS.lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|f| f.len() > 3 && f[3..].contains(&tool))
-        .map(|f| f[0])
+        .map(|f| (f[0], f[1]))
+}
+
+/// The Debian package (or `NAME==VERSION` from PyPI) that brings `tool`
+/// (a command, an absolute path or `python:MODULE`).
+pub fn package_of(tool: &str) -> Option<&'static str> {
+    row_of(tool).map(|(package, _)| package)
+}
+
+/// The venv `scripts/install-deps` installs the PyPI rows into.
+pub fn pypi_venv() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/pypi")
+}
+
+/// Where to run `tool` from: a PyPI row's command from the venv (the venv's
+/// python for `python:MODULE`), anything else as named (looked up on PATH).
+pub fn tool_path(tool: &str) -> std::path::PathBuf {
+    match row_of(tool) {
+        Some((_, "pypi")) => {
+            let bin = pypi_venv().join("bin");
+            match tool.strip_prefix("python:") {
+                Some(_) => bin.join("python"),
+                None => bin.join(tool),
+            }
+        }
+        _ => tool.into(),
+    }
 }
 
 fn found(tool: &str) -> bool {
+    if let Some((_, "pypi")) = row_of(tool) {
+        let path = tool_path(tool);
+        return match tool.strip_prefix("python:") {
+            Some(module) => std::process::Command::new(path)
+                .args(["-c", &format!("import {module}")])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            None => path.exists(),
+        };
+    }
     if tool.starts_with('/') {
         return Path::new(tool).exists();
     }
@@ -68,7 +105,7 @@ pub fn require(test: &str, needs: &[&str]) -> bool {
         };
         if !found(need) {
             missing.push(format!(
-                "`{need}` (Debian package {package}: run scripts/install-deps)"
+                "`{need}` (package {package}: run scripts/install-deps)"
             ));
         }
     }
