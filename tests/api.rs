@@ -48,6 +48,10 @@ fn reconcile_record(trigger: &str) -> Reconcile {
 }
 
 impl Backend for Memory {
+    fn metrics(&self) -> String {
+        "# TYPE podnet_generation gauge\npodnet_generation 3\n# EOF\n".into()
+    }
+
     fn status(&self) -> Status {
         Status {
             generation: 3,
@@ -484,7 +488,7 @@ fn the_document_covers_exactly_the_contract() {
     let mut documented = documented_routes(&doc);
     contract.sort();
     documented.sort();
-    assert_eq!(contract.len(), 9, "{contract:?}");
+    assert_eq!(contract.len(), 10, "{contract:?}");
     assert_eq!(contract, documented);
 
     // Every `$ref` points at something in the document.
@@ -588,6 +592,14 @@ async fn every_route_answers_as_documented() {
     let doc = openapi_json();
     let d = Daemon::start(Policy::default());
     let ep = "/v1/endpoints/{container_id}/{ifname}";
+
+    let a = call(&d, "GET", "/metrics", None).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.body.starts_with(b"# TYPE podnet_generation gauge"),
+        "{:?}",
+        String::from_utf8_lossy(&a.body)
+    );
 
     let a = call(&d, "GET", "/v1/status", None).await;
     assert_eq!(a.status, 200);

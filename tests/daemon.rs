@@ -1115,3 +1115,90 @@ fn endpoints_are_refused_until_the_node_has_converged() {
     });
     client.put_endpoint("p1", "eth0", &ep).unwrap();
 }
+
+/// `GET /metrics` as Python's `prometheus_client` OpenMetrics parser reads
+/// it: every sample as `name{label="value",...}` → value. The parser
+/// refuses text that breaks the format (a missing `# EOF`, a counter
+/// without `_total`, a bad escape), which fails the test.
+fn scrape(d: &Daemon) -> std::collections::BTreeMap<String, f64> {
+    let out = Command::new("curl")
+        .args(["-sf", "--unix-socket"])
+        .arg(d.socket())
+        .arg("http://localhost/metrics")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl /metrics: {out:?}");
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let mut py = Command::new(common::tool_path("python:prometheus_client"))
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let parsed = py.wait_with_output().unwrap();
+    assert!(
+        parsed.status.success(),
+        "the OpenMetrics parser refused /metrics: {}\n{}",
+        String::from_utf8_lossy(&parsed.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&parsed.stdout).unwrap()
+}
+
+#[test]
+fn metrics_parse_and_count_a_drift_repair() {
+    if !require(
+        "metrics_parse_and_count_a_drift_repair",
+        &[ROOT, "ip", "curl", "python:prometheus_client"],
+    ) {
+        return;
+    }
+    let (ns, cfg, state) = setup("metrics");
+    let d = Daemon::start(&ns, &cfg.path, &state);
+    within(PROMPTLY, "first convergence", || converged(&ns));
+    let repairs = r#"podnet_drift_repairs_total{object="shim pn-shim0"}"#;
+    let mut before = Default::default();
+    within(PROMPTLY, "metrics show the converged node", || {
+        before = scrape(&d);
+        before.get("podnet_converged{}") == Some(&1.0)
+    });
+    assert_eq!(before.get("podnet_generation{}"), Some(&1.0), "{before:#?}");
+    assert_eq!(before.get("podnet_endpoints{}"), Some(&0.0), "{before:#?}");
+    assert!(
+        before.get(r#"podnet_reconciles_total{outcome="applied",trigger="start"}"#) == Some(&1.0),
+        "{before:#?}"
+    );
+    assert!(
+        before.contains_key("podnet_reconcile_duration_seconds_count{}"),
+        "{before:#?}"
+    );
+    assert!(
+        before.get("podnet_process_resident_memory_bytes{}") > Some(&0.0),
+        "{before:#?}"
+    );
+    assert_eq!(before.get(repairs), None, "a repair before any drift");
+
+    ns.ip("addr del 172.51.0.230/32 dev pn-shim0");
+    let mut after = Default::default();
+    within(PROMPTLY, "the repair counted", || {
+        after = scrape(&d);
+        after.get(repairs) == Some(&1.0)
+    });
+    assert!(has_address(&ns, "pn-shim0", "172.51.0.230"));
+    assert_eq!(
+        after.get(r#"podnet_reconciles_total{outcome="applied",trigger="kernel"}"#),
+        Some(&1.0),
+        "{after:#?}"
+    );
+}

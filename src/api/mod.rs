@@ -1,6 +1,7 @@
 //! The local socket API: HTTP/1.1 + JSON on a Unix socket
 //! (`/run/podnet/podnet.sock` by default), so `curl --unix-socket` works.
 //!
+//! - `GET    /metrics`                             → OpenMetrics text ([`METRICS_CONTENT_TYPE`])
 //! - `GET    /v1/status`                           → [`types::Status`]
 //! - `GET    /v1/node`                             → [`types::Node`]
 //! - `GET    /v1/endpoints`                        → `[EndpointRecord]`
@@ -23,6 +24,10 @@ use std::future::Future;
 use types::{Endpoint, EndpointRecord, Node, ReconcileAnswer, Status, Trial, TryAnswer};
 
 /// Default socket path.
+/// The content type of `GET /metrics`.
+pub const METRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 pub const DEFAULT_SOCKET: &str = "/run/podnet/podnet.sock";
 
 /// A refusal the API reports with an HTTP status.
@@ -45,6 +50,9 @@ impl Refusal {
 /// What the socket server asks of the daemon. Every call must be quick
 /// except `reconcile`, which waits for a full pass of the pipeline.
 pub trait Backend: Send + Sync + 'static {
+    /// `GET /metrics`: text in the OpenMetrics format
+    /// ([`METRICS_CONTENT_TYPE`]).
+    fn metrics(&self) -> String;
     fn status(&self) -> Status;
     fn node(&self) -> Node;
     fn endpoints(&self) -> Vec<EndpointRecord>;

@@ -116,6 +116,14 @@ pub fn openapi_json() -> Json {
             "description": format!("HTTP/1.1 over the Unix socket {DEFAULT_SOCKET}; the host name is not used.")
         }],
         "paths": {
+            "/metrics": {"get": {
+                "operationId": "getMetrics",
+                "summary": "The daemon for Prometheus: reconciles and their durations, drift repairs, errors by kind, generation, endpoints, each endpoint's shaped bytes and drops.",
+                "responses": common(Map::from_iter([("200".into(), json!({
+                    "description": "The metrics in the OpenMetrics text format.",
+                    "content": {crate::api::METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}}
+                }))]))
+            }},
             "/v1/status": {"get": {
                 "operationId": "getStatus",
                 "summary": "Where the node stands: generation, last reconcile, each declared object.",

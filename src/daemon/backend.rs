@@ -28,6 +28,12 @@ impl DaemonBackend {
 }
 
 impl Backend for DaemonBackend {
+    fn metrics(&self) -> String {
+        let endpoints = self.endpoints();
+        let shared = self.shared();
+        shared.metrics.render(&shared.status, &endpoints)
+    }
+
     fn status(&self) -> Status {
         self.shared().status.clone()
     }

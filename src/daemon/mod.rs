@@ -8,6 +8,7 @@
 //! reported in the status. SIGTERM leaves the data path as it is.
 
 mod backend;
+mod metrics;
 mod engine;
 mod events;
 pub mod registry;
@@ -136,6 +137,7 @@ async fn run(args: Args) -> ExitCode {
         config: None,
         registry,
         shaping: Default::default(),
+        metrics: Default::default(),
     }));
     let watch = Arc::new(RwLock::new(events::Watch::default()));
     let shaping_paths = crate::shaping::ShaperPaths {

@@ -16,6 +16,8 @@ pub struct Shared {
     pub registry: Registry,
     /// What the request path knows about shaping.
     pub shaping: super::shaping::ShapingView,
+    /// What `GET /metrics` counts.
+    pub metrics: super::metrics::Metrics,
 }
 
 pub fn unix_millis() -> u64 {

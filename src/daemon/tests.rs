@@ -51,6 +51,7 @@ fn node_on(
         config: Some(config),
         registry,
         shaping: Default::default(),
+        metrics: Default::default(),
     };
     shared.status.converged_generation = Some(1);
     shared.node.masters.push(MasterInfo {

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 #[path = "prereq.rs"]
 mod prereq;
-pub use prereq::{require, ROOT};
+pub use prereq::{require, tool_path, ROOT};
 
 /// A network namespace owned by one test, deleted on drop (even on panic).
 pub struct Netns {

@@ -19,6 +19,8 @@ use crate::config::schema::valid_ifname;
 /// One route of the API; see the module docs of [`crate::api`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
+    /// `GET /metrics`: Prometheus' conventional path, outside `/v1/`.
+    Metrics,
     Status,
     Node,
     Endpoints,
@@ -34,6 +36,9 @@ enum Route {
 impl Route {
     fn parse(path: &str) -> Result<Route, Failure> {
         let not_found = || failure(StatusCode::NOT_FOUND, format!("no such path: {path}"));
+        if path == "/metrics" {
+            return Ok(Route::Metrics);
+        }
         let rest = path.strip_prefix("/v1/").ok_or_else(not_found)?;
         let mut parts = rest.split('/');
         let route = match (parts.next(), parts.next(), parts.next(), parts.next()) {
@@ -77,7 +82,7 @@ impl Route {
     /// The methods the route answers, as an `Allow` header says them.
     fn allow(&self) -> &'static str {
         match self {
-            Route::Status | Route::Node | Route::Endpoints => "GET",
+            Route::Metrics | Route::Status | Route::Node | Route::Endpoints => "GET",
             Route::Endpoint { .. } => "GET, PUT, DELETE",
             Route::Reconcile | Route::Try | Route::Confirm => "POST",
         }
@@ -242,6 +247,14 @@ async fn handle<B: Backend>(
     let method = req.method().clone();
     let ok = StatusCode::OK;
     match (route, method) {
+        (Route::Metrics, Method::GET) => {
+            let mut r = Response::new(Full::new(Bytes::from(backend.metrics())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(crate::api::METRICS_CONTENT_TYPE),
+            );
+            Ok(r)
+        }
         (Route::Status, Method::GET) => Ok(json(ok, &backend.status())),
         (Route::Node, Method::GET) => Ok(json(ok, &backend.node())),
         (Route::Endpoints, Method::GET) => Ok(json(ok, &backend.endpoints())),

@@ -31,6 +31,10 @@ impl Engine {
     pub(super) fn record_repairs(&mut self, plan: &Plan) {
         let now = Instant::now();
         let objects: HashSet<String> = plan.actions.iter().map(|a| a.object()).collect();
+        {
+            let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            objects.iter().for_each(|o| s.metrics.repaired(o));
+        }
         for object in objects {
             let f = self.fights.entry(object.clone()).or_insert(FightState {
                 repairs: Vec::new(),

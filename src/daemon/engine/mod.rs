@@ -160,6 +160,8 @@ impl Engine {
                         errors.len(),
                         self.generation
                     );
+                    let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                    s.metrics.error("files");
                 }
                 self.rejected = Some(Rejection {
                     at: unix_millis(),
@@ -485,6 +487,7 @@ impl Engine {
                     }
                 })
                 .collect();
+            s.metrics.pass(report);
             s.status = status;
             if let Some(n) = node {
                 s.node = n;
