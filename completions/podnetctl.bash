@@ -92,7 +92,7 @@ _podnetctl() {
 
     case "${cmd}" in
         podnetctl)
-            opts="-c -h -V --config-dir --netns --socket --direct --state-dir --bpf-dir --help --version validate apply show status endpoints try confirm bandwidth help"
+            opts="-c -h -V --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version validate apply show status endpoints try confirm bandwidth help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -107,6 +107,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --netns)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -130,7 +134,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__apply)
-            opts="-o -c -h -V --dry-run --output --max-disruption --force --config-dir --netns --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --dry-run --output --max-disruption --force --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -160,6 +164,10 @@ _podnetctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --node-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -180,7 +188,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__bandwidth)
-            opts="-c -h -V --config-dir --netns --socket --direct --state-dir --bpf-dir --help --version list help"
+            opts="-c -h -V --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -195,6 +203,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --netns)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -260,7 +272,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__bandwidth__subcmd__list)
-            opts="-o -c -h -V --output --config-dir --netns --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -286,6 +298,10 @@ _podnetctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --node-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -306,7 +322,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__confirm)
-            opts="-c -h -V --config-dir --netns --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-c -h -V --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -321,6 +337,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --netns)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -344,7 +364,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__endpoints)
-            opts="-o -c -h -V --output --config-dir --netns --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -367,6 +387,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --netns)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -544,7 +568,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__show)
-            opts="-o -c -h -V --output --config-dir --netns --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -567,6 +591,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --netns)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -590,7 +618,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__status)
-            opts="-o -c -h -V --output --config-dir --netns --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -616,6 +644,10 @@ _podnetctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --node-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -636,7 +668,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__try)
-            opts="-c -h -V --timeout --config-dir --netns --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-c -h -V --timeout --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -655,6 +687,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --netns)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -678,7 +714,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__validate)
-            opts="-q -c -h -V --quiet --config-dir --netns --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-q -c -h -V --quiet --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -693,6 +729,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --netns)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

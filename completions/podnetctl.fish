@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_podnetctl_global_optspecs
-    string join \n c/config-dir= netns= socket= direct state-dir= bpf-dir= h/help V/version
+    string join \n c/config-dir= netns= node-name= socket= direct state-dir= bpf-dir= h/help V/version
 end
 
 function __fish_podnetctl_needs_command
@@ -26,6 +26,7 @@ end
 
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
+complete -c podnetctl -n "__fish_podnetctl_needs_command" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
@@ -43,6 +44,7 @@ complete -c podnetctl -n "__fish_podnetctl_needs_command" -f -a "bandwidth" -d '
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
@@ -55,6 +57,7 @@ json\t''"
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l max-disruption -d 'Refuse a plan with a step more disruptive than this (hitless, link-flap, vf-reset, needs-reboot). podnetd applies edits as they land: to gate an edit, check its files first with `podnetctl -c STAGING apply --dry-run --max-disruption LEVEL`' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
@@ -67,6 +70,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -s o -l output
 json\t''"
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
@@ -77,6 +81,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -s o -l outp
 json\t''"
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
@@ -87,6 +92,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -s o -l o
 json\t''"
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
@@ -96,6 +102,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -s V -l v
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l timeout -d 'Time to confirm before the rollback: `120s`, `2m` or seconds' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
@@ -104,6 +111,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -s h -l help -d
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -s V -l version -d 'Print version'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
@@ -112,6 +120,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -s h -l hel
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -s V -l version -d 'Print version'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
@@ -124,6 +133,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fis
 json\t''"
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F

@@ -1,5 +1,6 @@
 complete -c podnetd -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetd -l netns -d 'Run inside the named network namespace' -r
+complete -c podnetd -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
 complete -c podnetd -l interval -d 'Seconds between two reconciles when nothing else wakes the daemon' -r
 complete -c podnetd -l fight-backoff -d 'Seconds podnetd leaves alone an object that another agent changed back three times within a minute (doubling while the fight lasts, up to 300). An edit of the node files applies at once regardless' -r
 complete -c podnetd -l state-dir -d 'Directory of the daemon\'s state (the endpoint registry)' -r -F

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-const SCHEMA_LINE: &str = "#:schema ../../schemas/podnet.schema.json";
+const SCHEMA_LINE: &str = "#:schema ../../schemas/podnet.file.schema.json";
 
 /// The example folders, sorted.
 fn example_dirs() -> Vec<PathBuf> {

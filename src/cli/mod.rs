@@ -38,6 +38,11 @@ pub struct Cli {
     /// Run inside the named network namespace (as made by `ip netns add NAME`).
     #[arg(long, global = true, value_name = "NAME")]
     pub netns: Option<String>,
+    /// This node's name, which the node files' `[match]` tables are held
+    /// against (a file that names other nodes is skipped). Default: the
+    /// host name.
+    #[arg(long, global = true, value_name = "NAME", env = "PODNET_NODE_NAME")]
+    pub node_name: Option<String>,
     /// podnetd's socket: when a daemon answers there, status, apply and
     /// endpoints go through it, so two appliers never race. Default
     /// /run/podnet/podnet.sock, except with --netns (that namespace's
@@ -110,7 +115,7 @@ pub fn main() -> ExitCode {
 
 /// Loads the node files, printing every diagnostic on failure.
 pub(crate) fn load(cli: &Cli) -> Result<Loaded> {
-    config::load_dir(&cli.config_dir).map_err(|d: Diagnostics| {
+    config::load_dir_for(&cli.config_dir, cli.node().as_deref()).map_err(|d: Diagnostics| {
         eprint!("{}", d.render());
         Error::new(
             ErrorKind::InvalidConfig,
@@ -210,6 +215,14 @@ pub(crate) async fn planned<T>(
 }
 
 impl Cli {
+    /// The node's name: `--node-name`, else the host name.
+    pub fn node(&self) -> Option<String> {
+        self.node_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(config::host_node_name)
+    }
+
     /// The socket podnetctl talks to (for messages).
     pub(crate) fn socket_path(&self) -> PathBuf {
         self.socket

@@ -17,13 +17,21 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     if !args.quiet {
         let c = &loaded.config;
         println!(
-            "{}: {} file(s) valid: {} master(s), {} SR-IOV PF(s), {} tier(s)",
+            "{}: {} file(s) valid{}: {} master(s), {} SR-IOV PF(s), {} tier(s)",
             cli.config_dir.display(),
             loaded.sources.len(),
+            loaded
+                .node
+                .as_deref()
+                .map(|n| format!(" on node {n}"))
+                .unwrap_or_default(),
             c.masters.len(),
             c.sriov.len(),
             c.tiers.len()
         );
+        for s in &loaded.skipped {
+            println!("skipped {s}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,9 @@
 //! Tables merge recursively; any other value (string, number, array) is
 //! replaced whole by a later file. Every value keeps the file and span it came
 //! from, so a problem found after merging still points at the right line.
+//!
+//! A file's `[match]` table is taken out of it before merging: checked
+//! alone, it decides whether the file is merged on this node at all.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -14,6 +17,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::diag::{join_key, locate, Diagnostic, Diagnostics, Location, Origin, Origins, Sources};
+use super::nodes::{skip_reason, Match, Skipped};
 use super::{validate, NodeConfig};
 
 /// Where node files live unless `-c/--config-dir` says otherwise.
@@ -23,7 +27,12 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/podnet";
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: NodeConfig,
+    /// The files merged into `config`, in order (the skipped ones not).
     pub sources: Sources,
+    /// The files whose `[match]` leaves this node out, in order.
+    pub skipped: Vec<Skipped>,
+    /// The node name the files' `[match]` tables were held against.
+    pub node: Option<String>,
     origins: Origins,
 }
 
@@ -48,8 +57,16 @@ enum NodeValue {
     Scalar(Json),
 }
 
-/// Loads, merges and validates every `*.toml` file in `dir`.
+/// Loads, merges and validates every `*.toml` file in `dir` that applies
+/// to no node in particular: a file with a `[match]` table is skipped.
 pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
+    load_dir_for(dir, None)
+}
+
+/// Loads, merges and validates every `*.toml` file in `dir` that applies
+/// on the node named `node` (a file without `[match]` applies on every
+/// node; with no name, only those do).
+pub fn load_dir_for(dir: &Path, node: Option<&str>) -> Result<Loaded, Diagnostics> {
     let fail = |message: String| Diagnostics {
         items: vec![Diagnostic::new("", message)],
         sources: Sources::default(),
@@ -81,7 +98,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
             Err(e) => return Err(fail(format!("cannot read {}: {e}", p.display()))),
         }
     }
-    load_bytes(files)
+    load_bytes_for(files, node)
 }
 
 /// Loads, merges and validates node files given as (path, text), in order.
@@ -95,11 +112,23 @@ pub fn load_files(files: Vec<(PathBuf, String)>) -> Result<Loaded, Diagnostics> 
 }
 
 /// Loads, merges and validates node files given as (path, raw bytes), in
-/// order. Bytes that are not UTF-8 are an error at their line.
+/// order. Bytes that are not UTF-8 are an error at their line. A file with
+/// a `[match]` table is skipped, as no node is named.
 pub fn load_bytes(files: Vec<(PathBuf, Vec<u8>)>) -> Result<Loaded, Diagnostics> {
+    load_bytes_for(files, None)
+}
+
+/// [`load_bytes`] on the node named `node`: a file whose `[match]` does
+/// not match it is skipped whole (its `[match]` is still checked).
+pub fn load_bytes_for(
+    files: Vec<(PathBuf, Vec<u8>)>,
+    node: Option<&str>,
+) -> Result<Loaded, Diagnostics> {
     let mut sources = Sources::default();
     let mut items = Vec::new();
-    let mut merged: Option<Node> = None;
+    // Each applying file's tree and its index in `sources`.
+    let mut applied: Vec<(usize, Node)> = Vec::new();
+    let mut skipped = Vec::new();
     for (path, bytes) in files {
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
@@ -129,21 +158,60 @@ pub fn load_bytes(files: Vec<(PathBuf, Vec<u8>)>) -> Result<Loaded, Diagnostics>
             continue;
         }
         let root_span = doc.span();
-        let node = match table_node(file, 0..root_span.end.min(1), doc.into_inner(), &sources) {
+        let mut tree = match table_node(file, 0..root_span.end.min(1), doc.into_inner(), &sources) {
             Ok(n) => n,
             Err(d) => {
                 items.extend(d);
                 continue;
             }
         };
-        merged = Some(match merged {
-            None => node,
-            Some(base) => merge(base, node),
-        });
+        match take_match(&mut tree, &sources) {
+            Err(d) => items.extend(d),
+            Ok(m) => match m.and_then(|m| skip_reason(&m, node)) {
+                Some(reason) => skipped.push(Skipped {
+                    path: sources.path(file).to_path_buf(),
+                    reason,
+                }),
+                None => applied.push((file, tree)),
+            },
+        }
     }
     if !items.is_empty() {
         return Err(Diagnostics { items, sources });
     }
+    if applied.is_empty() {
+        let message = match (node, skipped.is_empty()) {
+            (_, true) => "no node files given".to_string(),
+            (Some(node), false) => format!("no node file applies to node `{node}`"),
+            (None, false) => "no node file applies to a node without a name".to_string(),
+        };
+        let why: Vec<String> = skipped.iter().map(Skipped::to_string).collect();
+        let message = if why.is_empty() {
+            message
+        } else {
+            format!("{message}: {}", why.join("; "))
+        };
+        return Err(Diagnostics {
+            items: vec![Diagnostic::new("", message)],
+            sources,
+        });
+    }
+    // The load's sources are the merged files only: a skipped file is
+    // never quoted, and editing one is no new configuration.
+    let mut kept = Sources::default();
+    let mut merged: Option<Node> = None;
+    for (file, mut tree) in applied {
+        let index = kept.add(
+            sources.path(file).to_path_buf(),
+            sources.text(file).to_string(),
+        );
+        set_file(&mut tree, index);
+        merged = Some(match merged {
+            None => tree,
+            Some(base) => merge(base, tree),
+        });
+    }
+    let sources = kept;
     let Some(root) = merged else {
         return Err(Diagnostics {
             items: vec![Diagnostic::new("", "no node files given")],
@@ -156,6 +224,8 @@ pub fn load_bytes(files: Vec<(PathBuf, Vec<u8>)>) -> Result<Loaded, Diagnostics>
         Ok(config) => Ok(Loaded {
             config,
             sources,
+            skipped,
+            node: node.map(str::to_string),
             origins,
         }),
         Err(items) => Err(Diagnostics { items, sources }),
@@ -247,6 +317,29 @@ fn value_node(
             }
         }
         DeValue::Table(t) => table_node(file, key, t, sources),
+    }
+}
+
+/// Takes a file's `[match]` table out of its tree and checks it.
+fn take_match(tree: &mut Node, sources: &Sources) -> Result<Option<Match>, Vec<Diagnostic>> {
+    let NodeValue::Table(map) = &mut tree.value else {
+        return Ok(None);
+    };
+    let Some(m) = map.remove("match") else {
+        return Ok(None);
+    };
+    let mut origins = Origins::new();
+    let json = to_json(&m, "/match".into(), "match".into(), &mut origins);
+    validate::node_match(json, &origins, sources).map(Some)
+}
+
+/// Points every value of one file's tree at that file's index.
+fn set_file(node: &mut Node, file: usize) {
+    node.file = file;
+    match &mut node.value {
+        NodeValue::Table(map) => map.values_mut().for_each(|n| set_file(n, file)),
+        NodeValue::Array(items) => items.iter_mut().for_each(|n| set_file(n, file)),
+        NodeValue::Scalar(_) => {}
     }
 }
 
@@ -401,6 +494,131 @@ mod tests {
             .items
             .iter()
             .all(|i| i.location.as_ref().unwrap().line >= 1));
+    }
+
+    fn on(node: &str, list: &[(&str, &str)]) -> Result<Loaded, Diagnostics> {
+        let files = files(list)
+            .into_iter()
+            .map(|(p, t)| (p, t.into_bytes()))
+            .collect();
+        load_bytes_for(files, Some(node))
+    }
+
+    const COMMON: (&str, &str) = (
+        "00-common.toml",
+        "version = 1\n[masters.eth0]\nkind = \"macvlan\"\n",
+    );
+
+    #[test]
+    fn a_file_for_other_nodes_is_skipped_whole() {
+        // The unknown key would be an error where the file applies.
+        let gpu = (
+            "10-gpu.toml",
+            "[match]\nnodes = [\"gpu-*\", \"worker-7\"]\n[masters.eth1]\nkind = \"ipvlan\"\nbogus = 1\n",
+        );
+        let tail = ("20-tail.toml", "[masters.eth0]\nmtu = 9000\n");
+        let loaded = on("worker-3", &[COMMON, gpu, tail])
+            .map_err(|d| d.render())
+            .unwrap();
+        assert_eq!(
+            loaded.config.masters.keys().collect::<Vec<_>>(),
+            vec!["eth0"]
+        );
+        assert_eq!(loaded.config.masters["eth0"].mtu, Some(9000));
+        assert_eq!(
+            loaded.skipped,
+            vec![Skipped {
+                path: "10-gpu.toml".into(),
+                reason: "[match] nodes = [\"gpu-*\", \"worker-7\"] does not match node `worker-3`"
+                    .into(),
+            }]
+        );
+        assert_eq!(loaded.node.as_deref(), Some("worker-3"));
+        // Only merged files are the load's sources, and locations still
+        // name the right one past the skipped file.
+        assert_eq!(loaded.sources.len(), 2);
+        let l = loaded.locate("/masters/eth0/mtu").unwrap();
+        assert_eq!((l.file.to_str().unwrap(), l.line), ("20-tail.toml", 2));
+
+        // Where it applies, the rest of the file is checked as usual.
+        let d = on("worker-7", &[COMMON, gpu, tail]).unwrap_err();
+        assert_eq!(d.items.len(), 1, "{}", d.render());
+        assert_eq!(
+            d.items[0].to_string(),
+            "10-gpu.toml:5:1: masters.eth1.bogus: unknown key `bogus`"
+        );
+    }
+
+    #[test]
+    fn a_matching_file_merges_and_its_match_table_does_not() {
+        let gpu = (
+            "10-gpu.toml",
+            "[match]\nnodes = [\"GPU-*\"]\n[masters.eth1]\nkind = \"ipvlan\"\n",
+        );
+        let loaded = on("gpu-2", &[COMMON, gpu]).map_err(|d| d.render()).unwrap();
+        assert!(loaded.skipped.is_empty());
+        assert_eq!(
+            loaded.config.masters.keys().collect::<Vec<_>>(),
+            vec!["eth0", "eth1"]
+        );
+        let l = loaded.locate("/masters/eth1/kind").unwrap();
+        assert_eq!((l.file.to_str().unwrap(), l.line), ("10-gpu.toml", 4));
+        assert!(loaded.locate("/match").is_none());
+        // No node name: a file that names nodes applies to none.
+        let none = load_files(files(&[COMMON, gpu])).unwrap();
+        assert_eq!(none.config.masters.len(), 1);
+        assert!(
+            none.skipped[0].reason.contains("--node-name"),
+            "{:?}",
+            none.skipped
+        );
+    }
+
+    #[test]
+    fn bad_match_tables_are_errors_with_file_line_and_key() {
+        let d = on(
+            "gpu-1",
+            &[
+                COMMON,
+                (
+                    "10-a.toml",
+                    "[match]\nnodes = [\"gpu-1\", \"gpu-[0-3]\"]\nnode = \"x\"\n",
+                ),
+                ("20-b.toml", "[match]\nnodes = []\n"),
+                ("30-c.toml", "match = \"gpu-1\"\n"),
+                ("40-d.toml", "[match]\nnodes = \"gpu-1\"\n"),
+            ],
+        )
+        .unwrap_err();
+        let errs: Vec<String> = d.items.iter().map(|i| i.to_string()).collect();
+        for want in [
+            "10-a.toml:2:19: match.nodes[1]: invalid node glob \"gpu-[0-3]\": `[` is no wildcard here",
+            "10-a.toml:3:1: match.node: unknown key `node`",
+            "20-b.toml:2:1: match.nodes: expected at least 1 item(s), found 0",
+            "30-c.toml:1:1: match: expected object, found \"gpu-1\"",
+            "40-d.toml:2:1: match.nodes: expected array, found \"gpu-1\"",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(want)), "no {want:?} in {errs:#?}");
+        }
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(
+            d.render().contains("did you mean `nodes`?"),
+            "{}",
+            d.render()
+        );
+    }
+
+    #[test]
+    fn a_node_no_file_applies_to_is_an_error() {
+        let d = on(
+            "worker-3",
+            &[("10-gpu.toml", "version = 1\n[match]\nnodes = [\"gpu-*\"]\n")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            d.items[0].to_string(),
+            "no node file applies to node `worker-3`: 10-gpu.toml: [match] nodes = [\"gpu-*\"] does not match node `worker-3`"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod diag;
 mod load;
+mod nodes;
 pub mod schema;
 pub mod units;
 mod validate;
@@ -18,7 +19,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, Diagnostics, Location, Sources};
-pub use load::{load_bytes, load_dir, load_files, Loaded, DEFAULT_CONFIG_DIR};
+pub use load::{
+    load_bytes, load_bytes_for, load_dir, load_dir_for, load_files, Loaded, DEFAULT_CONFIG_DIR,
+};
+pub use nodes::{glob_match, host_node_name, Match, Skipped};
 pub use units::{Bits, Delay, Horizon, Rate};
 
 /// The only file format version this podnet reads.
@@ -26,6 +30,7 @@ pub const VERSION: u32 = 1;
 
 /// A podnet node description, merged from every `*.toml` file of the config
 /// directory in lexical order (a later file overrides keys of an earlier one).
+/// A file with a `[match]` table is merged only on the nodes it names.
 ///
 /// ```toml
 /// #:schema /usr/share/podnet/podnet.schema.json
@@ -76,14 +81,16 @@ pub struct NodeConfig {
 pub struct Master {
     /// Kind of the pod interfaces on this master.
     pub kind: ChildKind,
-    /// ipvlan: l2 (default), l3, l3s; macvlan: bridge (default), vepa, private, passthru.
+    /// ipvlan: l2, l3 or l3s; macvlan: bridge, vepa, private or passthru.
+    /// Unset: l2 for ipvlan, bridge for macvlan (the CNI plugins' defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<ChildMode>,
     /// MTU of the master (and of its shim). Unset: left as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 68, max = 65535))]
     pub mtu: Option<u32>,
-    /// Attach the egress shaper to this master.
+    /// Attach the egress shaper to this master (`false`: leave its qdiscs
+    /// alone). Unset: shaped once a `[shaping]` table exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shaping: Option<bool>,
     /// The host's own ipvlan/macvlan interface on this master, so the host
@@ -284,7 +291,7 @@ pub enum RdmaNetnsMode {
 pub struct Ipip {
     /// never | always | cross-subnet (encapsulate only to peers in another subnet).
     pub mode: IpipMode,
-    /// Tunnel device name (the kernel's fallback device is tunl0).
+    /// Tunnel device name. Unset: tunl0, the kernel's fallback device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 15), extend("format" = "ifname"))]
     pub device: Option<String>,
@@ -329,10 +336,10 @@ pub struct IpipPeer {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
-    /// Egress (pod → network) rate.
+    /// Egress (pod → network) rate. Unset: this tier does not limit egress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Rate>,
-    /// Ingress (network → pod) rate.
+    /// Ingress (network → pod) rate. Unset: this tier does not limit ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Rate>,
     /// Bits a pod may send at once above its rate (as the CNI bandwidth
@@ -342,7 +349,7 @@ pub struct Tier {
     pub burst: Option<Bits>,
     /// EDT: a packet that would wait longer than this is dropped. Unset:
     /// `[shaping] horizon`, else the time four 64 KiB packets take at the
-    /// rate, at least 250 ms.
+    /// rate, from 250 ms to 2 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub horizon: Option<Horizon>,
     /// EDT: an ECN-capable packet that would wait longer than this behind
@@ -368,21 +375,22 @@ pub struct Shaping {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_tier: Option<String>,
     /// edt (eBPF + fq), htb (a class per endpoint address, u32 filters), or
-    /// auto (edt where the kernel has sch_fq, else htb).
+    /// auto (edt where the kernel has sch_fq, else htb). Unset: auto.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<ShapingBackend>,
     /// What to do with explicit rates a pod asks for
     /// (`kubernetes.io/egress-bandwidth` and `ingress-bandwidth`):
-    /// `cap` honours them up to `max_rate` (the default), `tier` gives the
-    /// pod the slowest tier at least as fast, `ignore` uses its tier only.
+    /// `cap` honours them up to `max_rate`, `tier` gives the pod the
+    /// slowest tier at least as fast, `ignore` uses its tier only. Unset: cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<AnnotationPolicy>,
-    /// The fastest explicit rate a pod may ask for on this node.
+    /// The fastest explicit rate a pod may ask for on this node. Unset: no
+    /// cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rate: Option<Rate>,
     /// Packets that would wait longer than this are dropped (EDT's drop
     /// horizon): `"2s"`, `"500ms"`. A tier's own `horizon` wins. Unset:
-    /// the time four 64 KiB packets take at the pod's rate, at least 250 ms.
+    /// the time four 64 KiB packets take at the pod's rate, from 250 ms to 2 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub horizon: Option<Horizon>,
     /// ECN-capable packets that would wait longer than this are CE-marked:

@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use super::diag::{join_key, locate, Diagnostic, Origins, Sources};
 use super::schema::{validator, FORMATS};
 use super::units::Rate;
-use super::{ChildKind, ChildMode, NodeConfig, VERSION};
+use super::{ChildKind, ChildMode, Match, NodeConfig, VERSION};
 
 pub(crate) fn validate(
     json: Json,
@@ -54,6 +54,34 @@ pub(crate) fn validate(
         .collect();
     dedup(&mut items);
     Err(items)
+}
+
+/// Checks one file's `[match]` table (as JSON, its origins under
+/// `/match`), before any merging: it decides whether the file is merged
+/// at all. Its structure is checked against the same schema, inside a
+/// document that has nothing else.
+pub(crate) fn node_match(
+    json: Json,
+    origins: &Origins,
+    sources: &Sources,
+) -> Result<Match, Vec<Diagnostic>> {
+    let mut doc = serde_json::json!({ "version": VERSION, "match": json });
+    let mut items: Vec<Diagnostic> = structural(&doc)
+        .into_iter()
+        .map(|(pointer, d)| place(d, &pointer, origins, sources))
+        .collect();
+    if !items.is_empty() {
+        dedup(&mut items);
+        return Err(items);
+    }
+    serde_json::from_value(doc["match"].take()).map_err(|e| {
+        vec![place(
+            Diagnostic::new("", e.to_string()),
+            "/match",
+            origins,
+            sources,
+        )]
+    })
 }
 
 /// Points a diagnostic at a key: the nearest ancestor that has an origin.
@@ -163,11 +191,19 @@ fn structural(json: &Json) -> Vec<(String, Diagnostic)> {
                     "mac" => format!("invalid MAC address {found}: write six hex pairs, e.g. \"02:00:00:00:00:10\""),
                     "horizon" => super::units::Horizon::parse(text).err().unwrap_or_default(),
                     "delay" => super::units::Delay::parse(text).err().unwrap_or_default(),
+                    "node-glob" => super::nodes::glob_problem(text).unwrap_or_default(),
                     other => format!("{found} is not a valid {other}"),
                 };
                 debug_assert!(FORMATS.iter().any(|(n, _)| n == format));
                 Diagnostic::new("", message)
             }
+            ValidationErrorKind::MinItems { limit } => Diagnostic::new(
+                "",
+                format!(
+                    "expected at least {limit} item(s), found {}",
+                    e.instance().as_array().map_or(0, Vec::len)
+                ),
+            ),
             _ => Diagnostic::new("", e.to_string()),
         };
         out.push((pointer, d));

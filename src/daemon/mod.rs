@@ -8,9 +8,9 @@
 //! reported in the status. SIGTERM leaves the data path as it is.
 
 mod backend;
-mod metrics;
 mod engine;
 mod events;
+mod metrics;
 pub mod registry;
 mod sampler;
 mod shaping;
@@ -50,6 +50,11 @@ pub struct Args {
     /// Run inside the named network namespace.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
+    /// This node's name, which the node files' `[match]` tables are held
+    /// against (a file that names other nodes is skipped). Default: the
+    /// host name.
+    #[arg(long, value_name = "NAME", env = "PODNET_NODE_NAME")]
+    pub node_name: Option<String>,
     /// Seconds between two reconciles when nothing else wakes the daemon.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub interval: u64,
@@ -146,9 +151,21 @@ async fn run(args: Args) -> ExitCode {
     };
     let sampler_kernel = kernel.clone();
     let request_kernel = kernel.clone();
+    let node = args
+        .node_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(crate::config::host_node_name);
+    match &node {
+        Some(n) => info!("node {n}"),
+        None => warn!(
+            "no node name (no --node-name, no host name): node files with [match] are skipped"
+        ),
+    }
     let mut engine = Engine::new(
         kernel,
         args.config_dir.clone(),
+        node,
         shared.clone(),
         watch.clone(),
         shaping_paths,

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use super::events::Watch;
 use super::shared::{unix_millis, Shared};
 use crate::api::types::{Fight, Reconcile, Rejection, Reverted, Status, Trial};
-use crate::config::{load_dir, Loaded};
+use crate::config::{load_dir_for, Loaded};
 use crate::kernel::Kernel;
 use crate::plan::{default_route_hazards, plan, Plan};
 use crate::state::Observed;
@@ -45,6 +45,8 @@ pub struct Engine {
     shaper: Option<crate::shaping::Shaper>,
     shaping_paths: crate::shaping::ShaperPaths,
     config_dir: PathBuf,
+    /// The node's name, for the files' `[match]` tables.
+    node: Option<String>,
     shared: Arc<Mutex<Shared>>,
     watch: Arc<RwLock<Watch>>,
     loaded: Option<Loaded>,
@@ -73,6 +75,7 @@ impl Engine {
     pub fn new(
         kernel: Kernel,
         config_dir: PathBuf,
+        node: Option<String>,
         shared: Arc<Mutex<Shared>>,
         watch: Arc<RwLock<Watch>>,
         shaping_paths: crate::shaping::ShaperPaths,
@@ -83,6 +86,7 @@ impl Engine {
             shaper: None,
             shaping_paths,
             config_dir,
+            node,
             shared,
             watch,
             loaded: None,
@@ -122,7 +126,7 @@ impl Engine {
     /// generation; an invalid one is rejected whole and the last good set
     /// stays in force.
     fn reload(&mut self) {
-        match load_dir(&self.config_dir) {
+        match load_dir_for(&self.config_dir, self.node.as_deref()) {
             Ok(loaded) => {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 for i in 0..loaded.sources.len() {
@@ -146,6 +150,9 @@ impl Engine {
                         "loaded node files from {}",
                         self.config_dir.display()
                     );
+                    for s in &loaded.skipped {
+                        info!("skipped {s}");
+                    }
                 }
                 self.loaded = Some(loaded);
             }
