@@ -1128,6 +1128,10 @@ fn scrape(d: &Daemon) -> std::collections::BTreeMap<String, f64> {
         .output()
         .unwrap();
     assert!(out.status.success(), "curl /metrics: {out:?}");
+    parse_metrics(&out.stdout)
+}
+
+fn parse_metrics(text: &[u8]) -> std::collections::BTreeMap<String, f64> {
     const PARSE: &str = r#"
 import json, sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -1145,13 +1149,13 @@ print(json.dumps(out))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    py.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    py.stdin.take().unwrap().write_all(text).unwrap();
     let parsed = py.wait_with_output().unwrap();
     assert!(
         parsed.status.success(),
         "the OpenMetrics parser refused /metrics: {}\n{}",
         String::from_utf8_lossy(&parsed.stderr),
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(text)
     );
     serde_json::from_slice(&parsed.stdout).unwrap()
 }
@@ -1165,7 +1169,15 @@ fn metrics_parse_and_count_a_drift_repair() {
         return;
     }
     let (ns, cfg, state) = setup("metrics");
-    let d = Daemon::start(&ns, &cfg.path, &state);
+    // The optional TCP listener, on the namespace's own loopback.
+    ns.ip("link set lo up");
+    let d = Daemon::start_with(
+        &ns,
+        &cfg.path,
+        &state,
+        &["--metrics-listen", "127.0.0.1:9464"],
+        &[],
+    );
     within(PROMPTLY, "first convergence", || converged(&ns));
     let repairs = r#"podnet_drift_repairs_total{object="shim pn-shim0"}"#;
     let mut before = Default::default();
@@ -1200,5 +1212,25 @@ fn metrics_parse_and_count_a_drift_repair() {
         after.get(r#"podnet_reconciles_total{outcome="applied",trigger="kernel"}"#),
         Some(&1.0),
         "{after:#?}"
+    );
+
+    // Over TCP: the same metrics, and nothing of the API.
+    let tcp = |path: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, "curl", "-s", "-w", "\n%{http_code}"])
+            .arg(format!("http://127.0.0.1:9464{path}"))
+            .output()
+            .unwrap()
+    };
+    let out = tcp("/metrics");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    assert_eq!(code, "200", "{text}");
+    let over_tcp = parse_metrics(body.as_bytes());
+    assert_eq!(over_tcp.get(repairs), Some(&1.0), "{over_tcp:#?}");
+    let out = tcp("/v1/status");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("\n404"),
+        "{out:?}"
     );
 }

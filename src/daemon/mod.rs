@@ -75,6 +75,11 @@ pub struct Args {
     /// The API socket.
     #[arg(long, value_name = "PATH", default_value = crate::api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Also serve `GET /metrics` (and nothing else) over TCP on ADDR, for a
+    /// Prometheus on the node, e.g. 127.0.0.1:9464. Off by default. Under
+    /// the systemd unit this needs a drop-in allowing AF_INET/AF_INET6.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Group whose members may use the socket (besides root).
     #[arg(long, value_name = "GROUP", default_value = "podnet")]
     pub socket_group: String,
@@ -226,13 +231,29 @@ async fn run(args: Args) -> ExitCode {
     };
     let server = tokio::spawn(crate::api::server::serve(
         listener,
-        backend,
+        backend.clone(),
         policy,
         async {
             let _ = server_stopped.await;
         },
     ));
     info!("API on {}", args.socket.display());
+    let metrics_server = match args.metrics_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                info!("metrics on http://{addr}/metrics");
+                Some(tokio::spawn(crate::api::server::serve_metrics(
+                    l,
+                    backend.clone(),
+                )))
+            }
+            Err(e) => {
+                error!("--metrics-listen {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     // The achieved rates: sampled on this runtime, beside the passes.
     let (stop_sampler, sampler_stopped) = tokio::sync::oneshot::channel::<()>();
     let sampler = tokio::spawn(sampler::run(
@@ -383,6 +404,9 @@ async fn run(args: Args) -> ExitCode {
     let _ = sampler.await;
     let _ = stop_server.send(());
     let _ = server.await;
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     let _ = std::fs::remove_file(&args.socket);
     ExitCode::SUCCESS
 }

@@ -26,7 +26,10 @@
 
 mod accept;
 mod guarded;
+mod metrics_tcp;
 mod routes;
+
+pub use metrics_tcp::serve_metrics;
 
 use std::time::Duration;
 
