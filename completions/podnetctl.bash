@@ -322,12 +322,20 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__confirm)
-            opts="-c -h -V --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -668,12 +676,20 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__try)
-            opts="-c -h -V --timeout --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --timeout --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -714,12 +730,20 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__validate)
-            opts="-q -c -h -V --quiet --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-q -o -c -h -V --quiet --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 --config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

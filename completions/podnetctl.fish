@@ -42,6 +42,8 @@ complete -c podnetctl -n "__fish_podnetctl_needs_command" -f -a "try" -d 'Put th
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -f -a "confirm" -d 'Keep the generation on trial'
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -f -a "bandwidth" -d 'Pod bandwidth: `bandwidth list`'
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -s o -l output -d 'Output format. With json the errors of invalid files are in the answer too (`valid: false`), each `file:line:col: key: message`' -r -f -a "text\t''
+json\t''"
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r
@@ -99,6 +101,8 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l bpf-di
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l direct -d 'Work on the host directly even when podnetd runs'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -s h -l help -d 'Print help'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -s V -l version -d 'Print version'
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -s o -l output -d 'Output format. With json, the trial is printed and podnetctl does not prompt: confirm with `podnetctl confirm`' -r -f -a "text\t''
+json\t''"
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l timeout -d 'Time to confirm before the rollback: `120s`, `2m` or seconds' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
@@ -109,6 +113,8 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l bpf-dir -d '
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l direct -d 'Work on the host directly even when podnetd runs'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -s h -l help -d 'Print help'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -s V -l version -d 'Print version'
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -s o -l output -d 'Output format' -r -f -a "text\t''
+json\t''"
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -s c -l config-dir -d 'Directory of node files' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l netns -d 'Run inside the named network namespace (as made by `ip netns add NAME`)' -r
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l node-name -d 'This node\'s name, which the node files\' `[match]` tables are held against (a file that names other nodes is skipped). Default: the host name' -r

@@ -79,7 +79,7 @@ pub enum Command {
     /// Put the node files in force on trial; podnetd rolls back unless confirmed.
     Try(try_::Args),
     /// Keep the generation on trial.
-    Confirm,
+    Confirm(try_::ConfirmArgs),
     /// Pod bandwidth: `bandwidth list`.
     Bandwidth(bandwidth::Args),
 }
@@ -101,7 +101,7 @@ pub fn main() -> ExitCode {
         Command::Status(ref a) => status::run(&cli, a),
         Command::Endpoints(ref a) => endpoints::run(&cli, a),
         Command::Try(ref a) => try_::run(&cli, a),
-        Command::Confirm => try_::confirm(&cli),
+        Command::Confirm(ref a) => try_::confirm(&cli, a),
         Command::Bandwidth(ref a) => bandwidth::run(&cli, a),
     };
     match outcome {

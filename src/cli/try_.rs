@@ -6,11 +6,15 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::Cli;
+use super::{Cli, Format};
 use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Output format. With json, the trial is printed and podnetctl does
+    /// not prompt: confirm with `podnetctl confirm`.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: Format,
     /// Time to confirm before the rollback: `120s`, `2m` or seconds.
     #[arg(long, default_value = "120s", value_parser = parse_timeout)]
     pub timeout: Duration,
@@ -39,6 +43,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     let answer = client
         .try_files(args.timeout.as_secs())
         .map_err(super::api_error)?;
+    if args.output == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let r = &answer.reconcile;
     println!(
         "generation {} is in force on trial ({}, {} step(s)); generation {} comes back in {}s unless confirmed",
@@ -76,10 +87,23 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     }
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ConfirmArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: Format,
+}
+
 /// `podnetctl confirm`: keep the generation on trial.
-pub fn confirm(cli: &Cli) -> Result<ExitCode> {
+pub fn confirm(cli: &Cli, args: &ConfirmArgs) -> Result<ExitCode> {
     let client = super::require_daemon(cli, "")?;
     let trial = client.confirm().map_err(super::api_error)?;
-    println!("generation {} confirmed", trial.generation);
+    match args.output {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&trial).unwrap_or_default()
+        ),
+        Format::Text => println!("generation {} confirmed", trial.generation),
+    }
     Ok(ExitCode::SUCCESS)
 }
