@@ -57,6 +57,22 @@ enum NodeValue {
     Scalar(Json),
 }
 
+/// The node files in `dir`, in the order they merge: every `*.toml` but
+/// hidden ones (editors' and ConfigMaps' `..data` business), symlinks
+/// followed (as a ConfigMap mount needs).
+pub fn node_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.ends_with(".toml") && !name.starts_with('.') && p.is_file()
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// Loads, merges and validates every `*.toml` file in `dir` that applies
 /// to no node in particular: a file with a `[match]` table is skipped.
 pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
@@ -71,23 +87,12 @@ pub fn load_dir_for(dir: &Path, node: Option<&str>) -> Result<Loaded, Diagnostic
         items: vec![Diagnostic::new("", message)],
         sources: Sources::default(),
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| {
+    let paths = node_files(dir).map_err(|e| {
         fail(format!(
             "cannot read config directory {}: {e}",
             dir.display()
         ))
     })?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            // Hidden files are editors' and ConfigMaps' (`..data`) business.
-            // `is_file` follows symlinks, as a ConfigMap mount needs.
-            name.ends_with(".toml") && !name.starts_with('.') && p.is_file()
-        })
-        .collect();
-    paths.sort();
     if paths.is_empty() {
         return Err(fail(format!("no *.toml node files in {}", dir.display())));
     }

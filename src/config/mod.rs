@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, Diagnostics, Location, Sources};
 pub use load::{
-    load_bytes, load_bytes_for, load_dir, load_dir_for, load_files, Loaded, DEFAULT_CONFIG_DIR,
+    load_bytes, load_bytes_for, load_dir, load_dir_for, load_files, node_files, Loaded,
+    DEFAULT_CONFIG_DIR,
 };
 pub use nodes::{glob_match, host_node_name, Match, Skipped};
 pub use units::{Bits, Delay, Horizon, Rate};

@@ -126,6 +126,16 @@ impl Engine {
     /// generation; an invalid one is rejected whole and the last good set
     /// stays in force.
     fn reload(&mut self) {
+        // A fresh install: no node file yet is no error, only nothing to do.
+        if self.loaded.is_none()
+            && crate::config::node_files(&self.config_dir).is_ok_and(|f| f.is_empty())
+        {
+            info!(
+                "no node files in {} yet: podnetd manages nothing until one is written",
+                self.config_dir.display()
+            );
+            return;
+        }
         match load_dir_for(&self.config_dir, self.node.as_deref()) {
             Ok(loaded) => {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
