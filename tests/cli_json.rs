@@ -32,7 +32,10 @@ fn every_verb_has_output_json() {
             .iter()
             .map(|v| v.get_name().to_string())
             .collect();
-        assert!(values.contains(&"json".to_string()), "podnetctl {path}: {values:?}");
+        assert!(
+            values.contains(&"json".to_string()),
+            "podnetctl {path}: {values:?}"
+        );
     }
 }
 
@@ -56,7 +59,10 @@ fn validate_reports_in_json() {
     assert_eq!(j["valid"], true);
     assert_eq!(j["node"], "worker-1");
     assert_eq!(j["files"].as_array().unwrap().len(), 2, "{j:#}");
-    assert!(j["masters"].as_array().is_some_and(|m| !m.is_empty()), "{j:#}");
+    assert!(
+        j["masters"].as_array().is_some_and(|m| !m.is_empty()),
+        "{j:#}"
+    );
 
     let broken = std::env::temp_dir().join(format!("podnet-json-{}", std::process::id()));
     std::fs::create_dir_all(&broken).unwrap();
@@ -72,5 +78,8 @@ fn validate_reports_in_json() {
     let errors = j["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{j:#}");
     let e = errors[0].as_str().unwrap();
-    assert!(e.contains("10-node.toml:4:") && e.contains("masters.ens192.mtu"), "{e}");
+    assert!(
+        e.contains("10-node.toml:4:") && e.contains("masters.ens192.mtu"),
+        "{e}"
+    );
 }

@@ -1217,7 +1217,15 @@ fn metrics_parse_and_count_a_drift_repair() {
     // Over TCP: the same metrics, and nothing of the API.
     let tcp = |path: &str| {
         Command::new("ip")
-            .args(["netns", "exec", &ns.name, "curl", "-s", "-w", "\n%{http_code}"])
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "curl",
+                "-s",
+                "-w",
+                "\n%{http_code}",
+            ])
             .arg(format!("http://127.0.0.1:9464{path}"))
             .output()
             .unwrap()

@@ -25,8 +25,7 @@ use types::{Endpoint, EndpointRecord, Node, ReconcileAnswer, Status, Trial, TryA
 
 /// Default socket path.
 /// The content type of `GET /metrics`.
-pub const METRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub const DEFAULT_SOCKET: &str = "/run/podnet/podnet.sock";
 

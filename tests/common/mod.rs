@@ -12,6 +12,7 @@ use serde_json::Value;
 
 #[path = "prereq.rs"]
 mod prereq;
+#[allow(unused_imports)] // each test binary uses its own part of it
 pub use prereq::{require, tool_path, ROOT};
 
 /// A network namespace owned by one test, deleted on drop (even on panic).
