@@ -105,7 +105,12 @@ pub fn require(test: &str, needs: &[&str]) -> bool {
         };
         if !found(need) {
             missing.push(format!(
-                "`{need}` (package {package}: run scripts/install-deps)"
+                "`{need}` ({} package {package}: run scripts/install-deps)",
+                if row_of(need).is_some_and(|(_, suite)| suite == "pypi") {
+                    "PyPI"
+                } else {
+                    "Debian"
+                }
             ));
         }
     }
