@@ -49,6 +49,9 @@ deb2=$(ls "$DIR"/podnet_*-2_amd64.deb)
 ip link add m0 type veth peer name m0-peer
 ip link set m0-peer up
 ip netns add pod
+# udev gives new veths their "persistent" MAC a moment later (the default
+# .link policy): let it finish, or its change would look like the install's.
+udevadm settle -t 60
 sleep 1
 network > "$DIR/network.before"
 findmnt /sys/fs/bpf >> "$DIR/commands.log" 2>&1 || fail "no bpffs on /sys/fs/bpf"
@@ -108,11 +111,12 @@ state() { # what an upgrade must keep
     printf 'shim ifindex %s\n' "$(ip -j link show pn-shim0 | jq '.[0].ifindex')"
     printf 'map id %s\n' "$(bpftool -j map show pinned /sys/fs/bpf/podnet/podnet_edt_v1 | jq .id)"
     printf 'entry %s\n' "$(bpftool -j map dump pinned /sys/fs/bpf/podnet/podnet_edt_v1 | jq -c '[.[] | {key, rate: (.formatted.value.rate_bytes? // .value[0:8])}]')"
-    printf 'egress %s\n' "$(tc -j filter show dev m0 egress 2> /dev/null | jq -c '[.[] | .options.bpf_name?]') $(bpftool -j net show dev m0 | jq -c '[.. | objects | .id? // empty]')"
+    # The program podnetd attached (TCX: bookworm's bpftool does not list it).
+    printf 'program %s\n' "$(api /v1/status | jq -c '[.shaping[] | {device, program_id}]')"
     printf 'qdisc %s\n' "$(tc -j qdisc show dev m0 | jq -c '[.[] | {kind, handle}]')"
 }
 state > "$DIR/state.before" 2>> "$DIR/commands.log"
-if grep -qE '^(shim ifindex|map id) (null)?$|^entry (\[\])?$' "$DIR/state.before"; then fail "the shaped state is incomplete: $(tr '\n' ';' < "$DIR/state.before")"; fi
+if grep -qE '^(shim ifindex|map id) (null)?$|^(entry|program) (\[\])?$' "$DIR/state.before"; then fail "the shaped state is incomplete: $(tr '\n' ';' < "$DIR/state.before")"; fi
 cat "$DIR/state.before" >> "$DIR/commands.log"
 pid1=$(systemctl show -p MainPID --value podnetd)
 
