@@ -54,6 +54,8 @@ pub struct Engine {
     generation: u64,
     converged_generation: Option<u64>,
     rejected: Option<Rejection>,
+    /// "No node files yet" was logged (once, not every timer pass).
+    said_empty: bool,
     fights: BTreeMap<String, FightState>,
     /// The first backoff of a fight (then doubled up to [`MAX_BACKOFF`]).
     first_backoff: Duration,
@@ -94,6 +96,7 @@ impl Engine {
             generation: 0,
             converged_generation: None,
             rejected: None,
+            said_empty: false,
             fights: BTreeMap::new(),
             first_backoff: first_backoff.min(MAX_BACKOFF),
             last_in_force: None,
@@ -130,10 +133,12 @@ impl Engine {
         if self.loaded.is_none()
             && crate::config::node_files(&self.config_dir).is_ok_and(|f| f.is_empty())
         {
-            info!(
-                "no node files in {} yet: podnetd manages nothing until one is written",
-                self.config_dir.display()
-            );
+            if !std::mem::replace(&mut self.said_empty, true) {
+                info!(
+                    "no node files in {} yet: podnetd manages nothing until one is written",
+                    self.config_dir.display()
+                );
+            }
             return;
         }
         match load_dir_for(&self.config_dir, self.node.as_deref()) {
