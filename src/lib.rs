@@ -31,3 +31,4 @@ pub mod policy;
 pub mod shaping;
 pub mod state;
 pub mod status;
+pub mod sysfs;

@@ -45,9 +45,100 @@ pub struct Observed {
     /// its classes (with their bfifo leaves and counters) and u32 filters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub htb: Vec<HtbTree>,
+    /// The SR-IOV capable devices (PFs) and their VFs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sriov: Vec<Pf>,
     /// What this kernel can do, as far as the plan must know.
     #[serde(default)]
     pub kernel: KernelFeatures,
+}
+
+/// An SR-IOV physical function: its count from sysfs, its VFs' settings
+/// from its netlink VF attributes (`IFLA_VFINFO_LIST`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pf {
+    /// The PF's netdev.
+    pub name: String,
+    /// Its PCI address (`0000:01:00.0`).
+    #[serde(default)]
+    pub pci: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// `sriov_totalvfs`: the most VFs the device offers.
+    pub total_vfs: u32,
+    /// `sriov_numvfs`.
+    pub num_vfs: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vfs: Vec<Vf>,
+}
+
+/// One VF as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vf {
+    pub index: u32,
+    /// Its PCI address (the PF's `virtfn<index>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci: Option<String>,
+    /// The driver bound to it (`igbvf`, `vfio-pci`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// Its netdev in this network namespace, if it has one here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netdev: Option<String>,
+    /// Why it is in use, when it is (its netdev left this namespace: a
+    /// pod's, as sriov-cni moves it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_use: Option<String>,
+    #[serde(flatten)]
+    pub config: VfConfig,
+}
+
+/// A VF's settings as the PF holds them: every field as observed, or, in a
+/// plan step, only the fields it sets (None: left as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VfConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// VLAN id, 802.1p priority and protocol (id 0: untagged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<VfVlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoofchk: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_state: Option<crate::config::VfLinkState>,
+    /// min and max tx rate, in Mbit/s (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<VfRate>,
+}
+
+impl VfConfig {
+    pub fn is_empty(&self) -> bool {
+        *self == VfConfig::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VfVlan {
+    pub id: u16,
+    #[serde(default)]
+    pub qos: u8,
+    #[serde(default = "dot1q")]
+    pub proto: crate::config::VlanProto,
+}
+
+fn dot1q() -> crate::config::VlanProto {
+    crate::config::VlanProto::Dot1q
+}
+
+/// A VF's tx rates in Mbit/s, as the kernel takes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VfRate {
+    #[serde(default)]
+    pub min_mbps: u32,
+    #[serde(default)]
+    pub max_mbps: u32,
 }
 
 /// podnet's HTB tree on one device (the root qdisc itself is in
@@ -409,6 +500,11 @@ mod tc_handle_text {
 impl Observed {
     pub fn link(&self, name: &str) -> Option<&Link> {
         self.links.iter().find(|l| l.name == name)
+    }
+
+    /// The SR-IOV PF `name`, if it is one.
+    pub fn pf(&self, name: &str) -> Option<&Pf> {
+        self.sriov.iter().find(|p| p.name == name)
     }
 
     pub fn addresses_of<'a>(&'a self, link: &'a str) -> impl Iterator<Item = &'a Address> + 'a {

@@ -1,7 +1,7 @@
 //! How each declared object stands, from a plan: shared by `podnetctl
 //! status` (run directly) and podnetd's `/v1/status`.
 
-use crate::api::types::{MasterInfo, Node, ObjectState, TierInfo};
+use crate::api::types::{MasterInfo, Node, ObjectState, PfInfo, TierInfo, VfInfo};
 use crate::config::NodeConfig;
 use crate::plan::{Plan, Role};
 use crate::state::Observed;
@@ -25,14 +25,7 @@ pub fn object_states(desired: &NodeConfig, observed: &Observed, plan: &Plan) -> 
             "drifted"
         };
         out.push(ObjectState {
-            object: format!(
-                "{} {name}",
-                if role == Role::Master {
-                    "master"
-                } else {
-                    "shim"
-                }
-            ),
+            object: format!("{} {name}", role.noun()),
             state: state.into(),
             pending,
         });
@@ -44,14 +37,70 @@ pub fn object_states(desired: &NodeConfig, observed: &Observed, plan: &Plan) -> 
             add(Role::Shim, &shim.name, missing);
         }
     }
+    for name in desired.sriov.keys() {
+        add(Role::Sriov, name, observed.pf(name).is_none());
+    }
     out
 }
 
-/// What the CNI plugin needs to know about the node, from the node files.
-pub fn node_info(desired: &NodeConfig, generation: u64, converged_generation: Option<u64>) -> Node {
+/// The declared PFs as the host holds them, each VF with where it is and
+/// who uses it, for a CNI or device plugin to allocate from.
+pub fn sriov_info(desired: &NodeConfig, observed: &Observed) -> Vec<PfInfo> {
+    desired
+        .sriov
+        .keys()
+        .filter_map(|name| observed.pf(name))
+        .map(|pf| PfInfo {
+            name: pf.name.clone(),
+            pci: pf.pci.clone(),
+            driver: pf.driver.clone(),
+            total_vfs: pf.total_vfs,
+            num_vfs: pf.num_vfs,
+            vfs: pf
+                .vfs
+                .iter()
+                .map(|v| {
+                    let c = &v.config;
+                    let vlan = c.vlan.unwrap_or(crate::state::VfVlan {
+                        id: 0,
+                        qos: 0,
+                        proto: crate::config::VlanProto::Dot1q,
+                    });
+                    let rate = c.rate.unwrap_or_default();
+                    VfInfo {
+                        index: v.index,
+                        pci: v.pci.clone(),
+                        netdev: v.netdev.clone(),
+                        driver: v.driver.clone(),
+                        in_use: v.in_use.clone(),
+                        mac: c.mac.clone(),
+                        vlan: vlan.id,
+                        qos: vlan.qos,
+                        vlan_proto: vlan.proto,
+                        spoofchk: c.spoofchk,
+                        trust: c.trust,
+                        link_state: c.link_state,
+                        min_tx_rate_mbps: rate.min_mbps,
+                        max_tx_rate_mbps: rate.max_mbps,
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// What the CNI plugin needs to know about the node, from the node files
+/// (and the host, for the VFs: none when it could not be observed).
+pub fn node_info(
+    desired: &NodeConfig,
+    observed: Option<&Observed>,
+    generation: u64,
+    converged_generation: Option<u64>,
+) -> Node {
     Node {
         generation,
         converged_generation,
+        sriov: observed.map(|o| sriov_info(desired, o)).unwrap_or_default(),
         masters: desired
             .masters
             .iter()

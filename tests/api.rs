@@ -122,6 +122,33 @@ impl Backend for Memory {
                 },
             ],
             default_tier: Some("silver".into()),
+            sriov: vec![podnet::api::types::PfInfo {
+                name: "ens2f0".into(),
+                pci: "0000:01:00.0".into(),
+                driver: Some("igb".into()),
+                total_vfs: 7,
+                num_vfs: 2,
+                vfs: [None, Some("its netdev left this network namespace")]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, in_use)| podnet::api::types::VfInfo {
+                        index: i as u32,
+                        pci: Some(format!("0000:01:10.{i}")),
+                        netdev: in_use.is_none().then(|| format!("ens2f0v{i}")),
+                        driver: Some("igbvf".into()),
+                        in_use: in_use.map(String::from),
+                        mac: Some("02:00:00:00:00:10".into()),
+                        vlan: 100,
+                        qos: 3,
+                        vlan_proto: podnet::config::VlanProto::Dot1q,
+                        spoofchk: Some(false),
+                        trust: Some(true),
+                        link_state: Some(podnet::config::VfLinkState::Auto),
+                        min_tx_rate_mbps: 0,
+                        max_tx_rate_mbps: 100,
+                    })
+                    .collect(),
+            }],
         }
     }
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use podnet::config::load_files;
-use podnet::plan::{default_route_hazards, plan, Inputs};
+use podnet::plan::{default_route_hazards, in_use_hazards, plan, Inputs};
 use podnet::state::Observed;
 
 #[test]
@@ -40,6 +40,8 @@ fn golden_plans() {
         // As podnetctl and podnetd do without --force.
         let hazards = default_route_hazards(&plan, &observed);
         plan.problems.extend(hazards);
+        let in_use = in_use_hazards(&plan, &observed);
+        plan.problems.extend(in_use);
         let got = plan.to_string();
         let path = case.join("plan.txt");
         if bless {

@@ -117,6 +117,53 @@ pub struct Node {
     pub masters: Vec<MasterInfo>,
     pub tiers: Vec<TierInfo>,
     pub default_tier: Option<String>,
+    /// The declared SR-IOV PFs and their VFs, as the host holds them.
+    #[serde(default)]
+    pub sriov: Vec<PfInfo>,
+}
+
+/// An SR-IOV PF the node files declare.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PfInfo {
+    /// The PF's netdev.
+    pub name: String,
+    /// Its PCI address.
+    pub pci: String,
+    pub driver: Option<String>,
+    /// The most VFs it offers (`sriov_totalvfs`).
+    pub total_vfs: u32,
+    /// VFs it has now (`sriov_numvfs`).
+    pub num_vfs: u32,
+    pub vfs: Vec<VfInfo>,
+}
+
+/// One VF, as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VfInfo {
+    pub index: u32,
+    /// Its PCI address (for vfio-pci and device plugins).
+    pub pci: Option<String>,
+    /// Its netdev in the host's network namespace; None when it has none
+    /// there (bound to vfio-pci, unbound, or moved into a pod).
+    pub netdev: Option<String>,
+    /// The driver bound to it (`igbvf`, `vfio-pci`), if any.
+    pub driver: Option<String>,
+    /// Why it is in use (its netdev left the host namespace: a pod's);
+    /// None when free to allocate.
+    pub in_use: Option<String>,
+    pub mac: Option<String>,
+    /// VLAN id the NIC inserts (0: none).
+    pub vlan: u16,
+    /// 802.1p priority of that tag.
+    pub qos: u8,
+    pub vlan_proto: crate::config::VlanProto,
+    pub spoofchk: Option<bool>,
+    pub trust: Option<bool>,
+    pub link_state: Option<crate::config::VfLinkState>,
+    /// Mbit/s (0: none).
+    pub min_tx_rate_mbps: u32,
+    /// Mbit/s (0: none).
+    pub max_tx_rate_mbps: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -4,11 +4,13 @@
 
 mod netlink;
 mod shaping;
+pub mod sriov;
 
 use std::time::{Duration, Instant};
 
 pub use netlink::NetlinkBackend;
 pub use shaping::{Fixed, Registry, RegistryView, Shaping, ShapingBackend};
+pub use sriov::SriovBackend;
 
 use crate::config::NodeConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -23,6 +25,9 @@ pub struct Applied {
     pub actions: usize,
     #[serde(serialize_with = "millis")]
     pub took: Duration,
+    /// What the host could not do, as the verify pass found it (a VF
+    /// setting its driver refused during this apply included).
+    pub unmet: Vec<String>,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -33,6 +38,7 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok
 struct Backends<'k, 's, 'a> {
     netlink: NetlinkBackend<'k>,
     shaping: ShapingBackend<'s, 'a>,
+    sriov: SriovBackend<'k>,
 }
 
 impl Backends<'_, '_, '_> {
@@ -40,6 +46,7 @@ impl Backends<'_, '_, '_> {
         match action.role {
             Role::Shaping | Role::Endpoint => self.shaping.execute(action).await,
             Role::Master | Role::Shim | Role::Stale => self.netlink.execute(action).await,
+            Role::Sriov => self.sriov.execute(action).await,
         }
     }
 }
@@ -65,8 +72,10 @@ pub async fn apply(
         .iter()
         .map(|l| (l.name.clone(), l.index))
         .collect();
+    let ledger = sriov::ledger_path(&shaping.paths);
     let mut backend = Backends {
         netlink: NetlinkBackend::new(kernel, index),
+        sriov: SriovBackend::new(kernel, observed, ledger),
         shaping: ShapingBackend::new(shaping),
     };
     let mut done: Vec<&Action> = Vec::with_capacity(plan.actions.len());
@@ -101,14 +110,15 @@ pub async fn apply(
             crate::plan::Change::SetEntry { .. } | crate::plan::Change::RemoveEntry { .. }
         )
     });
-    if map_only {
-        verify_entries(desired, observed, shaping)?;
+    let unmet = if map_only {
+        verify_entries(desired, observed, shaping)?
     } else {
-        verify(kernel, desired, shaping).await?;
-    }
+        verify(kernel, desired, shaping).await?
+    };
     Ok(Applied {
         actions: plan.actions.len(),
         took: start.elapsed(),
+        unmet,
     })
 }
 
@@ -132,27 +142,28 @@ fn verify_entries(
     desired: &NodeConfig,
     before: &Observed,
     shaping: &mut Shaping<'_>,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let mut after = before.clone();
     let inputs = shaping.inputs(&mut after)?;
     left_over(plan(desired, &after, &inputs))
 }
 
-/// Observes again: the host must now need no step.
+/// Observes again: the host must now need no step. What it cannot do is
+/// returned.
 pub async fn verify(
     kernel: &Kernel,
     desired: &NodeConfig,
     shaping: &mut Shaping<'_>,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let mut after = observe_with_shaping(kernel, &shaping.paths).await?;
     let inputs = shaping.inputs(&mut after)?;
     left_over(plan(desired, &after, &inputs))
 }
 
-/// A plan made after an apply must be empty.
-fn left_over(left: Plan) -> Result<()> {
+/// A plan made after an apply must be empty; its unmet lines are returned.
+fn left_over(left: Plan) -> Result<Vec<String>> {
     if left.actions.is_empty() && left.problems.is_empty() {
-        return Ok(());
+        return Ok(left.unmet);
     }
     let steps: Vec<String> = left
         .actions

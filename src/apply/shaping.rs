@@ -194,6 +194,7 @@ impl<'a> Shaping<'a> {
             pod_ingress_program,
             classify_program,
             redirect_ahead_program,
+            sriov_refused: super::sriov::refusals(&super::sriov::ledger_path(&self.paths)),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use super::{Cli, Format};
 use crate::apply::apply;
 use crate::error::{Error, ErrorKind, Result};
-use crate::plan::{default_route_hazards, Disruption, Plan};
+use crate::plan::{default_route_hazards, in_use_hazards, Disruption};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,9 +39,12 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     }
     super::with_kernel(cli, async |kernel| {
         super::planned(cli, kernel, desired, !args.dry_run, async |observed, mut plan, shaping| {
+            super::host_problems(&loaded, observed)?;
             if !args.force {
                 let hazards = default_route_hazards(&plan, observed);
                 plan.problems.extend(hazards);
+                let in_use = in_use_hazards(&plan, observed);
+                plan.problems.extend(in_use);
             }
             print_plan(&plan, args.output);
             if !plan.problems.is_empty() {
@@ -65,33 +68,35 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                 let applied = apply(kernel, desired, observed, &plan, shaping).await?;
                 if args.output == Format::Text {
                     println!(
-                        "Applied {} step(s) in {:.1} ms; verified: the host matches the node files.",
+                        "Applied {} step(s) in {:.1} ms; verified: the host matches the node files{}.",
                         applied.actions,
-                        applied.took.as_secs_f64() * 1e3
+                        applied.took.as_secs_f64() * 1e3,
+                        if applied.unmet.is_empty() { "" } else { " but for what it cannot do" }
                     );
                 }
+                return unmet(&applied.unmet);
             }
-            unmet(&plan)
+            unmet(&plan.unmet)
         })
         .await
     })
 }
 
 /// What the host cannot do fails the command (after the rest is applied).
-fn unmet(plan: &Plan) -> Result<ExitCode> {
-    if plan.unmet.is_empty() {
+fn unmet(unmet: &[String]) -> Result<ExitCode> {
+    if unmet.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
     Err(Error::new(
         ErrorKind::NotSupported,
         format!(
             "not everything the node files ask can be done here: {}",
-            plan.unmet.join("; ")
+            unmet.join("; ")
         ),
     ))
 }
 
-fn print_plan(plan: &Plan, format: Format) {
+fn print_plan(plan: &crate::plan::Plan, format: Format) {
     match format {
         Format::Text => print!("{plan}"),
         Format::Json => println!("{}", plan_json(plan)),
@@ -99,7 +104,7 @@ fn print_plan(plan: &Plan, format: Format) {
 }
 
 /// The plan as JSON: each step with its object, sign, text and disruption.
-pub(crate) fn plan_json(plan: &Plan) -> serde_json::Value {
+pub(crate) fn plan_json(plan: &crate::plan::Plan) -> serde_json::Value {
     let actions: Vec<serde_json::Value> = plan
         .actions
         .iter()

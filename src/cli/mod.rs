@@ -124,6 +124,26 @@ pub(crate) fn load(cli: &Cli) -> Result<Loaded> {
     })
 }
 
+/// What the host shows wrong in valid node files (a VF count over the
+/// device's total): printed like validation errors, and the command fails
+/// as for invalid files, before anything is changed.
+pub(crate) fn host_problems(loaded: &Loaded, observed: &crate::state::Observed) -> Result<()> {
+    let found = crate::plan::host_problems(&loaded.config, observed);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let located = loaded.diagnose(
+        found
+            .iter()
+            .map(|h| (h.pointer.as_str(), h.message.as_str())),
+    );
+    eprint!("{}", located.render());
+    Err(Error::new(
+        ErrorKind::InvalidConfig,
+        "the node files ask what this host's devices cannot take; nothing was changed",
+    ))
+}
+
 /// Enters `--netns` and runs `f` with a kernel connection on a
 /// single-threaded runtime (the namespace is per thread).
 pub(crate) fn with_kernel<T>(cli: &Cli, f: impl AsyncFnOnce(&Kernel) -> Result<T>) -> Result<T> {

@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 
 use super::Cli;
-use crate::config::{ChildKind, Master, NodeConfig, Shim, VERSION};
+use crate::config::{
+    ChildKind, Master, NodeConfig, Rate, Shim, SriovPf, VfLinkState, VfSettings, VlanProto, VERSION,
+};
 use crate::error::Result;
 use crate::observe::observe;
-use crate::state::{Observed, RT_TABLE_MAIN};
+use crate::state::{Observed, VfConfig, RT_TABLE_MAIN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ShowFormat {
@@ -35,7 +37,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
         ),
         ShowFormat::Toml => {
             println!("#:schema /usr/share/podnet/podnet.schema.json");
-            println!("# podnetctl show: this host's masters and podnet's shims.");
+            println!("# podnetctl show: this host's masters, podnet's shims and the SR-IOV PFs with VFs.");
             for f in &foreign {
                 println!("# {f}");
             }
@@ -97,10 +99,56 @@ pub(crate) fn host_as_config(observed: &Observed) -> (NodeConfig, Vec<String>) {
             ));
         }
     }
+    let mut sriov = BTreeMap::new();
+    for pf in observed.sriov.iter().filter(|p| p.num_vfs > 0) {
+        let mut vfs = BTreeMap::new();
+        for vf in &pf.vfs {
+            if let Some(why) = &vf.in_use {
+                foreign.push(format!(
+                    "sriov {} VF {} is in use ({why}): its settings are its user's, not shown",
+                    pf.name, vf.index
+                ));
+                continue;
+            }
+            let settings = vf_settings(&vf.config);
+            if settings != VfSettings::default() {
+                vfs.insert(vf.index.to_string(), settings);
+            }
+        }
+        sriov.insert(
+            pf.name.clone(),
+            SriovPf {
+                num_vfs: pf.num_vfs,
+                vf: None,
+                vfs,
+            },
+        );
+    }
     let config = NodeConfig {
         version: VERSION,
         masters,
+        sriov,
         ..NodeConfig::default()
     };
     (config, foreign)
+}
+
+/// A VF's settings as node file keys; what a new VF has anyway (no MAC,
+/// untagged, link-state auto, no rate) is left out.
+fn vf_settings(c: &VfConfig) -> VfSettings {
+    let vlan = c.vlan.filter(|v| v.id != 0);
+    let rate = c.rate.unwrap_or_default();
+    let mbit = |m: u32| (m != 0).then(|| Rate(u64::from(m) * 1_000_000));
+    VfSettings {
+        mac: c.mac.clone().filter(|m| m != "00:00:00:00:00:00"),
+        vlan: vlan.map(|v| v.id),
+        qos: vlan.map(|v| v.qos).filter(|q| *q != 0),
+        vlan_proto: vlan.map(|v| v.proto).filter(|p| *p != VlanProto::Dot1q),
+        trust: c.trust,
+        spoofchk: c.spoofchk,
+        link_state: c.link_state.filter(|l| *l != VfLinkState::Auto),
+        max_tx_rate: mbit(rate.max_mbps),
+        min_tx_rate: mbit(rate.min_mbps),
+        tier: None,
+    }
 }

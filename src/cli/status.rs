@@ -18,6 +18,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     if let Some(client) = super::daemon(cli)? {
         let status = client.status().map_err(super::api_error)?;
         print_daemon_status(&status, args.output);
+        if args.output == Format::Text {
+            let node = client.node().map_err(super::api_error)?;
+            print_vfs(&node.sriov);
+        }
         return Ok(if status.converged {
             ExitCode::SUCCESS
         } else {
@@ -32,6 +36,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
     let (_, foreign) = super::show::host_as_config(&observed);
 
     let objects = crate::status::object_states(desired, &observed, &plan);
+    let sriov = crate::status::sriov_info(desired, &observed);
     let stale: Vec<String> = plan
         .actions
         .iter()
@@ -51,6 +56,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                 "unmet": plan.unmet,
                 "unsupported": plan.unsupported,
                 "foreign": foreign,
+                "sriov": sriov,
             })
         ),
         Format::Text => {
@@ -60,6 +66,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                     println!("    {p}");
                 }
             }
+            print_vfs(&sriov);
             for s in &stale {
                 println!("{s}");
             }
@@ -163,4 +170,53 @@ fn print_daemon_status(s: &crate::api::types::Status, format: Format) {
             "not converged"
         }
     );
+}
+
+/// Each declared PF's VFs, one line each: where it is, its settings, and
+/// who uses it.
+fn print_vfs(pfs: &[crate::api::types::PfInfo]) {
+    for pf in pfs {
+        println!(
+            "sriov {}: {} of {} VFs ({}, {})",
+            pf.name,
+            pf.num_vfs,
+            pf.total_vfs,
+            pf.pci,
+            pf.driver.as_deref().unwrap_or("no driver")
+        );
+        for v in &pf.vfs {
+            let mut line = format!(
+                "    VF {} {} {}",
+                v.index,
+                v.pci.as_deref().unwrap_or("-"),
+                v.netdev.as_deref().unwrap_or("-")
+            );
+            if let Some(d) = &v.driver {
+                line.push_str(&format!(" ({d})"));
+            }
+            if let Some(m) = &v.mac {
+                line.push_str(&format!(" mac {m}"));
+            }
+            if v.vlan != 0 {
+                line.push_str(&format!(" vlan {} qos {}", v.vlan, v.qos));
+            }
+            let flag = |b: Option<bool>| match b {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "?",
+            };
+            line.push_str(&format!(
+                " trust {} spoofchk {}",
+                flag(v.trust),
+                flag(v.spoofchk)
+            ));
+            if v.max_tx_rate_mbps != 0 {
+                line.push_str(&format!(" max_tx_rate {}Mbit", v.max_tx_rate_mbps));
+            }
+            if let Some(why) = &v.in_use {
+                line.push_str(&format!(" -- in use: {why}"));
+            }
+            println!("{line}");
+        }
+    }
 }

@@ -42,6 +42,32 @@ impl Loaded {
         let o = self.origins.get(pointer)?;
         Some(locate(&self.sources, o.file, o.key.clone()))
     }
+
+    /// Problems the host shows in valid files (a VF count over the device's
+    /// total), each at its key (a JSON pointer), as diagnostics naming the
+    /// file, line and key like a validation error's.
+    pub fn diagnose<'p>(
+        &self,
+        problems: impl IntoIterator<Item = (&'p str, &'p str)>,
+    ) -> Diagnostics {
+        let items = problems
+            .into_iter()
+            .map(|(pointer, message)| {
+                let key = pointer
+                    .split('/')
+                    .skip(1)
+                    .map(|k| k.replace("~1", "/").replace("~0", "~"))
+                    .fold(String::new(), |dotted, k| join_key(&dotted, &k));
+                let mut d = Diagnostic::new(key, message);
+                d.location = self.locate(pointer);
+                d
+            })
+            .collect();
+        Diagnostics {
+            items,
+            sources: self.sources.clone(),
+        }
+    }
 }
 
 /// A parsed value that remembers its origin.

@@ -235,15 +235,78 @@ pub struct VfSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 4094))]
     pub vlan: Option<u16>,
+    /// 802.1p priority of the VLAN tag (needs `vlan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 7))]
+    pub qos: Option<u8>,
+    /// The VLAN tag's protocol (needs `vlan`); many NICs take only 802.1Q.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_proto: Option<VlanProto>,
     /// Let the VF change its MAC and enter promiscuous mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<bool>,
     /// MAC anti-spoofing check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spoofchk: Option<bool>,
-    /// Tier whose egress rate becomes the VF's `max_tx_rate`.
+    /// The VF's link as its user sees it: following the PF's (`auto`),
+    /// always up (`enable`, VF-to-VF traffic without a cable) or down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_state: Option<VfLinkState>,
+    /// NIC-enforced egress limit of the VF, in whole Mbit/s (the unit
+    /// the kernel takes); not with `tier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tx_rate: Option<Rate>,
+    /// Egress rate the NIC guarantees the VF, in whole Mbit/s (few NICs
+    /// offer it: QEMU's and Intel's igb do not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tx_rate: Option<Rate>,
+    /// Tier whose egress rate becomes the VF's `max_tx_rate` (rounded down
+    /// to whole Mbit/s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+}
+
+impl VfSettings {
+    /// These settings with `defaults` filling what they leave unset.
+    pub fn over(&self, defaults: &VfSettings) -> VfSettings {
+        VfSettings {
+            mac: self.mac.clone().or_else(|| defaults.mac.clone()),
+            vlan: self.vlan.or(defaults.vlan),
+            qos: self.qos.or(defaults.qos),
+            vlan_proto: self.vlan_proto.or(defaults.vlan_proto),
+            trust: self.trust.or(defaults.trust),
+            spoofchk: self.spoofchk.or(defaults.spoofchk),
+            link_state: self.link_state.or(defaults.link_state),
+            // A per-VF rate or tier replaces the PF-wide one of either kind.
+            max_tx_rate: match (&self.max_tx_rate, &self.tier) {
+                (None, None) => defaults.max_tx_rate,
+                _ => self.max_tx_rate,
+            },
+            min_tx_rate: self.min_tx_rate.or(defaults.min_tx_rate),
+            tier: match (&self.max_tx_rate, &self.tier) {
+                (None, None) => defaults.tier.clone(),
+                _ => self.tier.clone(),
+            },
+        }
+    }
+}
+
+/// A VF's VLAN protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum VlanProto {
+    #[serde(rename = "802.1Q")]
+    Dot1q,
+    #[serde(rename = "802.1ad")]
+    Dot1ad,
+}
+
+/// A VF's administrative link state (`ip link set PF vf N state ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VfLinkState {
+    Auto,
+    Enable,
+    Disable,
 }
 
 /// RDMA host channel adapters (HCAs) offered to pods.

@@ -289,6 +289,73 @@ fn ptr(segments: &[&str]) -> String {
         .collect()
 }
 
+/// The checks of one VF settings table (`vf` or `vfs.N`) that need no
+/// other table: what the kernel would refuse, said before anything runs.
+fn vf_settings(c: &NodeConfig, v: &super::VfSettings, at: &[&str], out: &mut Vec<Problem>) {
+    let key = |k: &str| {
+        let mut p = at.to_vec();
+        p.push(k);
+        ptr(&p)
+    };
+    for (name, set) in [
+        ("qos", v.qos.is_some()),
+        ("vlan_proto", v.vlan_proto.is_some()),
+    ] {
+        if set && v.vlan.is_none_or(|id| id == 0) {
+            out.push(problem(
+                key(name),
+                format!("`{name}` is a property of the VF's VLAN tag: set `vlan` (1-4094) in the same table"),
+            ));
+        }
+    }
+    if v.max_tx_rate.is_some() && v.tier.is_some() {
+        out.push(problem(
+            key("max_tx_rate"),
+            "give the VF either `max_tx_rate` or `tier`, not both".into(),
+        ));
+    }
+    for (name, rate) in [
+        ("max_tx_rate", v.max_tx_rate),
+        ("min_tx_rate", v.min_tx_rate),
+    ] {
+        if let Some(r) = rate.filter(|r| r.0 % 1_000_000 != 0) {
+            let mut p = problem(
+                key(name),
+                format!("{r} is not a whole number of Mbit/s, the unit NICs take a VF's rate in"),
+            );
+            p.diag = p.diag.with_help(format!(
+                "write {}Mbit or {}Mbit",
+                r.0 / 1_000_000,
+                r.0 / 1_000_000 + 1
+            ));
+            out.push(p);
+        }
+    }
+    if let (Some(min), Some(max)) = (v.min_tx_rate, v.max_tx_rate) {
+        if min.0 > max.0 {
+            out.push(problem(
+                key("min_tx_rate"),
+                format!("min_tx_rate {min} is above max_tx_rate {max}"),
+            ));
+        }
+    }
+    if let Some(tier) = v.tier.as_deref().and_then(|t| c.tiers.get(t)) {
+        match tier.egress {
+            None => out.push(problem(
+                key("tier"),
+                "the tier sets no egress rate, which is what a VF's max_tx_rate takes".into(),
+            )),
+            Some(r) if r.0 < 1_000_000 => out.push(problem(
+                key("tier"),
+                format!(
+                    "the tier's egress {r} is below 1Mbit, the least a VF's max_tx_rate can be"
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
 /// Pass 2: problems of meaning on a structurally valid config.
 fn semantic(c: &NodeConfig) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -422,6 +489,12 @@ fn semantic(c: &NodeConfig) -> Vec<Problem> {
     for (pf, s) in &c.sriov {
         if let Some(t) = s.vf.as_ref().and_then(|v| v.tier.as_deref()) {
             tier_ref(t, ptr(&["sriov", pf, "vf", "tier"]), &mut out);
+        }
+        if let Some(v) = &s.vf {
+            vf_settings(c, v, &["sriov", pf, "vf"], &mut out);
+        }
+        for (idx, v) in &s.vfs {
+            vf_settings(c, v, &["sriov", pf, "vfs", idx], &mut out);
         }
         for (idx, vf) in &s.vfs {
             match idx.parse::<u32>() {

@@ -2,16 +2,21 @@
 
 use netlink_packet_route::link::{
     InfoData, InfoIpVlan, InfoMacVlan, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-    MacVlanMode,
+    MacVlanMode, VfInfo, VfLinkState, VfVlan, VlanProtocol,
 };
 
-use crate::config::ChildMode;
-use crate::state::Link;
+use crate::config::{ChildMode, VlanProto};
+use crate::state::{Link, VfConfig, VfRate, VfVlan as StateVlan};
 
 /// A link as dumped, with its lower device still an ifindex.
 pub(super) struct RawLink {
     pub link: Link,
     pub parent_index: Option<u32>,
+    /// `IFLA_NUM_VF`: present on a device with a bus parent (a PCI NIC), so
+    /// worth asking sysfs whether it is an SR-IOV PF.
+    pub num_vf: Option<u32>,
+    /// Its VFs' settings (`IFLA_VFINFO_LIST`), by VF index.
+    pub vfs: Vec<(u32, VfConfig)>,
 }
 
 pub(super) fn parse(msg: &LinkMessage) -> RawLink {
@@ -30,8 +35,14 @@ pub(super) fn parse(msg: &LinkMessage) -> RawLink {
         tx_queues: 1,
     };
     let mut parent_index = None;
+    let mut num_vf = None;
+    let mut vfs = Vec::new();
     for attr in &msg.attributes {
         match attr {
+            LinkAttribute::NumVf(n) => num_vf = Some(*n),
+            LinkAttribute::VfInfoList(list) => {
+                vfs = list.iter().filter_map(|info| vf_config(&info.0)).collect()
+            }
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Mtu(m) => link.mtu = *m,
             LinkAttribute::Group(g) => link.group = *g,
@@ -77,7 +88,70 @@ pub(super) fn parse(msg: &LinkMessage) -> RawLink {
     ) {
         parent_index = None;
     }
-    RawLink { link, parent_index }
+    RawLink {
+        link,
+        parent_index,
+        num_vf,
+        vfs,
+    }
+}
+
+/// One `IFLA_VF_INFO`: its VF index and every setting the kernel reported.
+fn vf_config(info: &[VfInfo]) -> Option<(u32, VfConfig)> {
+    let mut id = None;
+    let mut c = VfConfig::default();
+    for attr in info {
+        match attr {
+            VfInfo::Mac(m) => {
+                id = Some(m.vf_id);
+                c.mac = Some(
+                    m.mac[..6]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                );
+            }
+            VfInfo::Vlan(v) => {
+                // IFLA_VF_VLAN_LIST, when present, adds the protocol.
+                let proto = c.vlan.map_or(VlanProto::Dot1q, |old| old.proto);
+                c.vlan = Some(StateVlan {
+                    id: v.vlan_id as u16,
+                    qos: v.qos as u8,
+                    proto,
+                });
+            }
+            VfInfo::VlanList(list) => {
+                if let Some(VfVlan::Info(v)) = list.first() {
+                    c.vlan = Some(StateVlan {
+                        id: v.vlan_id as u16,
+                        qos: v.qos as u8,
+                        proto: match v.protocol {
+                            VlanProtocol::Ieee8021Ad => VlanProto::Dot1ad,
+                            _ => VlanProto::Dot1q,
+                        },
+                    });
+                }
+            }
+            VfInfo::Rate(r) => {
+                c.rate = Some(VfRate {
+                    min_mbps: r.min_tx_rate,
+                    max_mbps: r.max_tx_rate,
+                })
+            }
+            VfInfo::SpoofCheck(s) => c.spoofchk = Some(s.enabled),
+            VfInfo::Trust(t) => c.trust = Some(t.enabled),
+            VfInfo::LinkState(l) => {
+                c.link_state = Some(match l.state {
+                    VfLinkState::Enable => crate::config::VfLinkState::Enable,
+                    VfLinkState::Disable => crate::config::VfLinkState::Disable,
+                    _ => crate::config::VfLinkState::Auto,
+                })
+            }
+            _ => {}
+        }
+    }
+    Some((id?, c))
 }
 
 fn macvlan_mode(m: MacVlanMode) -> Option<ChildMode> {

@@ -23,7 +23,7 @@ pub(crate) use link::{to_ipvlan_mode, to_macvlan_mode};
 
 use crate::error::Result;
 use crate::kernel::{refused, Kernel};
-use crate::state::{Address, Observed, RT_TABLE_MAIN};
+use crate::state::{Address, Observed, Pf, Vf, RT_TABLE_MAIN};
 
 /// [`observe`], and the shaper's part: the program on each link's egress
 /// hook, the root qdiscs podnet recorded replacing, the kernel's features.
@@ -46,8 +46,13 @@ pub async fn observe_with_shaping(
 pub async fn observe(kernel: &Kernel) -> Result<Observed> {
     let h = kernel.handle();
     let links = async {
+        // RTEXT_FILTER_VF: a PF's message carries its VFs' settings.
         h.link()
             .get()
+            .set_filter_mask(
+                netlink_packet_route::AddressFamily::Unspec,
+                vec![netlink_packet_route::link::LinkExtentMask::Vf],
+            )
             .execute()
             .map_ok(|m| link::parse(&m))
             .try_collect::<Vec<_>>()
@@ -96,6 +101,7 @@ pub async fn observe(kernel: &Kernel) -> Result<Observed> {
         .map(|l| (l.link.index, l.link.name.clone()))
         .collect();
     let name = |i: u32| names.get(&i).cloned();
+    let sriov = sriov(&crate::sysfs::Sysfs::default(), &links);
     let mut observed = Observed {
         links: links
             .into_iter()
@@ -127,8 +133,49 @@ pub async fn observe(kernel: &Kernel) -> Result<Observed> {
                 Some(q)
             })
             .collect(),
+        sriov,
         ..Observed::default()
     };
     observed.links.sort_by_key(|l| l.index);
     Ok(observed)
+}
+
+/// The PFs among `links` (those with a bus parent whose sysfs shows
+/// `sriov_totalvfs`), each VF with its settings from the PF's message.
+fn sriov(sysfs: &crate::sysfs::Sysfs, links: &[link::RawLink]) -> Vec<Pf> {
+    links
+        .iter()
+        .filter(|raw| raw.num_vf.is_some())
+        .filter_map(|raw| {
+            let sys = sysfs.pf(&raw.link.name, raw.link.index)?;
+            let vfs = sys
+                .vfs
+                .into_iter()
+                .map(|v| Vf {
+                    index: v.index,
+                    in_use: v.moved_away().then(|| {
+                        "its netdev left this network namespace (a pod's, as sriov-cni moves it)"
+                            .to_string()
+                    }),
+                    pci: v.pci,
+                    driver: v.driver,
+                    netdev: v.netdev,
+                    config: raw
+                        .vfs
+                        .iter()
+                        .find(|(i, _)| *i == v.index)
+                        .map(|(_, c)| c.clone())
+                        .unwrap_or_default(),
+                })
+                .collect();
+            Some(Pf {
+                name: raw.link.name.clone(),
+                pci: sys.pci,
+                driver: sys.driver,
+                total_vfs: sys.total_vfs,
+                num_vfs: sys.num_vfs,
+                vfs,
+            })
+        })
+        .collect()
 }

@@ -1,5 +1,6 @@
 //! One step of a plan: what changes, on which object, and what it costs.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use ipnet::IpNet;
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ChildKind, ChildMode};
 use crate::shaping::tc::RootKind;
 use crate::shaping::{AttachMode, Prog};
-use crate::state::{MapEntry, Tag};
+use crate::state::{MapEntry, Tag, VfConfig};
 
 /// What a step costs the node's traffic, so an operator can gate on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -67,6 +68,22 @@ pub enum Role {
     Shaping,
     /// One endpoint's entry in the shaper's map (`name` is its address).
     Endpoint,
+    /// An SR-IOV PF: its VF count and its VFs' settings (`name` is the PF).
+    Sriov,
+}
+
+impl Role {
+    /// How objects of this role are named: `master`, `sriov`...
+    pub fn noun(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Shim => "shim",
+            Role::Stale => "link",
+            Role::Shaping => "shaping",
+            Role::Endpoint => "endpoint",
+            Role::Sriov => "sriov",
+        }
+    }
 }
 
 /// A link podnet creates, with everything needed to create it again.
@@ -262,6 +279,23 @@ pub enum Change {
     RemoveTag {
         was: Tag,
     },
+    /// The PF's `sriov_numvfs`, through 0 when both are above it (the
+    /// kernel takes no N -> M); `was`: the old VFs' settings a new VF
+    /// would not have, by index, for the undo.
+    SetNumVfs {
+        from: u32,
+        to: u32,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        was: BTreeMap<u32, VfConfig>,
+    },
+    /// Settings of VF `vf`, through the PF: only the fields in `set`;
+    /// `was` holds what they replace (empty on a VF just made).
+    SetVf {
+        vf: u32,
+        set: VfConfig,
+        #[serde(default, skip_serializing_if = "VfConfig::is_empty")]
+        was: VfConfig,
+    },
 }
 
 /// One step of a plan.
@@ -302,6 +336,11 @@ impl Action {
                 _,
             )
             | (Change::RestoreRoot { .. }, _) => Disruption::QueueReset,
+            // Every VF there is goes; with none yet, the driver may still
+            // re-initialise the PF to enable SR-IOV (igb does: its link
+            // goes down and up).
+            (Change::SetNumVfs { from: 0, .. }, _) => Disruption::LinkFlap,
+            (Change::SetNumVfs { .. }, _) => Disruption::VfReset,
             _ => Disruption::Hitless,
         }
     }
@@ -451,6 +490,34 @@ impl Action {
                 device: format!("ifindex {}", was.ifindex),
                 was: None,
             }),
+            // The old count, then the old VFs' settings on the VFs made again.
+            Change::SetNumVfs { from, to, was } => {
+                let mut steps = back(Change::SetNumVfs {
+                    from: *to,
+                    to: *from,
+                    was: BTreeMap::new(),
+                });
+                steps.extend(was.iter().map(|(vf, set)| {
+                    Action::new(
+                        self.role,
+                        &self.name,
+                        Change::SetVf {
+                            vf: *vf,
+                            set: set.clone(),
+                            was: VfConfig::default(),
+                        },
+                    )
+                }));
+                steps
+            }
+            // On a VF just made there is nothing to put back: the count's
+            // undo makes the VFs again.
+            Change::SetVf { was, .. } if was.is_empty() => Vec::new(),
+            Change::SetVf { vf, set, was } => back(Change::SetVf {
+                vf: *vf,
+                set: was.clone(),
+                was: set.clone(),
+            }),
         }
     }
 
@@ -485,20 +552,15 @@ impl Action {
             | Change::SetIngressDevice { .. }
             | Change::ChangeClass { .. }
             | Change::SetEntry { was: Some(_), .. }
-            | Change::SetTag { was: Some(_), .. } => '~',
+            | Change::SetTag { was: Some(_), .. }
+            | Change::SetNumVfs { .. }
+            | Change::SetVf { .. } => '~',
         }
     }
 
     /// The group header this step is listed under: `shim pn-shim0`.
     pub fn object(&self) -> String {
-        let role = match self.role {
-            Role::Master => "master",
-            Role::Shim => "shim",
-            Role::Stale => "link",
-            Role::Shaping => "shaping",
-            Role::Endpoint => "endpoint",
-        };
-        format!("{role} {}", self.name)
+        format!("{} {}", self.role.noun(), self.name)
     }
 }
 
@@ -696,6 +758,21 @@ impl fmt::Display for Action {
                 }
             }
             Change::RemoveTag { was } => write!(f, "{sign} egress tag (slot {})", was.slot),
+            Change::SetNumVfs { from, to, .. } => {
+                write!(f, "{sign} num_vfs {from} -> {to}")?;
+                match (from, to) {
+                    (0, _) => write!(f, " (VFs made; the driver may re-initialise the PF)"),
+                    (_, 0) => write!(f, " (every VF destroyed)"),
+                    _ => write!(f, " (through 0: every VF destroyed and made again)"),
+                }
+            }
+            Change::SetVf { vf, set, was } => {
+                write!(f, "{sign} VF {vf}: {}", super::sriov::describe(set))?;
+                if !was.is_empty() {
+                    write!(f, " (was {})", super::sriov::describe(was))?;
+                }
+                Ok(())
+            }
         }?;
         let d = self.disruption();
         if d != Disruption::Hitless {

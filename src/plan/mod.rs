@@ -3,6 +3,8 @@
 //! No I/O happens here, so every case is a unit test (see `tests/golden`).
 //! Order follows the kernel's constraints:
 //! 0. remove what podnet owns and no longer wants (frees names and addresses);
+//!    then SR-IOV (see `sriov.rs`): VF counts, then VF settings, before
+//!    any master (a VF's netdev may be one);
 //! 1. masters: raise MTU (children may not exceed it), bring up;
 //! 2. shims: create, MTU, new addresses, up, new routes (a route needs its
 //!    device up), then old routes and old addresses: make before break;
@@ -17,6 +19,7 @@
 mod action;
 mod render;
 mod shaping;
+mod sriov;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +28,7 @@ use serde::Serialize;
 
 pub use action::{Action, Change, ClassSpec, Disruption, LinkSnapshot, NewLink, Role};
 pub use shaping::{class_for, root_kind, Inputs};
+pub use sriov::{desired_vf, host_problems, in_use_hazards, HostProblem, Refusal};
 
 use crate::config::{ChildKind, Master, NodeConfig};
 use crate::state::{Link, Observed, OWNER_ALIAS_PREFIX, RT_TABLE_MAIN};
@@ -225,11 +229,16 @@ pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan 
         }
     }
 
+    let sriov = sriov::plan(desired, observed, &inputs.sriov_refused);
+    problems.extend(sriov.problems);
     let shaping = shaping::plan(desired, observed, inputs);
+    let [removals, rest @ ..] = phases;
     Plan {
-        actions: phases
+        actions: removals
             .into_iter()
-            .flatten()
+            .chain(sriov.counts)
+            .chain(sriov.settings)
+            .chain(rest.into_iter().flatten())
             .chain(shaping.off)
             .chain(shaping.entries)
             .chain(shaping.devices)
@@ -240,7 +249,7 @@ pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan 
             .chain(shaping.gone)
             .collect(),
         problems,
-        unmet: shaping.unmet,
+        unmet: sriov.unmet.into_iter().chain(shaping.unmet).collect(),
         shaped: shaping.shaped,
         htb: shaping.htb,
         ingress: shaping.ingress,
@@ -402,15 +411,6 @@ fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
             what: what.into(),
         })
     };
-    for (pf, s) in &c.sriov {
-        note(
-            format!("sriov.{pf}"),
-            &format!(
-                "SR-IOV: {} VFs and their settings (not yet supported)",
-                s.num_vfs
-            ),
-        );
-    }
     if c.rdma.is_some() {
         note(
             "rdma".into(),

@@ -67,6 +67,9 @@ pub struct Inputs {
     /// The redirect where the ifb shapes with EDT, as `program`.
     #[serde(default)]
     pub redirect_ahead_program: Option<BpfProgram>,
+    /// The VF settings PF drivers refused before (podnet's ledger).
+    #[serde(default)]
+    pub sriov_refused: Vec<super::Refusal>,
 }
 
 impl Inputs {

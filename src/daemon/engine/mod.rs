@@ -257,9 +257,24 @@ impl Engine {
                 }
             };
         let mut plan = plan(desired, &observed, &inputs);
+        let host = crate::plan::host_problems(desired, &observed);
+        // Located, as the files' own errors are: these replace the plan's
+        // plainer lines for the same keys.
+        if !host.is_empty() {
+            plan.problems
+                .retain(|p| !host.iter().any(|h| &h.plain == p));
+            let located = loaded.diagnose(
+                host.iter()
+                    .map(|h| (h.pointer.as_str(), h.message.as_str())),
+            );
+            plan.problems
+                .extend(located.items.iter().map(|d| d.to_string()));
+        }
         if !options.force {
             let hazards = default_route_hazards(&plan, &observed);
             plan.problems.extend(hazards);
+            let in_use = crate::plan::in_use_hazards(&plan, &observed);
+            plan.problems.extend(in_use);
         }
         if let Some(max) = options.max_disruption {
             if plan.max_disruption() > max {
@@ -493,7 +508,14 @@ impl Engine {
             status.converged =
                 remaining.actions.is_empty() && remaining.problems.is_empty() && held.is_empty();
         }
-        let node = desired.map(|d| node_info(d, in_force, self.converged_generation));
+        let node = desired.map(|d| {
+            node_info(
+                d,
+                state.map(|(o, _)| o),
+                in_force,
+                self.converged_generation,
+            )
+        });
         {
             let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
             status.shaping = s

@@ -1,0 +1,223 @@
+//! sysfs, through one type that holds its root (`/sys` on a host), so a
+//! test can point it at another tree: what netlink does not carry about
+//! SR-IOV (the VF count, the most VFs a device offers, each VF's PCI
+//! address, driver and netdev) and the one write that changes the count.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Drivers that take a VF from the kernel's network stack: a VF bound to
+/// one has no netdev, and that is not a sign it moved to a pod.
+const USERSPACE_DRIVERS: [&str; 4] = ["vfio-pci", "uio_pci_generic", "igb_uio", "pci-stub"];
+
+/// The sysfs tree podnet reads and writes.
+#[derive(Debug, Clone)]
+pub struct Sysfs {
+    root: PathBuf,
+}
+
+impl Default for Sysfs {
+    fn default() -> Self {
+        Sysfs::new("/sys")
+    }
+}
+
+/// A PF as sysfs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PfSys {
+    pub pci: String,
+    pub driver: Option<String>,
+    pub total_vfs: u32,
+    pub num_vfs: u32,
+    pub vfs: Vec<VfSys>,
+}
+
+/// A VF as sysfs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfSys {
+    pub index: u32,
+    pub pci: Option<String>,
+    pub driver: Option<String>,
+    /// Its netdev, as this mount of sysfs (this network namespace's) sees it.
+    pub netdev: Option<String>,
+}
+
+impl VfSys {
+    /// Bound to a network driver, yet without a netdev here: the netdev was
+    /// moved into another network namespace (what sriov-cni does for a pod).
+    pub fn moved_away(&self) -> bool {
+        self.netdev.is_none()
+            && self
+                .driver
+                .as_deref()
+                .is_some_and(|d| !USERSPACE_DRIVERS.contains(&d))
+    }
+}
+
+impl Sysfs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Sysfs { root: root.into() }
+    }
+
+    fn device(&self, netdev: &str) -> PathBuf {
+        self.root.join("class/net").join(netdev).join("device")
+    }
+
+    /// The SR-IOV side of netdev `netdev` (ifindex `ifindex`), if it is a PF
+    /// (`sriov_totalvfs` above 0). The ifindex is checked, as a process in
+    /// another network namespace than its sysfs mount's would otherwise
+    /// read a namesake's.
+    pub fn pf(&self, netdev: &str, ifindex: u32) -> Option<PfSys> {
+        let net = self.root.join("class/net").join(netdev);
+        if read_u32(&net.join("ifindex")) != Some(ifindex) {
+            return None;
+        }
+        let dev = net.join("device");
+        let total_vfs = read_u32(&dev.join("sriov_totalvfs")).filter(|t| *t > 0)?;
+        let num_vfs = read_u32(&dev.join("sriov_numvfs")).unwrap_or(0);
+        let vfs = (0..num_vfs)
+            .map(|index| {
+                let vf = dev.join(format!("virtfn{index}"));
+                VfSys {
+                    index,
+                    pci: link_name(&vf),
+                    driver: link_name(&vf.join("driver")),
+                    netdev: first_entry(&vf.join("net")),
+                }
+            })
+            .collect();
+        Some(PfSys {
+            pci: link_name(&dev).unwrap_or_default(),
+            driver: link_name(&dev.join("driver")),
+            total_vfs,
+            num_vfs,
+            vfs,
+        })
+    }
+
+    /// Writes `sriov_numvfs`. The kernel takes only 0 -> N and N -> 0
+    /// (EBUSY otherwise): the caller goes through 0.
+    pub fn set_num_vfs(&self, pf: &str, n: u32) -> Result<()> {
+        let path = self.device(pf).join("sriov_numvfs");
+        std::fs::write(&path, n.to_string()).map_err(|e| {
+            let kind = match e.raw_os_error().map(nix::errno::Errno::from_raw) {
+                Some(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOENT) => {
+                    ErrorKind::NotSupported
+                }
+                _ => ErrorKind::KernelRefused,
+            };
+            Error::new(kind, format!("writing {n} to {}: {e}", path.display()))
+        })
+    }
+
+    /// Waits until PF `pf` has its `n` VFs, each with its netdev once a
+    /// network driver took it (the kernel makes them asynchronously), for
+    /// at most `bound`.
+    pub fn wait_vfs(&self, pf: &str, ifindex: u32, n: u32, bound: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let missing: Vec<String> = match self.pf(pf, ifindex) {
+                Some(p) if p.num_vfs == n => p
+                    .vfs
+                    .iter()
+                    .filter(|v| v.pci.is_none() || v.moved_away())
+                    .map(|v| format!("VF {}", v.index))
+                    .collect(),
+                Some(p) => vec![format!("sriov_numvfs reads {}", p.num_vfs)],
+                None => vec![format!("{pf} is not an SR-IOV PF in sysfs any more")],
+            };
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= bound {
+                return Err(Error::new(
+                    ErrorKind::NotFoundYet,
+                    format!(
+                        "{pf}: {n} VF(s) asked, not all there after {} s ({} without a PCI device or netdev yet); see the kernel log (dmesg)",
+                        bound.as_secs(),
+                        missing.join(", ")
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn read_u32(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The last component of where symlink `path` points (a PCI address, a
+/// driver's name).
+fn link_name(path: &Path) -> Option<String> {
+    let target = std::fs::read_link(path).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
+fn first_entry(dir: &Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PF's tree as the kernel lays it out, to read the parsing against
+    /// (the VM lab reads a real igb's).
+    #[test]
+    fn reads_a_pf_and_its_vfs_and_checks_the_ifindex() {
+        let root = std::env::temp_dir().join(format!("podnet-sysfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let r = root.as_path();
+        let pci = r.join("devices/pci0000:00/0000:01:00.0");
+        std::fs::create_dir_all(pci.join("net/ens2f0")).unwrap();
+        std::fs::create_dir_all(r.join("class/net")).unwrap();
+        std::os::unix::fs::symlink(pci.join("net/ens2f0"), r.join("class/net/ens2f0")).unwrap();
+        std::fs::write(pci.join("net/ens2f0/ifindex"), "7\n").unwrap();
+        std::os::unix::fs::symlink(&pci, pci.join("net/ens2f0/device")).unwrap();
+        std::fs::write(pci.join("sriov_totalvfs"), "7\n").unwrap();
+        std::fs::write(pci.join("sriov_numvfs"), "2\n").unwrap();
+        std::fs::create_dir_all(r.join("bus/pci/drivers/igb")).unwrap();
+        std::fs::create_dir_all(r.join("bus/pci/drivers/igbvf")).unwrap();
+        std::os::unix::fs::symlink(r.join("bus/pci/drivers/igb"), pci.join("driver")).unwrap();
+        for (i, netdev) in [(0, Some("ens2f0v0")), (1, None)] {
+            let vf = r.join(format!("devices/pci0000:00/0000:01:10.{i}"));
+            std::fs::create_dir_all(vf.join("net")).unwrap();
+            if let Some(n) = netdev {
+                std::fs::create_dir_all(vf.join("net").join(n)).unwrap();
+            }
+            std::os::unix::fs::symlink(r.join("bus/pci/drivers/igbvf"), vf.join("driver")).unwrap();
+            std::os::unix::fs::symlink(&vf, pci.join(format!("virtfn{i}"))).unwrap();
+        }
+        let sys = Sysfs::new(r);
+        assert_eq!(sys.pf("ens2f0", 8), None, "another namespace's namesake");
+        let pf = sys.pf("ens2f0", 7).unwrap();
+        assert_eq!(
+            (
+                pf.pci.as_str(),
+                pf.driver.as_deref(),
+                pf.total_vfs,
+                pf.num_vfs
+            ),
+            ("0000:01:00.0", Some("igb"), 7, 2)
+        );
+        assert_eq!(pf.vfs[0].netdev.as_deref(), Some("ens2f0v0"));
+        assert_eq!(pf.vfs[1].pci.as_deref(), Some("0000:01:10.1"));
+        assert!(!pf.vfs[0].moved_away());
+        assert!(pf.vfs[1].moved_away(), "bound to igbvf, no netdev here");
+        let err = sys
+            .wait_vfs("ens2f0", 7, 2, Duration::from_millis(50))
+            .unwrap_err();
+        assert!(err.to_string().contains("VF 1"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
