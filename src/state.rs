@@ -48,6 +48,9 @@ pub struct Observed {
     /// The SR-IOV capable devices (PFs) and their VFs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sriov: Vec<Pf>,
+    /// vfio, for VFs bound to vfio-pci.
+    #[serde(default, skip_serializing_if = "Vfio::is_default")]
+    pub vfio: Vfio,
     /// What this kernel can do, as far as the plan must know.
     #[serde(default)]
     pub kernel: KernelFeatures,
@@ -64,12 +67,32 @@ pub struct Pf {
     pub pci: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
+    /// The PF's IOMMU group (None: no IOMMU for it, nor for its VFs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iommu_group: Option<String>,
     /// `sriov_totalvfs`: the most VFs the device offers.
     pub total_vfs: u32,
     /// `sriov_numvfs`.
     pub num_vfs: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vfs: Vec<Vf>,
+}
+
+/// vfio as the kernel has it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vfio {
+    /// The vfio-pci driver is there.
+    #[serde(default)]
+    pub pci_driver: bool,
+    /// vfio's unsafe no-IOMMU mode is on.
+    #[serde(default)]
+    pub noiommu: bool,
+}
+
+impl Vfio {
+    fn is_default(&self) -> bool {
+        *self == Vfio::default()
+    }
 }
 
 /// One VF as the kernel holds it.
@@ -85,6 +108,9 @@ pub struct Vf {
     /// Its netdev in this network namespace, if it has one here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netdev: Option<String>,
+    /// Its IOMMU group (None: the host has no IOMMU for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iommu_group: Option<String>,
     /// Why it is in use, when it is (its netdev left this namespace: a
     /// pod's, as sriov-cni moves it).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -29,6 +29,7 @@ impl Default for Sysfs {
 pub struct PfSys {
     pub pci: String,
     pub driver: Option<String>,
+    pub iommu_group: Option<String>,
     pub total_vfs: u32,
     pub num_vfs: u32,
     pub vfs: Vec<VfSys>,
@@ -42,6 +43,17 @@ pub struct VfSys {
     pub driver: Option<String>,
     /// Its netdev, as this mount of sysfs (this network namespace's) sees it.
     pub netdev: Option<String>,
+    /// Its IOMMU group, when the host has an IOMMU.
+    pub iommu_group: Option<String>,
+}
+
+/// vfio as sysfs shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VfioSys {
+    /// The vfio-pci driver is there (its module loaded, or built in).
+    pub pci_driver: bool,
+    /// vfio's `enable_unsafe_noiommu_mode` is on.
+    pub noiommu: bool,
 }
 
 impl VfSys {
@@ -85,16 +97,98 @@ impl Sysfs {
                     pci: link_name(&vf),
                     driver: link_name(&vf.join("driver")),
                     netdev: first_entry(&vf.join("net")),
+                    iommu_group: link_name(&vf.join("iommu_group")),
                 }
             })
             .collect();
         Some(PfSys {
             pci: link_name(&dev).unwrap_or_default(),
             driver: link_name(&dev.join("driver")),
+            iommu_group: link_name(&dev.join("iommu_group")),
             total_vfs,
             num_vfs,
             vfs,
         })
+    }
+
+    pub fn vfio(&self) -> VfioSys {
+        VfioSys {
+            pci_driver: self.root.join("bus/pci/drivers/vfio-pci").is_dir(),
+            noiommu: std::fs::read_to_string(
+                self.root
+                    .join("module/vfio/parameters/enable_unsafe_noiommu_mode"),
+            )
+            .is_ok_and(|v| v.trim() == "Y"),
+        }
+    }
+
+    /// Turns on vfio's no-IOMMU mode (the files asked for it by name).
+    pub fn enable_noiommu(&self) -> Result<()> {
+        write(
+            &self
+                .root
+                .join("module/vfio/parameters/enable_unsafe_noiommu_mode"),
+            "1",
+        )
+    }
+
+    /// Binds PCI device `pci` to `driver` (None: whatever the kernel picks)
+    /// through its `driver_override`: unbind from the current driver, then
+    /// ask the kernel to probe it again.
+    pub fn bind(&self, pci: &str, driver: Option<&str>) -> Result<()> {
+        let dev = self.root.join("bus/pci/devices").join(pci);
+        // A newline clears the override.
+        write(&dev.join("driver_override"), driver.unwrap_or("\n"))?;
+        if dev.join("driver").exists() {
+            write(&dev.join("driver/unbind"), pci)?;
+        }
+        write(&self.root.join("bus/pci/drivers_probe"), pci)
+    }
+
+    /// The driver bound to PCI device `pci`, if any.
+    pub fn driver(&self, pci: &str) -> Option<String> {
+        link_name(&self.root.join("bus/pci/devices").join(pci).join("driver"))
+    }
+
+    /// The PCI address of VF `index` of PF `pf`.
+    pub fn vf_pci(&self, pf: &str, index: u32) -> Option<String> {
+        link_name(&self.device(pf).join(format!("virtfn{index}")))
+    }
+
+    /// Waits until PCI device `pci` is bound as `want` asks (the kernel's
+    /// driver: any but vfio-pci, with its netdev), for at most `bound`.
+    pub fn wait_driver(
+        &self,
+        pci: &str,
+        want: crate::config::VfDriver,
+        bound: Duration,
+    ) -> Result<()> {
+        let dev = self.root.join("bus/pci/devices").join(pci);
+        let start = Instant::now();
+        loop {
+            let driver = self.driver(pci);
+            let done = match want {
+                crate::config::VfDriver::VfioPci => driver.as_deref() == Some("vfio-pci"),
+                crate::config::VfDriver::Kernel => {
+                    driver.as_deref().is_some_and(|d| d != "vfio-pci")
+                        && first_entry(&dev.join("net")).is_some()
+                }
+            };
+            if done {
+                return Ok(());
+            }
+            if start.elapsed() >= bound {
+                return Err(Error::new(
+                    ErrorKind::KernelRefused,
+                    format!(
+                        "{pci}: bound to {} after {} s, not as asked; see the kernel log (dmesg)",
+                        driver.as_deref().unwrap_or("no driver"),
+                        bound.as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Writes `sriov_numvfs`. The kernel takes only 0 -> N and N -> 0
@@ -144,6 +238,15 @@ impl Sysfs {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+fn write(path: &Path, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(|e| {
+        Error::new(
+            ErrorKind::KernelRefused,
+            format!("writing {:?} to {}: {e}", value.trim_end(), path.display()),
+        )
+    })
 }
 
 fn read_u32(path: &Path) -> Option<u32> {

@@ -13,7 +13,7 @@ use netlink_packet_route::link::{
     VfInfoSpoofCheck, VfInfoTrust, VfInfoVlan, VfLinkState, VfVlan, VfVlanInfo, VlanProtocol,
 };
 
-use crate::config::VlanProto;
+use crate::config::{VfDriver, VlanProto};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{errno, refused, Errno, Kernel};
 use crate::plan::{Action, Change, Refusal};
@@ -133,6 +133,28 @@ impl<'k> SriovBackend<'k> {
                     }
                 }
                 Ok(())
+            }
+            Change::SetVfDriver {
+                vf, to, noiommu, ..
+            } => {
+                let (sysfs, pf, vf, to, noiommu) =
+                    (self.sysfs.clone(), pf.to_string(), *vf, *to, *noiommu);
+                tokio::task::spawn_blocking(move || {
+                    if noiommu {
+                        sysfs.enable_noiommu()?;
+                    }
+                    let pci = sysfs.vf_pci(&pf, vf).ok_or_else(|| {
+                        Error::new(ErrorKind::NotFoundYet, format!("{pf} has no VF {vf}"))
+                    })?;
+                    let driver = match to {
+                        VfDriver::VfioPci => Some(crate::plan::VFIO_PCI),
+                        VfDriver::Kernel => None,
+                    };
+                    sysfs.bind(&pci, driver)?;
+                    sysfs.wait_driver(&pci, to, VF_WAIT)
+                })
+                .await
+                .map_err(|e| Error::new(ErrorKind::Bug, e.to_string()))?
             }
             other => Err(Error::new(
                 ErrorKind::Bug,

@@ -8,7 +8,8 @@ use clap::ValueEnum;
 
 use super::Cli;
 use crate::config::{
-    ChildKind, Master, NodeConfig, Rate, Shim, SriovPf, VfLinkState, VfSettings, VlanProto, VERSION,
+    ChildKind, Master, NodeConfig, Rate, Shim, SriovPf, VfDriver, VfLinkState, VfSettings,
+    VlanProto, VERSION,
 };
 use crate::error::Result;
 use crate::observe::observe;
@@ -110,7 +111,10 @@ pub(crate) fn host_as_config(observed: &Observed) -> (NodeConfig, Vec<String>) {
                 ));
                 continue;
             }
-            let settings = vf_settings(&vf.config);
+            let mut settings = vf_settings(&vf.config);
+            if vf.driver.as_deref() == Some(crate::plan::VFIO_PCI) {
+                settings.driver = Some(VfDriver::VfioPci);
+            }
             if settings != VfSettings::default() {
                 vfs.insert(vf.index.to_string(), settings);
             }
@@ -120,6 +124,15 @@ pub(crate) fn host_as_config(observed: &Observed) -> (NodeConfig, Vec<String>) {
             SriovPf {
                 num_vfs: pf.num_vfs,
                 vf: None,
+                // vfio-pci VFs without an IOMMU group: no-IOMMU mode is on.
+                vfio_noiommu: pf
+                    .vfs
+                    .iter()
+                    .any(|v| {
+                        v.driver.as_deref() == Some(crate::plan::VFIO_PCI)
+                            && v.iommu_group.is_none()
+                    })
+                    .then_some(true),
                 vfs,
             },
         );
@@ -150,5 +163,6 @@ fn vf_settings(c: &VfConfig) -> VfSettings {
         max_tx_rate: mbit(rate.max_mbps),
         min_tx_rate: mbit(rate.min_mbps),
         tier: None,
+        driver: None,
     }
 }

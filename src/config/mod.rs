@@ -221,6 +221,11 @@ pub struct SriovPf {
     /// Per-VF settings, by VF index.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vfs: BTreeMap<String, VfSettings>,
+    /// Let `driver = "vfio-pci"` bind VFs that have no IOMMU group, through
+    /// vfio's unsafe no-IOMMU mode (a VF's user can then DMA anywhere in
+    /// the host's memory: for labs and trusted DPDK appliances only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vfio_noiommu: Option<bool>,
 }
 
 /// Settings of a VF (NIC-enforced; set through the PF).
@@ -264,6 +269,22 @@ pub struct VfSettings {
     /// to whole Mbit/s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// The VF's driver: the kernel's VF driver (`kernel`: a netdev the
+    /// sriov CNI can move into a pod) or `vfio-pci` (for DPDK and KubeVirt
+    /// pods, which take the PCI device itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<VfDriver>,
+}
+
+/// Which driver a VF is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum VfDriver {
+    /// The driver the kernel binds to the VF by itself (igbvf, iavf,
+    /// mlx5_core...).
+    Kernel,
+    /// vfio-pci, through the VF's `driver_override`.
+    VfioPci,
 }
 
 impl VfSettings {
@@ -287,6 +308,7 @@ impl VfSettings {
                 (None, None) => defaults.tier.clone(),
                 _ => self.tier.clone(),
             },
+            driver: self.driver.or(defaults.driver),
         }
     }
 }

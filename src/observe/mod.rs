@@ -23,7 +23,7 @@ pub(crate) use link::{to_ipvlan_mode, to_macvlan_mode};
 
 use crate::error::Result;
 use crate::kernel::{refused, Kernel};
-use crate::state::{Address, Observed, Pf, Vf, RT_TABLE_MAIN};
+use crate::state::{Address, Observed, Pf, Vf, Vfio, RT_TABLE_MAIN};
 
 /// [`observe`], and the shaper's part: the program on each link's egress
 /// hook, the root qdiscs podnet recorded replacing, the kernel's features.
@@ -101,7 +101,17 @@ pub async fn observe(kernel: &Kernel) -> Result<Observed> {
         .map(|l| (l.link.index, l.link.name.clone()))
         .collect();
     let name = |i: u32| names.get(&i).cloned();
-    let sriov = sriov(&crate::sysfs::Sysfs::default(), &links);
+    let sysfs = crate::sysfs::Sysfs::default();
+    let sriov = sriov(&sysfs, &links);
+    let vfio = if sriov.is_empty() {
+        Vfio::default()
+    } else {
+        let v = sysfs.vfio();
+        Vfio {
+            pci_driver: v.pci_driver,
+            noiommu: v.noiommu,
+        }
+    };
     let mut observed = Observed {
         links: links
             .into_iter()
@@ -134,6 +144,7 @@ pub async fn observe(kernel: &Kernel) -> Result<Observed> {
             })
             .collect(),
         sriov,
+        vfio,
         ..Observed::default()
     };
     observed.links.sort_by_key(|l| l.index);
@@ -160,6 +171,7 @@ fn sriov(sysfs: &crate::sysfs::Sysfs, links: &[link::RawLink]) -> Vec<Pf> {
                     pci: v.pci,
                     driver: v.driver,
                     netdev: v.netdev,
+                    iommu_group: v.iommu_group,
                     config: raw
                         .vfs
                         .iter()
@@ -172,6 +184,7 @@ fn sriov(sysfs: &crate::sysfs::Sysfs, links: &[link::RawLink]) -> Vec<Pf> {
                 name: raw.link.name.clone(),
                 pci: sys.pci,
                 driver: sys.driver,
+                iommu_group: sys.iommu_group,
                 total_vfs: sys.total_vfs,
                 num_vfs: sys.num_vfs,
                 vfs,

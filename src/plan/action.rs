@@ -6,7 +6,7 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ChildKind, ChildMode};
+use crate::config::{ChildKind, ChildMode, VfDriver};
 use crate::shaping::tc::RootKind;
 use crate::shaping::{AttachMode, Prog};
 use crate::state::{MapEntry, Tag, VfConfig};
@@ -288,6 +288,17 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         was: BTreeMap<u32, VfConfig>,
     },
+    /// VF `vf` bound to driver `to` (through its `driver_override`);
+    /// `from`: the driver it had (None: none); `noiommu`: vfio's no-IOMMU
+    /// mode is turned on first (the files asked for it).
+    SetVfDriver {
+        vf: u32,
+        to: VfDriver,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        noiommu: bool,
+    },
     /// Settings of VF `vf`, through the PF: only the fields in `set`;
     /// `was` holds what they replace (empty on a VF just made).
     SetVf {
@@ -518,6 +529,26 @@ impl Action {
                 set: was.clone(),
                 was: set.clone(),
             }),
+            // Unbound before: left bound (no driver to go back to).
+            Change::SetVfDriver { from: None, .. } => Vec::new(),
+            Change::SetVfDriver {
+                vf,
+                to,
+                from: Some(from),
+                ..
+            } => back(Change::SetVfDriver {
+                vf: *vf,
+                to: if from == super::VFIO_PCI {
+                    VfDriver::VfioPci
+                } else {
+                    VfDriver::Kernel
+                },
+                from: Some(match to {
+                    VfDriver::VfioPci => super::VFIO_PCI.to_string(),
+                    VfDriver::Kernel => "the kernel's VF driver".to_string(),
+                }),
+                noiommu: false,
+            }),
         }
     }
 
@@ -554,7 +585,8 @@ impl Action {
             | Change::SetEntry { was: Some(_), .. }
             | Change::SetTag { was: Some(_), .. }
             | Change::SetNumVfs { .. }
-            | Change::SetVf { .. } => '~',
+            | Change::SetVf { .. }
+            | Change::SetVfDriver { .. } => '~',
         }
     }
 
@@ -765,6 +797,26 @@ impl fmt::Display for Action {
                     (_, 0) => write!(f, " (every VF destroyed)"),
                     _ => write!(f, " (through 0: every VF destroyed and made again)"),
                 }
+            }
+            Change::SetVfDriver {
+                vf,
+                to,
+                from,
+                noiommu,
+            } => {
+                let to = match to {
+                    VfDriver::VfioPci => super::VFIO_PCI,
+                    VfDriver::Kernel => "the kernel's VF driver",
+                };
+                write!(
+                    f,
+                    "{sign} VF {vf}: driver {} -> {to}",
+                    from.as_deref().unwrap_or("none")
+                )?;
+                if *noiommu {
+                    write!(f, " (vfio's unsafe no-IOMMU mode turned on first)")?;
+                }
+                Ok(())
             }
             Change::SetVf { vf, set, was } => {
                 write!(f, "{sign} VF {vf}: {}", super::sriov::describe(set))?;

@@ -28,7 +28,7 @@ use serde::Serialize;
 
 pub use action::{Action, Change, ClassSpec, Disruption, LinkSnapshot, NewLink, Role};
 pub use shaping::{class_for, root_kind, Inputs};
-pub use sriov::{desired_vf, host_problems, in_use_hazards, HostProblem, Refusal};
+pub use sriov::{desired_vf, host_problems, in_use_hazards, HostProblem, Refusal, VFIO_PCI};
 
 use crate::config::{ChildKind, Master, NodeConfig};
 use crate::state::{Link, Observed, OWNER_ALIAS_PREFIX, RT_TABLE_MAIN};
@@ -238,6 +238,7 @@ pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan 
             .into_iter()
             .chain(sriov.counts)
             .chain(sriov.settings)
+            .chain(sriov.drivers)
             .chain(rest.into_iter().flatten())
             .chain(shaping.off)
             .chain(shaping.entries)

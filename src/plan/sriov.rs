@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Change, Role};
-use crate::config::{NodeConfig, SriovPf, VfLinkState, VlanProto};
+use crate::config::{NodeConfig, SriovPf, VfDriver, VfLinkState, VlanProto};
 use crate::state::{Observed, Pf, VfConfig, VfRate, VfVlan};
 
 /// A VF setting a PF's driver does not implement (it answered EOPNOTSUPP),
@@ -39,6 +39,7 @@ pub struct Refusal {
 pub(super) struct Steps {
     pub counts: Vec<Action>,
     pub settings: Vec<Action>,
+    pub drivers: Vec<Action>,
     pub problems: Vec<String>,
     pub unmet: Vec<String>,
 }
@@ -235,9 +236,68 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, refused: &[Refusal
                 }));
             }
         }
+        // Drivers last: the settings go through the PF whatever drives the VF.
+        for index in 0..spec.num_vfs {
+            let Some(want) = desired_driver(spec, index) else {
+                continue;
+            };
+            let have = pf.vfs.iter().find(|v| v.index == index);
+            // A VF made by the count change is bound to the kernel's driver.
+            let from = if reset {
+                Some(String::new())
+            } else {
+                have.and_then(|v| v.driver.clone())
+            };
+            let vfio = |d: &Option<String>| d.as_deref() == Some(VFIO_PCI);
+            let already = match want {
+                VfDriver::Kernel => from.is_some() && !vfio(&from),
+                VfDriver::VfioPci => vfio(&from),
+            };
+            if already {
+                continue;
+            }
+            let mut noiommu = false;
+            if want == VfDriver::VfioPci {
+                if !observed.vfio.pci_driver {
+                    steps.problems.push(format!(
+                        "sriov {name}: VF {index} driver = \"vfio-pci\": the vfio-pci driver is not loaded (modprobe vfio-pci; list it in /etc/modules-load.d to have it at boot)"
+                    ));
+                    continue;
+                }
+                let group = have
+                    .and_then(|v| v.iommu_group.as_deref())
+                    .or(pf.iommu_group.as_deref());
+                if group.is_none() {
+                    if spec.vfio_noiommu != Some(true) {
+                        steps.problems.push(format!(
+                            "sriov {name}: VF {index} driver = \"vfio-pci\" needs an IOMMU, and {name} has no IOMMU group (enable VT-d/AMD-Vi and boot with intel_iommu=on or amd_iommu=on), or set sriov.{name}.vfio_noiommu = true for vfio's unsafe no-IOMMU mode"
+                        ));
+                        continue;
+                    }
+                    noiommu = !observed.vfio.noiommu;
+                }
+            }
+            steps.drivers.push(step(Change::SetVfDriver {
+                vf: index,
+                to: want,
+                from: from.filter(|d| !d.is_empty()),
+                noiommu,
+            }));
+        }
     }
     steps
 }
+
+/// The driver the node files give VF `index` of `pf`, if any.
+fn desired_driver(pf: &SriovPf, index: u32) -> Option<VfDriver> {
+    pf.vfs
+        .get(&index.to_string())
+        .and_then(|v| v.driver)
+        .or(pf.vf.as_ref().and_then(|v| v.driver))
+}
+
+/// The name of the vfio-pci driver in sysfs.
+pub const VFIO_PCI: &str = "vfio-pci";
 
 fn over_total(pf: &str, asked: u32, total: u32) -> String {
     format!("sriov.{pf}.num_vfs = {asked}: {pf} offers at most {total} VFs (its sriov_totalvfs)")
@@ -301,6 +361,14 @@ pub fn in_use_hazards(plan: &super::Plan, observed: &Observed) -> Vec<String> {
                         used.join("; ")
                     )
                 })
+            }
+            Change::SetVfDriver { vf, .. } => {
+                let v = observed.pf(&a.name)?.vfs.iter().find(|v| v.index == *vf)?;
+                let why = v.in_use.as_deref()?;
+                Some(format!(
+                    "{}: VF {vf} changes driver, and it is in use: {why} (use --force if you are sure)",
+                    a.object()
+                ))
             }
             _ => None,
         })

@@ -644,6 +644,7 @@ fn not_applied() -> String {
             num_vfs: 0,
             vf: None,
             vfs: Default::default(),
+            vfio_noiommu: None,
         },
     );
     let plan = podnet::plan::plan(

@@ -404,6 +404,14 @@ impl Engine {
                 names.insert(s.name.clone());
             }
         }
+        // A declared PF (a VF setting changed by hand is an event on it)
+        // and its VFs' netdevs (they go when the count is changed by hand).
+        for name in desired.sriov.keys() {
+            names.insert(name.clone());
+            if let Some(pf) = observed.pf(name) {
+                names.extend(pf.vfs.iter().filter_map(|v| v.netdev.clone()));
+            }
+        }
         let indexes = observed
             .links
             .iter()

@@ -14,7 +14,7 @@
 source "$(dirname "$0")/../lib.sh"
 
 need_module igb igbvf
-need_cmd jq ip
+need_cmd jq ip curl
 PODNETCTL=$(podnet_bin podnetctl)
 PODNETD=$(podnet_bin podnetd)
 T=$PODNET_CASE_TMP
@@ -38,7 +38,7 @@ log "PF $PF ($(basename "$(readlink -f "$SYS")")), $(cat "$SYS/sriov_totalvfs") 
 # vf N FIELD: VF N's FIELD as `ip -j link show` reports it.
 vf() { ip -j link show "$PF" | jq -r --argjson n "$1" ".[0].vfinfo_list[] | select(.vf == \$n) | $2"; }
 
-node_file() { # NUM_VFS [EXTRA]
+node_file() { # NUM_VFS [EXTRA [PF_EXTRA]]
     cat > "$CFG/10-node.toml" <<TOML
 version = 1
 [tiers.gold]
@@ -47,6 +47,7 @@ egress = "200Mbit"
 [sriov.$PF]
 num_vfs = $1
 vf = { trust = true, spoofchk = false }
+${3:-}
 [sriov.$PF.vfs.0]
 mac = "02:00:00:00:00:10"
 vlan = 100
@@ -131,6 +132,46 @@ assert_eq true "$(vf 1 .trust)" "VF 1 trust after the reset"
 out=$(ctl apply)
 assert_contains "$out" "No changes: the host matches the node files."
 
+log "=== vfio-pci: refused without the driver, and without an IOMMU unless no-IOMMU mode is asked; bound and back"
+modprobe -r vfio_pci 2>/dev/null || true
+node_file 2 'driver = "vfio-pci"'
+out=$(ctl apply --dry-run 2>&1 || true)
+printf '%s\n' "$out"
+assert_contains "$out" "VF 1 driver = \"vfio-pci\": the vfio-pci driver is not loaded"
+need_module vfio-pci
+out=$(ctl apply --dry-run 2>&1 || true)
+printf '%s\n' "$out"
+assert_contains "$out" "VF 1 driver = \"vfio-pci\" needs an IOMMU, and $PF has no IOMMU group"
+node_file 2 'driver = "vfio-pci"' 'vfio_noiommu = true'
+out=$(ctl apply)
+printf '%s\n' "$out"
+assert_contains "$out" "VF 1: driver igbvf -> vfio-pci (vfio's unsafe no-IOMMU mode turned on first)"
+assert_eq vfio-pci "$(basename "$(readlink "$SYS/virtfn1/driver")")" "VF 1's driver"
+ls /dev/vfio/noiommu-* >/dev/null || fail "no /dev/vfio/noiommu-* group"
+assert_eq 02:00:00:00:00:11 "$(vf 1 .address)" "VF 1 mac, set through the PF whatever drives the VF"
+out=$(ctl status)
+printf '%s\n' "$out"
+assert_contains "$out" "(vfio-pci)"
+out=$(ctl apply)
+assert_contains "$out" "No changes: the host matches the node files."
+node_file 2 'driver = "kernel"'
+out=$(ctl apply)
+printf '%s\n' "$out"
+assert_contains "$out" "VF 1: driver vfio-pci -> the kernel's VF driver"
+assert_eq igbvf "$(basename "$(readlink "$SYS/virtfn1/driver")")" "VF 1's driver, back"
+[[ -n $(ls "$SYS/virtfn1/net") ]] || fail "VF 1 has no netdev after going back to igbvf"
+node_file 2
+out=$(ctl apply)
+assert_contains "$out" "No changes: the host matches the node files."
+
+log "=== show -> files -> apply is a no-op"
+mkdir -p "$T/shown"
+ctl show > "$T/shown/10-node.toml"
+cat "$T/shown/10-node.toml"
+out=$("$PODNETCTL" -c "$T/shown" --state-dir "$STATE" --bpf-dir "$T/bpf" --direct apply)
+printf '%s\n' "$out"
+assert_contains "$out" "No changes: the host matches the node files."
+
 log "=== podnetd repairs settings changed by hand"
 SOCK=$T/podnetd.sock
 "$PODNETD" -c "$CFG" --state-dir "$STATE" --socket "$SOCK" --bpf-dir "$T/bpf" 2>> "$T/podnetd.log" &
@@ -153,6 +194,11 @@ repair "VF 0 vlan" 0 '.vlan_list[0].vlan' 100 vlan 200
 repair "VF 1 trust" 1 .trust true trust off
 repair "VF 1 spoofchk" 1 .spoofchk false spoofchk on
 repair "VF 1 max_tx_rate" 1 .rate.max_tx 100 max_tx_rate 50
+node=$(curl -sf --unix-socket "$SOCK" http://podnet/v1/node)
+jq . <<< "$node"
+assert_eq 2 "$(jq -r --arg pf "$PF" '.sriov[] | select(.name == $pf) | .vfs | length' <<< "$node")" "VFs in /v1/node"
+assert_eq "100 3 true false" "$(jq -r '.sriov[0].vfs[0] | "\(.vlan) \(.qos) \(.trust) \(.spoofchk)"' <<< "$node")" "VF 0 in /v1/node"
+assert_eq "$(basename "$(readlink -f "$SYS/virtfn1")")" "$(jq -r '.sriov[0].vfs[1].pci' <<< "$node")" "VF 1's PCI address in /v1/node"
 kill "$(pgrep -f "podnetd -c $CFG")"
 wait_until 10 bash -c "! pgrep -f 'podnetd -c $CFG' >/dev/null" || fail "podnetd did not stop"
 
@@ -165,6 +211,9 @@ out=$(ctl apply --dry-run)
 printf '%s\n' "$out"
 assert_contains "$out" "No changes: the host matches the node files."
 assert_eq 300 "$(vf 1 '.vlan_list[0].vlan')" "the pod's VF's vlan, left to its user"
+out=$(ctl status || true)
+printf '%s\n' "$out"
+assert_contains "$out" "-- in use: its netdev left this network namespace"
 node_file 3
 set +e
 out=$(ctl apply 2>&1)
