@@ -87,6 +87,9 @@ pub struct Vfio {
     /// vfio's unsafe no-IOMMU mode is on.
     #[serde(default)]
     pub noiommu: bool,
+    /// This kernel has that mode (CONFIG_VFIO_NOIOMMU).
+    #[serde(default)]
+    pub noiommu_available: bool,
 }
 
 impl Vfio {

@@ -54,6 +54,8 @@ pub struct VfioSys {
     pub pci_driver: bool,
     /// vfio's `enable_unsafe_noiommu_mode` is on.
     pub noiommu: bool,
+    /// This kernel has that mode (CONFIG_VFIO_NOIOMMU; Debian's has not).
+    pub noiommu_available: bool,
 }
 
 impl VfSys {
@@ -112,13 +114,13 @@ impl Sysfs {
     }
 
     pub fn vfio(&self) -> VfioSys {
+        let param = self
+            .root
+            .join("module/vfio/parameters/enable_unsafe_noiommu_mode");
         VfioSys {
             pci_driver: self.root.join("bus/pci/drivers/vfio-pci").is_dir(),
-            noiommu: std::fs::read_to_string(
-                self.root
-                    .join("module/vfio/parameters/enable_unsafe_noiommu_mode"),
-            )
-            .is_ok_and(|v| v.trim() == "Y"),
+            noiommu: std::fs::read_to_string(&param).is_ok_and(|v| v.trim() == "Y"),
+            noiommu_available: param.exists(),
         }
     }
 
@@ -139,15 +141,61 @@ impl Sysfs {
         let dev = self.root.join("bus/pci/devices").join(pci);
         // A newline clears the override.
         write(&dev.join("driver_override"), driver.unwrap_or("\n"))?;
+        self.reprobe(pci)
+    }
+
+    /// Unbinds PCI device `pci` from its driver and has the kernel probe
+    /// it again (its `driver_override` as it is).
+    pub fn reprobe(&self, pci: &str) -> Result<()> {
+        let dev = self.root.join("bus/pci/devices").join(pci);
         if dev.join("driver").exists() {
             write(&dev.join("driver/unbind"), pci)?;
         }
         write(&self.root.join("bus/pci/drivers_probe"), pci)
     }
 
+    /// The MAC address of netdev `name`.
+    pub fn netdev_mac(&self, name: &str) -> Option<String> {
+        Some(
+            std::fs::read_to_string(self.root.join("class/net").join(name).join("address"))
+                .ok()?
+                .trim()
+                .to_string(),
+        )
+    }
+
     /// The driver bound to PCI device `pci`, if any.
     pub fn driver(&self, pci: &str) -> Option<String> {
         link_name(&self.root.join("bus/pci/devices").join(pci).join("driver"))
+    }
+
+    /// The netdev of VF `index` of PF `pf`, as this mount of sysfs sees
+    /// it, with its ifindex (which a rename by udev keeps).
+    pub fn vf_netdev(&self, pf: &str, index: u32) -> Option<(String, u32)> {
+        let net = self.device(pf).join(format!("virtfn{index}/net"));
+        let name = first_entry(&net)?;
+        let ifindex = read_u32(&net.join(&name).join("ifindex"))?;
+        Some((name, ifindex))
+    }
+
+    /// Waits until netdev `name` is operationally up again, for at most
+    /// `bound`.
+    pub fn wait_up(&self, name: &str, bound: Duration) -> Result<()> {
+        let path = self.root.join("class/net").join(name).join("operstate");
+        let start = Instant::now();
+        while std::fs::read_to_string(&path).map_or(true, |s| s.trim() != "up") {
+            if start.elapsed() >= bound {
+                return Err(Error::new(
+                    ErrorKind::NotFoundYet,
+                    format!(
+                        "{name} was up and is not up again {} s after its VF count changed (its driver re-initialised it); see the kernel log (dmesg)",
+                        bound.as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// The PCI address of VF `index` of PF `pf`.

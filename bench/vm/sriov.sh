@@ -10,7 +10,7 @@
 #      reset would leave it) until every VF has its settings again; and an
 #      edit of num_vfs (7 -> 6) until every VF has its settings.
 # vm: timeout=1500
-# vm: qemu-opts=-device pcie-root-port,id=pn_rp1,chassis=1,slot=1 -device igb,bus=pn_rp1,netdev=pn_igb0 -netdev user,id=pn_igb0,restrict=on
+# vm: qemu-opts=-device pcie-root-port,id=pn_rp1,chassis=1,slot=1 -device igb,bus=pn_rp1,netdev=pn_igb0 -netdev hubport,id=pn_igb0,hubid=7
 source "$PODNET_ROOT/tests/vm/lib.sh"
 
 need_module igb igbvf
@@ -30,6 +30,13 @@ for dev in /sys/class/net/*; do
 done
 [[ -n $PF ]] || fail "no igb netdev: QEMU's -device igb is missing (see this file's qemu-opts)"
 SYS=/sys/class/net/$PF/device
+# The PF is on a QEMU hub of its own (no DHCP, no router advertisements):
+# a default route through it would make podnet refuse, rightly, to flap it
+# without --force. Whatever the guest's init gave it goes.
+sysctl -qw "net.ipv6.conf.$PF.accept_ra=0"
+ip -4 route flush dev "$PF"
+ip -6 route flush dev "$PF"
+ip addr flush dev "$PF"
 ip link set "$PF" up
 cleanup_add bash -c "echo 0 > $SYS/sriov_numvfs"
 
@@ -106,7 +113,7 @@ events=$(grep -c . "$T/monitor.out" || true)
 # podnetd: a hand count change, then an edit, until every VF is set again.
 SOCK=$T/podnetd.sock
 "$PODNETD" -c "$CFG" --state-dir "$STATE" --socket "$SOCK" --bpf-dir "$T/bpf" 2>> "$T/podnetd.log" &
-cleanup_add bash -c 'kill $(pgrep -f "podnetd -c '"$CFG"'") 2>/dev/null'
+cleanup_add kill "$!"
 (wait_until 60 test -S "$SOCK") || { cat "$T/podnetd.log"; fail "podnetd did not start"; }
 (wait_until 60 settled 7) || { cat "$T/podnetd.log"; fail "podnetd did not converge"; }
 reset

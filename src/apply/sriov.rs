@@ -61,6 +61,10 @@ pub struct SriovBackend<'k> {
     sysfs: Sysfs,
     index: HashMap<String, u32>,
     drivers: HashMap<String, String>,
+    /// The PFs whose link was up: a count change waits for it to be up
+    /// again (a driver that re-initialises the PF takes it down, and igb
+    /// refuses a VF's tx rate while its link is down).
+    up: std::collections::HashSet<String>,
     ledger: PathBuf,
 }
 
@@ -79,6 +83,12 @@ impl<'k> SriovBackend<'k> {
                 .iter()
                 .filter_map(|p| Some((p.name.clone(), p.driver.clone()?)))
                 .collect(),
+            up: observed
+                .links
+                .iter()
+                .filter(|l| l.oper == "up")
+                .map(|l| l.name.clone())
+                .collect(),
             ledger,
         }
     }
@@ -96,6 +106,7 @@ impl<'k> SriovBackend<'k> {
         match &action.change {
             Change::SetNumVfs { from, to, .. } => {
                 let (sysfs, pf, from, to) = (self.sysfs.clone(), pf.to_string(), *from, *to);
+                let was_up = self.up.contains(&pf);
                 // Blocking writes and a bounded wait: off the async threads.
                 tokio::task::spawn_blocking(move || {
                     if from > 0 && to > 0 {
@@ -103,7 +114,11 @@ impl<'k> SriovBackend<'k> {
                         sysfs.wait_vfs(&pf, ifindex, 0, VF_WAIT)?;
                     }
                     sysfs.set_num_vfs(&pf, to)?;
-                    sysfs.wait_vfs(&pf, ifindex, to, VF_WAIT)
+                    sysfs.wait_vfs(&pf, ifindex, to, VF_WAIT)?;
+                    if was_up {
+                        sysfs.wait_up(&pf, VF_WAIT)?;
+                    }
+                    Ok(())
                 })
                 .await
                 .map_err(|e| Error::new(ErrorKind::Bug, e.to_string()))?
@@ -111,6 +126,7 @@ impl<'k> SriovBackend<'k> {
             Change::SetVf { vf, set, .. } => {
                 for (setting, attr) in requests(*vf, set) {
                     match self.send(ifindex, attr).await {
+                        Ok(()) if setting == "mac" => self.mac_on_netdev(pf, *vf, set).await?,
                         Ok(()) => {}
                         Err(e) if matches!(errno(&e), Some(Errno::EOPNOTSUPP)) => {
                             let error = refused(e).to_string();
@@ -161,6 +177,38 @@ impl<'k> SriovBackend<'k> {
                 format!("{other:?} is not an SR-IOV step"),
             )),
         }
+    }
+
+    /// A VF's MAC, set through the PF, reaches the VF's own netdev only
+    /// when its driver starts (igb says "Reload the VF driver to make this
+    /// change effective"; until then igbvf keeps the MAC it made up at
+    /// probe, and a trusted VF even pushes that one back over the PF's).
+    /// So a VF with a netdev here that shows another MAC has its driver
+    /// bound again, as igb asks. A VF in a pod has no netdev here: its
+    /// user's business.
+    async fn mac_on_netdev(&self, pf: &str, vf: u32, set: &VfConfig) -> Result<()> {
+        let (Some((netdev, _)), Some(mac)) = (self.sysfs.vf_netdev(pf, vf), set.mac.clone()) else {
+            return Ok(());
+        };
+        if self
+            .sysfs
+            .netdev_mac(&netdev)
+            .is_some_and(|m| m.eq_ignore_ascii_case(&mac))
+        {
+            return Ok(());
+        }
+        let (sysfs, pf) = (self.sysfs.clone(), pf.to_string());
+        tokio::task::spawn_blocking(move || {
+            let pci = sysfs.vf_pci(&pf, vf).ok_or_else(|| {
+                Error::new(ErrorKind::NotFoundYet, format!("{pf} has no VF {vf}"))
+            })?;
+            tracing::info!("sriov {pf}: VF {vf}: its driver bound again to take MAC {mac}");
+            sysfs.reprobe(&pci)?;
+            sysfs.wait_driver(&pci, VfDriver::Kernel, VF_WAIT)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Bug, e.to_string()))?
+        .map_err(|e| e.context(format!("VF {vf}: its driver bound again for its new MAC")))
     }
 
     async fn send(&self, ifindex: u32, vf: VfInfo) -> std::result::Result<(), rtnetlink::Error> {

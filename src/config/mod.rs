@@ -280,10 +280,10 @@ pub struct VfSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum VfDriver {
-    /// The driver the kernel binds to the VF by itself (igbvf, iavf,
-    /// mlx5_core...).
+    // The driver the kernel binds to the VF by itself (igbvf, iavf,
+    // mlx5_core...).
     Kernel,
-    /// vfio-pci, through the VF's `driver_override`.
+    // vfio-pci, through the VF's `driver_override`.
     VfioPci,
 }
 

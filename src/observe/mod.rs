@@ -110,6 +110,7 @@ pub async fn observe(kernel: &Kernel) -> Result<Observed> {
         Vfio {
             pci_driver: v.pci_driver,
             noiommu: v.noiommu,
+            noiommu_available: v.noiommu_available,
         }
     };
     let mut observed = Observed {

@@ -274,6 +274,12 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, refused: &[Refusal
                         ));
                         continue;
                     }
+                    if !observed.vfio.noiommu_available && !observed.vfio.noiommu {
+                        steps.problems.push(format!(
+                            "sriov {name}: VF {index} driver = \"vfio-pci\" with vfio_noiommu = true: this kernel has no vfio no-IOMMU mode (CONFIG_VFIO_NOIOMMU; Debian's kernels have none): it needs an IOMMU"
+                        ));
+                        continue;
+                    }
                     noiommu = !observed.vfio.noiommu;
                 }
             }
