@@ -14,6 +14,9 @@ PODNETD=$(podnet_bin podnetd)
 CNI=$(podnet_bin podnet-cni)
 T=$PODNET_CASE_TMP
 mkdir -p "$T/cfg" "$T/state"
+# podnetd pins the shaper's map under /sys/fs/bpf/podnet: this case must
+# not depend on an earlier case having mounted bpffs.
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 
 netns_new node
 ip -n node link add ens192 type veth peer name ens192-peer

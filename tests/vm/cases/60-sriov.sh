@@ -38,23 +38,8 @@ run() {
 # ok CMD...: run, and fail unless it succeeded.
 ok() { run "$@"; ((rc == 0)) || fail "exit $rc: $*"; }
 
-# The PF: the one netdev igb drives.
-PF=
-for dev in /sys/class/net/*; do
-    [[ $(basename "$(readlink -f "$dev/device/driver" 2>/dev/null)") == igb ]] && PF=$(basename "$dev")
-done
-[[ -n $PF ]] || fail "no igb netdev: QEMU's -device igb is missing (see this case's qemu-opts)"
-SYS=/sys/class/net/$PF/device
+source "$(dirname "$0")/../igb.sh"
 assert_eq 7 "$(cat "$SYS/sriov_totalvfs")" "igb's sriov_totalvfs"
-# The PF is on a QEMU hub of its own (no DHCP, no router advertisements):
-# a default route through it would make podnet refuse, rightly, to flap it
-# without --force. Whatever the guest's init gave it goes.
-sysctl -qw "net.ipv6.conf.$PF.accept_ra=0"
-ip -4 route flush dev "$PF"
-ip -6 route flush dev "$PF"
-ip addr flush dev "$PF"
-ip link set "$PF" up
-cleanup_add bash -c "echo 0 > $SYS/sriov_numvfs"
 log "PF $PF ($(basename "$(readlink -f "$SYS")")), $(cat "$SYS/sriov_totalvfs") VFs at most"
 
 # vf N FIELD: VF N's FIELD as `ip -j link show` reports it.
