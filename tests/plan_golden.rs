@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use podnet::config::load_files;
-use podnet::plan::{default_route_hazards, in_use_hazards, plan, Inputs};
+use podnet::plan::{hazards, plan, Inputs};
 use podnet::state::Observed;
 
 #[test]
@@ -38,10 +38,8 @@ fn golden_plans() {
         };
         let mut plan = plan(&desired, &observed, &inputs);
         // As podnetctl and podnetd do without --force.
-        let hazards = default_route_hazards(&plan, &observed);
+        let hazards = hazards(&plan, &observed);
         plan.problems.extend(hazards);
-        let in_use = in_use_hazards(&plan, &observed);
-        plan.problems.extend(in_use);
         let got = plan.to_string();
         let path = case.join("plan.txt");
         if bless {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use super::{Cli, Format};
 use crate::apply::apply;
 use crate::error::{Error, ErrorKind, Result};
-use crate::plan::{default_route_hazards, in_use_hazards, Disruption};
+use crate::plan::{hazards, Disruption};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,10 +41,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
         super::planned(cli, kernel, desired, !args.dry_run, async |observed, mut plan, shaping| {
             super::host_problems(&loaded, observed)?;
             if !args.force {
-                let hazards = default_route_hazards(&plan, observed);
+                let hazards = hazards(&plan, observed);
                 plan.problems.extend(hazards);
-                let in_use = in_use_hazards(&plan, observed);
-                plan.problems.extend(in_use);
             }
             print_plan(&plan, args.output);
             if !plan.problems.is_empty() {

@@ -433,6 +433,16 @@ fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
     out
 }
 
+/// Every step refused unless forced: those that would cut the node off
+/// ([`default_route_hazards`]) and those that would destroy or rebind VFs
+/// in use ([`in_use_hazards`]). podnetctl and podnetd add them to the
+/// plan's problems without `--force`.
+pub fn hazards(plan: &Plan, observed: &Observed) -> Vec<String> {
+    let mut out = default_route_hazards(plan, observed);
+    out.extend(in_use_hazards(plan, observed));
+    out
+}
+
 /// Steps that would take down or re-address an interface carrying the
 /// node's default route, or replace its root qdisc when shaping reached it
 /// only by `[shaping]`'s default: refused unless forced (or, for shaping,

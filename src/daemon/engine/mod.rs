@@ -17,7 +17,7 @@ use super::shared::{unix_millis, Shared};
 use crate::api::types::{Fight, Reconcile, Rejection, Reverted, Status, Trial};
 use crate::config::{load_dir_for, Loaded};
 use crate::kernel::Kernel;
-use crate::plan::{default_route_hazards, plan, Plan};
+use crate::plan::{hazards, plan, Plan};
 use crate::state::Observed;
 use crate::status::{node_info, object_states};
 
@@ -271,10 +271,8 @@ impl Engine {
                 .extend(located.items.iter().map(|d| d.to_string()));
         }
         if !options.force {
-            let hazards = default_route_hazards(&plan, &observed);
+            let hazards = hazards(&plan, &observed);
             plan.problems.extend(hazards);
-            let in_use = crate::plan::in_use_hazards(&plan, &observed);
-            plan.problems.extend(in_use);
         }
         if let Some(max) = options.max_disruption {
             if plan.max_disruption() > max {
