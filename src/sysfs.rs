@@ -47,17 +47,6 @@ pub struct VfSys {
     pub iommu_group: Option<String>,
 }
 
-/// vfio as sysfs shows it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct VfioSys {
-    /// The vfio-pci driver is there (its module loaded, or built in).
-    pub pci_driver: bool,
-    /// vfio's `enable_unsafe_noiommu_mode` is on.
-    pub noiommu: bool,
-    /// This kernel has that mode (CONFIG_VFIO_NOIOMMU; Debian's has not).
-    pub noiommu_available: bool,
-}
-
 impl VfSys {
     /// Bound to a network driver, yet without a netdev here: the netdev was
     /// moved into another network namespace (what sriov-cni does for a pod).
@@ -113,11 +102,13 @@ impl Sysfs {
         })
     }
 
-    pub fn vfio(&self) -> VfioSys {
+    /// vfio: its PCI driver there (loaded or built in), its no-IOMMU mode
+    /// on, and whether this kernel has that mode at all.
+    pub fn vfio(&self) -> crate::state::Vfio {
         let param = self
             .root
             .join("module/vfio/parameters/enable_unsafe_noiommu_mode");
-        VfioSys {
+        crate::state::Vfio {
             pci_driver: self.root.join("bus/pci/drivers/vfio-pci").is_dir(),
             noiommu: std::fs::read_to_string(&param).is_ok_and(|v| v.trim() == "Y"),
             noiommu_available: param.exists(),
@@ -182,25 +173,25 @@ impl Sysfs {
     /// `bound`.
     pub fn wait_up(&self, name: &str, bound: Duration) -> Result<()> {
         let path = self.root.join("class/net").join(name).join("operstate");
-        let start = Instant::now();
-        while std::fs::read_to_string(&path).map_or(true, |s| s.trim() != "up") {
-            if start.elapsed() >= bound {
-                return Err(Error::new(
-                    ErrorKind::NotFoundYet,
-                    format!(
-                        "{name} was up and is not up again {} s after its VF count changed (its driver re-initialised it); see the kernel log (dmesg)",
-                        bound.as_secs()
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
+        poll(bound, || match std::fs::read_to_string(&path) {
+            Ok(s) if s.trim() == "up" => None,
+            Ok(s) => Some(format!("its operstate reads {}", s.trim())),
+            Err(e) => Some(format!("{}: {e}", path.display())),
+        })
+        .map_err(|(why, secs)| {
+            Error::new(
+                ErrorKind::NotFoundYet,
+                format!(
+                    "{name} was up and is not up again {secs} s after its VF count changed ({why}; its driver re-initialised it); see the kernel log (dmesg)"
+                ),
+            )
+        })
     }
 
     /// The PCI address of VF `index` of PF `pf`.
-    pub fn vf_pci(&self, pf: &str, index: u32) -> Option<String> {
+    pub fn vf_pci(&self, pf: &str, index: u32) -> Result<String> {
         link_name(&self.device(pf).join(format!("virtfn{index}")))
+            .ok_or_else(|| Error::new(ErrorKind::NotFoundYet, format!("{pf} has no VF {index}")))
     }
 
     /// Waits until PCI device `pci` is bound as `want` asks (the kernel's
@@ -212,8 +203,7 @@ impl Sysfs {
         bound: Duration,
     ) -> Result<()> {
         let dev = self.root.join("bus/pci/devices").join(pci);
-        let start = Instant::now();
-        loop {
+        poll(bound, || {
             let driver = self.driver(pci);
             let done = match want {
                 crate::config::VfDriver::VfioPci => driver.as_deref() == Some("vfio-pci"),
@@ -222,21 +212,14 @@ impl Sysfs {
                         && first_entry(&dev.join("net")).is_some()
                 }
             };
-            if done {
-                return Ok(());
-            }
-            if start.elapsed() >= bound {
-                return Err(Error::new(
-                    ErrorKind::KernelRefused,
-                    format!(
-                        "{pci}: bound to {} after {} s, not as asked; see the kernel log (dmesg)",
-                        driver.as_deref().unwrap_or("no driver"),
-                        bound.as_secs()
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            (!done).then(|| format!("bound to {}", driver.as_deref().unwrap_or("no driver")))
+        })
+        .map_err(|(why, secs)| {
+            Error::new(
+                ErrorKind::KernelRefused,
+                format!("{pci}: {why} after {secs} s, not as asked; see the kernel log (dmesg)"),
+            )
+        })
     }
 
     /// Writes `sriov_numvfs`. The kernel takes only 0 -> N and N -> 0
@@ -258,8 +241,7 @@ impl Sysfs {
     /// network driver took it (the kernel makes them asynchronously), for
     /// at most `bound`.
     pub fn wait_vfs(&self, pf: &str, ifindex: u32, n: u32, bound: Duration) -> Result<()> {
-        let start = Instant::now();
-        loop {
+        poll(bound, || {
             let missing: Vec<String> = match self.pf(pf, ifindex) {
                 Some(p) if p.num_vfs == n => p
                     .vfs
@@ -270,20 +252,30 @@ impl Sysfs {
                 Some(p) => vec![format!("sriov_numvfs reads {}", p.num_vfs)],
                 None => vec![format!("{pf} is not an SR-IOV PF in sysfs any more")],
             };
-            if missing.is_empty() {
-                return Ok(());
-            }
-            if start.elapsed() >= bound {
-                return Err(Error::new(
-                    ErrorKind::NotFoundYet,
-                    format!(
-                        "{pf}: {n} VF(s) asked, not all there after {} s ({} without a PCI device or netdev yet); see the kernel log (dmesg)",
-                        bound.as_secs(),
-                        missing.join(", ")
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            (!missing.is_empty()).then(|| missing.join(", "))
+        })
+        .map_err(|(missing, secs)| {
+            Error::new(
+                ErrorKind::NotFoundYet,
+                format!(
+                    "{pf}: {n} VF(s) asked, not all there after {secs} s ({missing} without a PCI device or netdev yet); see the kernel log (dmesg)"
+                ),
+            )
+        })
+    }
+}
+
+/// Checks every 20 ms until `pending` says nothing is left (None), for at
+/// most `bound`: then what was still pending, and the bound in seconds.
+/// What these waits watch (VFs, drivers, a PF's link) comes without an
+/// event podnet could wait on in sysfs.
+fn poll(bound: Duration, mut pending: impl FnMut() -> Option<String>) -> Result<(), (String, u64)> {
+    let start = Instant::now();
+    loop {
+        match pending() {
+            None => return Ok(()),
+            Some(left) if start.elapsed() >= bound => return Err((left, bound.as_secs())),
+            Some(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }

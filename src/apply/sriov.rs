@@ -107,8 +107,7 @@ impl<'k> SriovBackend<'k> {
             Change::SetNumVfs { from, to, .. } => {
                 let (sysfs, pf, from, to) = (self.sysfs.clone(), pf.to_string(), *from, *to);
                 let was_up = self.up.contains(&pf);
-                // Blocking writes and a bounded wait: off the async threads.
-                tokio::task::spawn_blocking(move || {
+                blocking(move || {
                     if from > 0 && to > 0 {
                         sysfs.set_num_vfs(&pf, 0)?;
                         sysfs.wait_vfs(&pf, ifindex, 0, VF_WAIT)?;
@@ -121,7 +120,6 @@ impl<'k> SriovBackend<'k> {
                     Ok(())
                 })
                 .await
-                .map_err(|e| Error::new(ErrorKind::Bug, e.to_string()))?
             }
             Change::SetVf { vf, set, .. } => {
                 for (setting, attr) in requests(*vf, set) {
@@ -155,13 +153,11 @@ impl<'k> SriovBackend<'k> {
             } => {
                 let (sysfs, pf, vf, to, noiommu) =
                     (self.sysfs.clone(), pf.to_string(), *vf, *to, *noiommu);
-                tokio::task::spawn_blocking(move || {
+                blocking(move || {
                     if noiommu {
                         sysfs.enable_noiommu()?;
                     }
-                    let pci = sysfs.vf_pci(&pf, vf).ok_or_else(|| {
-                        Error::new(ErrorKind::NotFoundYet, format!("{pf} has no VF {vf}"))
-                    })?;
+                    let pci = sysfs.vf_pci(&pf, vf)?;
                     let driver = match to {
                         VfDriver::VfioPci => Some(crate::plan::VFIO_PCI),
                         VfDriver::Kernel => None,
@@ -170,7 +166,6 @@ impl<'k> SriovBackend<'k> {
                     sysfs.wait_driver(&pci, to, VF_WAIT)
                 })
                 .await
-                .map_err(|e| Error::new(ErrorKind::Bug, e.to_string()))?
             }
             other => Err(Error::new(
                 ErrorKind::Bug,
@@ -198,16 +193,13 @@ impl<'k> SriovBackend<'k> {
             return Ok(());
         }
         let (sysfs, pf) = (self.sysfs.clone(), pf.to_string());
-        tokio::task::spawn_blocking(move || {
-            let pci = sysfs.vf_pci(&pf, vf).ok_or_else(|| {
-                Error::new(ErrorKind::NotFoundYet, format!("{pf} has no VF {vf}"))
-            })?;
+        blocking(move || {
+            let pci = sysfs.vf_pci(&pf, vf)?;
             tracing::info!("sriov {pf}: VF {vf}: its driver bound again to take MAC {mac}");
             sysfs.reprobe(&pci)?;
             sysfs.wait_driver(&pci, VfDriver::Kernel, VF_WAIT)
         })
         .await
-        .map_err(|e| Error::new(ErrorKind::Bug, e.to_string()))?
         .map_err(|e| e.context(format!("VF {vf}: its driver bound again for its new MAC")))
     }
 
@@ -218,6 +210,13 @@ impl<'k> SriovBackend<'k> {
             .push(LinkAttribute::VfInfoList(vec![LinkVfInfo(vec![vf])]));
         self.kernel.handle().link().set(msg).execute().await
     }
+}
+
+/// Runs sysfs writes and their bounded waits off the async threads.
+async fn blocking(f: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Bug, format!("an SR-IOV step's thread: {e}")))?
 }
 
 /// One netlink VF attribute per setting in `set`, with the setting's key.

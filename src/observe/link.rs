@@ -49,14 +49,7 @@ pub(super) fn parse(msg: &LinkMessage) -> RawLink {
             LinkAttribute::NumTxQueues(n) => link.tx_queues = *n,
             LinkAttribute::OperState(s) => link.oper = format!("{s:?}").to_lowercase(),
             LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a.clone()),
-            LinkAttribute::Address(a) if a.len() == 6 => {
-                link.mac = Some(
-                    a.iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<Vec<_>>()
-                        .join(":"),
-                )
-            }
+            LinkAttribute::Address(a) if a.len() == 6 => link.mac = Some(mac(a)),
             LinkAttribute::Link(i) => parent_index = Some(*i),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
@@ -104,13 +97,7 @@ fn vf_config(info: &[VfInfo]) -> Option<(u32, VfConfig)> {
         match attr {
             VfInfo::Mac(m) => {
                 id = Some(m.vf_id);
-                c.mac = Some(
-                    m.mac[..6]
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<Vec<_>>()
-                        .join(":"),
-                );
+                c.mac = Some(mac(&m.mac[..6]));
             }
             VfInfo::Vlan(v) => {
                 // IFLA_VF_VLAN_LIST, when present, adds the protocol.
@@ -152,6 +139,15 @@ fn vf_config(info: &[VfInfo]) -> Option<(u32, VfConfig)> {
         }
     }
     Some((id?, c))
+}
+
+/// `02:00:00:00:00:10`, as `ip` prints a MAC.
+fn mac(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn macvlan_mode(m: MacVlanMode) -> Option<ChildMode> {

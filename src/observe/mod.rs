@@ -106,12 +106,7 @@ pub async fn observe(kernel: &Kernel) -> Result<Observed> {
     let vfio = if sriov.is_empty() {
         Vfio::default()
     } else {
-        let v = sysfs.vfio();
-        Vfio {
-            pci_driver: v.pci_driver,
-            noiommu: v.noiommu,
-            noiommu_available: v.noiommu_available,
-        }
+        sysfs.vfio()
     };
     let mut observed = Observed {
         links: links
