@@ -23,6 +23,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod failpoint;
+pub mod holders;
 pub mod kernel;
 pub mod netns;
 pub mod observe;

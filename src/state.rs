@@ -146,6 +146,14 @@ impl VfConfig {
     pub fn is_empty(&self) -> bool {
         *self == VfConfig::default()
     }
+
+    /// The settings this holds (their keys, as the API names them).
+    pub fn keys(&self) -> Vec<String> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(o)) => o.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -531,6 +539,28 @@ impl Observed {
         self.links.iter().find(|l| l.name == name)
     }
 
+    /// Marks the VFs that registered endpoints name (their `vf`) in use,
+    /// unless the host already shows them in use for another reason.
+    pub fn mark_vf_users(&mut self, endpoints: &[crate::api::types::EndpointRecord]) {
+        for vf in self.sriov.iter_mut().flat_map(|pf| pf.vfs.iter_mut()) {
+            if vf.in_use.is_some() {
+                continue;
+            }
+            let Some(pci) = vf.pci.as_deref() else {
+                continue;
+            };
+            if let Some(e) = endpoints
+                .iter()
+                .find(|e| e.endpoint.vf.as_deref() == Some(pci))
+            {
+                vf.in_use = Some(format!(
+                    "endpoint {}/{} is registered on it",
+                    e.container_id, e.ifname
+                ));
+            }
+        }
+    }
+
     /// The SR-IOV PF `name`, if it is one.
     pub fn pf(&self, name: &str) -> Option<&Pf> {
         self.sriov.iter().find(|p| p.name == name)
@@ -573,5 +603,62 @@ impl Observed {
         self.links
             .iter()
             .filter(move |l| l.parent.as_deref() == Some(parent))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A VF a registered endpoint names is in use; a VF already in use for
+    /// a reason of the host's keeps that reason; other VFs stay free.
+    #[test]
+    fn endpoints_naming_a_vf_mark_it_in_use() {
+        let vf = |index: u32, pci: &str, in_use: Option<&str>| Vf {
+            index,
+            pci: Some(pci.into()),
+            driver: Some("igbvf".into()),
+            netdev: None,
+            iommu_group: None,
+            in_use: in_use.map(Into::into),
+            config: VfConfig::default(),
+        };
+        let mut observed = Observed {
+            sriov: vec![Pf {
+                name: "enp1s0".into(),
+                pci: "0000:01:00.0".into(),
+                driver: Some("igb".into()),
+                iommu_group: None,
+                total_vfs: 7,
+                num_vfs: 3,
+                vfs: vec![
+                    vf(0, "0000:01:10.0", None),
+                    vf(1, "0000:01:10.2", Some("its netdev left")),
+                    vf(2, "0000:01:10.4", None),
+                ],
+            }],
+            ..Observed::default()
+        };
+        let record = |id: &str, pci: &str| {
+            serde_json::from_value::<crate::api::types::EndpointRecord>(serde_json::json!({
+                "container_id": id, "ifname": "net1", "ips": [], "vf": pci,
+                "registered_at": 1
+            }))
+            .unwrap()
+        };
+        observed.mark_vf_users(&[record("a", "0000:01:10.0"), record("b", "0000:01:10.2")]);
+        let in_use: Vec<Option<&str>> = observed.sriov[0]
+            .vfs
+            .iter()
+            .map(|v| v.in_use.as_deref())
+            .collect();
+        assert_eq!(
+            in_use,
+            [
+                Some("endpoint a/net1 is registered on it"),
+                Some("its netdev left"),
+                None
+            ]
+        );
     }
 }

@@ -45,9 +45,34 @@ pub struct VfSys {
     pub netdev: Option<String>,
     /// Its IOMMU group, when the host has an IOMMU.
     pub iommu_group: Option<String>,
+    /// Its VFIO character device (`vfio-dev/vfioN`), while bound to
+    /// vfio-pci on a kernel with VFIO's device files.
+    pub vfio_dev: Option<String>,
+    /// The PCI device is enabled (`enable`): vfio-pci enables a VF when a
+    /// process opens it, and disables it again when the last one closes.
+    pub enabled: bool,
 }
 
 impl VfSys {
+    /// The files through which a process uses this VF while it is bound to
+    /// vfio-pci: its group's (`/dev/vfio/<group>`, or `noiommu-<group>` in
+    /// no-IOMMU mode) and its own device file (`/dev/vfio/devices/vfioN`).
+    /// Empty when it is not bound to vfio-pci.
+    pub fn vfio_files(&self) -> Vec<PathBuf> {
+        if self.driver.as_deref() != Some("vfio-pci") {
+            return Vec::new();
+        }
+        let mut files = Vec::new();
+        if let Some(g) = &self.iommu_group {
+            files.push(PathBuf::from(format!("/dev/vfio/{g}")));
+            files.push(PathBuf::from(format!("/dev/vfio/noiommu-{g}")));
+        }
+        if let Some(d) = &self.vfio_dev {
+            files.push(Path::new("/dev/vfio/devices").join(d));
+        }
+        files
+    }
+
     /// Bound to a network driver, yet without a netdev here: the netdev was
     /// moved into another network namespace (what sriov-cni does for a pod).
     pub fn moved_away(&self) -> bool {
@@ -89,6 +114,8 @@ impl Sysfs {
                     driver: link_name(&vf.join("driver")),
                     netdev: first_entry(&vf.join("net")),
                     iommu_group: link_name(&vf.join("iommu_group")),
+                    vfio_dev: first_entry(&vf.join("vfio-dev")),
+                    enabled: read_u32(&vf.join("enable")).is_some_and(|e| e > 0),
                 }
             })
             .collect();
@@ -295,6 +322,19 @@ fn read_u32(path: &Path) -> Option<u32> {
 
 /// The last component of where symlink `path` points (a PCI address, a
 /// driver's name).
+/// A PCI address as sysfs names a device: domain, bus, device and
+/// function in hex (`0000:01:10.0`).
+pub fn valid_pci_address(s: &str) -> bool {
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    let Some((rest, function)) = s.rsplit_once('.') else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    matches!(parts.as_slice(), [d, b, dev] if hex(d, 4) && hex(b, 2) && hex(dev, 2))
+        && function.len() == 1
+        && matches!(function.as_bytes()[0], b'0'..=b'7')
+}
+
 fn link_name(path: &Path) -> Option<String> {
     let target = std::fs::read_link(path).ok()?;
     Some(target.file_name()?.to_string_lossy().into_owned())
@@ -361,6 +401,40 @@ mod tests {
             .wait_vfs("ens2f0", 7, 2, Duration::from_millis(50))
             .unwrap_err();
         assert!(err.to_string().contains("VF 1"), "{err}");
+        assert!(pf.vfs[0].vfio_files().is_empty(), "not bound to vfio-pci");
+        let vfio = VfSys {
+            driver: Some("vfio-pci".into()),
+            iommu_group: Some("12".into()),
+            vfio_dev: Some("vfio3".into()),
+            ..pf.vfs[1].clone()
+        };
+        assert_eq!(
+            vfio.vfio_files(),
+            [
+                "/dev/vfio/12",
+                "/dev/vfio/noiommu-12",
+                "/dev/vfio/devices/vfio3"
+            ]
+            .map(PathBuf::from)
+        );
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn pci_addresses() {
+        for ok in ["0000:01:10.0", "0000:af:00.7", "10de:3B:1f.1"] {
+            assert!(valid_pci_address(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "01:10.0",
+            "0000:01:10.8",
+            "0000:01:10",
+            "0000:1:10.0",
+            "0000:01:10.0x",
+            "eth0",
+        ] {
+            assert!(!valid_pci_address(bad), "{bad}");
+        }
     }
 }

@@ -996,6 +996,7 @@ async fn the_client_speaks_every_route() {
         egress: Some(5_000_000),
         ingress: None,
         network: None,
+        vf: None,
     };
     let record = c.put_endpoint("abc", "eth0", &ep).await.unwrap();
     assert_eq!(record.endpoint, ep);
@@ -1092,6 +1093,7 @@ fn the_blocking_client_needs_no_runtime() {
         egress: Some(100_000_000),
         ingress: None,
         network: Some("pods".into()),
+        vf: None,
     };
     let put = c.put_endpoint("c9", "net1", &ep).unwrap();
     assert_eq!(put.endpoint, ep);

@@ -756,6 +756,7 @@ fn every_command_in_every_version_against_podnetd() {
                 egress: Some(100_000_000),
                 ingress: Some(1_000_000_000),
                 network: Some("pods".into()),
+                vf: None,
             }),
             "{version}"
         );

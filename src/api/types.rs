@@ -218,6 +218,11 @@ pub struct Endpoint {
     /// one network leaves the endpoints of others alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The SR-IOV VF the pod's interface is, by PCI address (the CNI
+    /// config's `deviceID`): the VF is in use while the endpoint is
+    /// registered, so podnet refuses to destroy or rebind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vf: Option<String>,
 }
 
 /// An endpoint as the registry holds it.

@@ -194,5 +194,6 @@ pub async fn observe_for_plan(
     let mut observed = observe_with_shaping(kernel, &shaping.paths).await?;
     shaping.prepare(desired, &observed, create)?;
     let inputs = shaping.inputs(&mut observed)?;
+    observed.mark_vf_users(&inputs.endpoints);
     Ok((observed, inputs))
 }

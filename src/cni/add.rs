@@ -61,6 +61,7 @@ pub fn endpoint(
         egress: conf.bandwidth.egress(),
         ingress: conf.bandwidth.ingress(),
         network: Some(conf.name.clone()),
+        vf: conf.device_id.clone(),
     })
 }
 
@@ -114,8 +115,27 @@ mod tests {
                 egress: Some(100_000_000),
                 ingress: None,
                 network: Some("pods".into()),
+                vf: None,
             }
         );
+    }
+
+    /// Multus's `deviceID` names the pod's VF: podnetd counts it in use.
+    #[test]
+    fn the_device_id_names_the_vf_and_must_be_a_pci_address() {
+        let c = conf(json!({"deviceID": "0000:01:10.2"}));
+        assert_eq!(
+            ep(&c, &at(None)).unwrap().vf.as_deref(),
+            Some("0000:01:10.2")
+        );
+        let mut bad = json!({"cniVersion": "1.0.0", "name": "pods", "deviceID": "enp1s0v2"});
+        let err = NetConf::parse(&bad).unwrap_err();
+        assert!(
+            err.to_string().contains("`deviceID` is not a PCI address"),
+            "{err}"
+        );
+        bad["deviceID"] = json!(7);
+        assert!(NetConf::parse(&bad).is_err());
     }
 
     #[test]

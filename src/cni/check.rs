@@ -106,6 +106,7 @@ mod tests {
             egress: None,
             ingress: Some(1000),
             network: None,
+            vf: None,
         }
     }
 

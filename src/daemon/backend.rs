@@ -139,6 +139,14 @@ impl Backend for DaemonBackend {
                 ));
             }
         }
+        if let Some(vf) = endpoint.vf.as_deref() {
+            if !crate::sysfs::valid_pci_address(vf) {
+                return Err(Refusal::new(
+                    422,
+                    format!("`vf` is not a PCI address: {vf:?} (a VF's, as 0000:01:10.0)"),
+                ));
+            }
+        }
         let limits = match &shared.config {
             Some(config) => {
                 Some(endpoint_limits(config, &endpoint).map_err(|e| Refusal::new(422, e))?)
@@ -152,7 +160,9 @@ impl Backend for DaemonBackend {
         // Shaped before ADD returns, so from the pod's first packet. A
         // pass is needed only when that could not be done here; every pass
         // confirms the map against the whole registry anyway.
-        if !shared.shaping.install(&record) {
+        // A pass also when the endpoint names a VF: the node's VFs show who
+        // uses them, and a count change must be refused from now on.
+        if !shared.shaping.install(&record) || record.endpoint.vf.is_some() {
             let _ = self.triggers.send(Trigger::Endpoints);
         }
         let entries = shared.shaping.entries_of(&record);
@@ -176,7 +186,7 @@ impl Backend for DaemonBackend {
         let Shared {
             registry, shaping, ..
         } = &mut *shared;
-        if !shaping.uninstall(&gone, |ip| registry.holds(ip)) {
+        if !shaping.uninstall(&gone, |ip| registry.holds(ip)) || gone.endpoint.vf.is_some() {
             let _ = self.triggers.send(Trigger::Endpoints);
         }
         Ok(true)

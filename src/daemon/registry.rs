@@ -401,6 +401,7 @@ mod tests {
             egress: None,
             ingress: Some(100_000_000),
             network: None,
+            vf: None,
         }
     }
 

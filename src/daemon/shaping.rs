@@ -490,6 +490,7 @@ mod tests {
                 egress,
                 ingress: None,
                 network: None,
+                vf: None,
             },
             registered_at: 0,
             limits: Some(Limits {

@@ -93,6 +93,7 @@ fn pod(i: usize) -> Endpoint {
         egress: Some(10_000_000),
         ingress: None,
         network: None,
+        vf: None,
     }
 }
 

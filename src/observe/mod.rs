@@ -150,20 +150,26 @@ pub async fn observe(kernel: &Kernel) -> Result<Observed> {
 /// The PFs among `links` (those with a bus parent whose sysfs shows
 /// `sriov_totalvfs`), each VF with its settings from the PF's message.
 fn sriov(sysfs: &crate::sysfs::Sysfs, links: &[link::RawLink]) -> Vec<Pf> {
-    links
+    let pfs: Vec<(&link::RawLink, crate::sysfs::PfSys)> = links
         .iter()
         .filter(|raw| raw.num_vf.is_some())
-        .filter_map(|raw| {
-            let sys = sysfs.pf(&raw.link.name, raw.link.index)?;
+        .filter_map(|raw| Some((raw, sysfs.pf(&raw.link.name, raw.link.index)?)))
+        .collect();
+    // Who holds the VFIO files of the VFs bound to vfio-pci: one pass over
+    // the processes, and none when no VF is bound to it.
+    let files: Vec<_> = pfs
+        .iter()
+        .flat_map(|(_, sys)| sys.vfs.iter().flat_map(|v| v.vfio_files()))
+        .collect();
+    let holders = crate::holders::holders(&files);
+    pfs.into_iter()
+        .map(|(raw, sys)| {
             let vfs = sys
                 .vfs
                 .into_iter()
                 .map(|v| Vf {
                     index: v.index,
-                    in_use: v.moved_away().then(|| {
-                        "its netdev left this network namespace (a pod's, as sriov-cni moves it)"
-                            .to_string()
-                    }),
+                    in_use: vf_in_use(&v, &holders),
                     pci: v.pci,
                     driver: v.driver,
                     netdev: v.netdev,
@@ -176,7 +182,7 @@ fn sriov(sysfs: &crate::sysfs::Sysfs, links: &[link::RawLink]) -> Vec<Pf> {
                         .unwrap_or_default(),
                 })
                 .collect();
-            Some(Pf {
+            Pf {
                 name: raw.link.name.clone(),
                 pci: sys.pci,
                 driver: sys.driver,
@@ -184,7 +190,37 @@ fn sriov(sysfs: &crate::sysfs::Sysfs, links: &[link::RawLink]) -> Vec<Pf> {
                 total_vfs: sys.total_vfs,
                 num_vfs: sys.num_vfs,
                 vfs,
-            })
+            }
         })
         .collect()
+}
+
+/// Why a VF is in use, as the host shows it (a registered endpoint that
+/// names it is the daemon's to add: [`Observed::mark_vf_users`]).
+fn vf_in_use(
+    v: &crate::sysfs::VfSys,
+    holders: &std::collections::BTreeMap<std::path::PathBuf, Vec<String>>,
+) -> Option<String> {
+    if v.moved_away() {
+        return Some(
+            "its netdev left this network namespace (a pod's, as sriov-cni moves it)".into(),
+        );
+    }
+    let files = v.vfio_files();
+    let held: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            Some(format!(
+                "{} holds {}",
+                holders.get(f)?.join(", "),
+                f.display()
+            ))
+        })
+        .collect();
+    if !held.is_empty() {
+        return Some(format!("bound to vfio-pci and open: {}", held.join("; ")));
+    }
+    (!files.is_empty() && v.enabled).then(|| {
+        "bound to vfio-pci and enabled, which vfio-pci does while a process has it open (one podnetd may not look into)".into()
+    })
 }

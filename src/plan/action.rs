@@ -594,6 +594,20 @@ impl Action {
     pub fn object(&self) -> String {
         format!("{} {}", self.role.noun(), self.name)
     }
+
+    /// What a fight with another agent is about: the object, but for a
+    /// VF's settings the VF and the settings, and for its driver the VF,
+    /// so an agent that keeps changing one VF's VLAN back holds neither
+    /// the PF's other VFs nor that VF's other settings.
+    pub fn fight_key(&self) -> String {
+        match &self.change {
+            Change::SetVf { vf, set, .. } => {
+                format!("{} vf {vf} {}", self.object(), set.keys().join(","))
+            }
+            Change::SetVfDriver { vf, .. } => format!("{} vf {vf} driver", self.object()),
+            _ => self.object(),
+        }
+    }
 }
 
 impl fmt::Display for Action {
@@ -886,6 +900,41 @@ fn describe_entry(e: &MapEntry) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// A fight is about one VF's settings (or driver), not the PF.
+    #[test]
+    fn fights_are_per_vf_and_setting() {
+        let vf = |vf: u32, set: crate::state::VfConfig| {
+            Action::new(
+                Role::Sriov,
+                "enp1s0",
+                Change::SetVf {
+                    vf,
+                    set,
+                    was: Default::default(),
+                },
+            )
+        };
+        let vlan = crate::state::VfConfig {
+            vlan: Some(crate::state::VfVlan {
+                id: 100,
+                qos: 0,
+                proto: crate::config::VlanProto::Dot1q,
+            }),
+            ..Default::default()
+        };
+        let trust = crate::state::VfConfig {
+            trust: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(vf(1, vlan.clone()).fight_key(), "sriov enp1s0 vf 1 vlan");
+        let keys: std::collections::HashSet<String> =
+            [vf(1, vlan.clone()), vf(2, vlan), vf(1, trust)]
+                .iter()
+                .map(Action::fight_key)
+                .collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+    }
+
     use super::*;
 
     fn entry(rate_bps: u64) -> MapEntry {

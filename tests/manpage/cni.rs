@@ -247,7 +247,11 @@ addresses), \fBruntimeConfig.bandwidth\fR (\fBingressRate\fR and
 \fBegressRate\fR in bits per second, 0 or absent: no explicit limit;
 \fBingressBurst\fR and \fBegressBurst\fR, which are ignored, as kubelet
 passes "no limit" there and the burst comes from the tier),
-\fBargs.cni.tier\fR, and, for GC, \fBcni.dev/valid\-attachments\fR.
+\fBargs.cni.tier\fR, \fBdeviceID\fR (an SR\-IOV pod's VF, by PCI address, as
+Multus puts it into every plugin of the chain from the device plugin's
+allocation: \fBpodnetd\fR then counts the VF in use while the pod is
+registered, and refuses to destroy or rebind it), and, for GC,
+\fBcni.dev/valid\-attachments\fR.
 .SS "TIERS AND RATES"
 A pod's tier is the first of: \fBargs.cni.tier\fR (the runtime's
 \fBargs\fR, which the CNI conventions prefer), \fB{tier_arg}\fR in

@@ -91,6 +91,10 @@ pub struct NetConf {
     pub args_tier: Option<String>,
     /// `runtimeConfig.bandwidth`.
     pub bandwidth: Bandwidth,
+    /// The SR-IOV VF the pod's interface is (`deviceID`: its PCI address,
+    /// which Multus puts into each plugin's config from the device plugin's
+    /// allocation, and sriov-cni reads).
+    pub device_id: Option<String>,
     /// `prevResult`, as given.
     pub prev_result: Option<Value>,
     /// `cni.dev/valid-attachments` (GC only).
@@ -211,6 +215,15 @@ impl NetConf {
                 ))
             }
         };
+        let device_id = opt_string(conf, "deviceID")?;
+        if let Some(d) = &device_id {
+            if !crate::sysfs::valid_pci_address(d) {
+                return Err(CniError::config(
+                    format!("`deviceID` is not a PCI address: {d:?}"),
+                    "a VF's PCI address, as 0000:01:10.0",
+                ));
+            }
+        }
         let valid_attachments = valid_attachments(conf)?;
         Ok(NetConf {
             version,
@@ -220,6 +233,7 @@ impl NetConf {
             master,
             args_tier,
             bandwidth,
+            device_id,
             prev_result,
             valid_attachments,
         })

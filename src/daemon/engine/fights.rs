@@ -30,12 +30,13 @@ pub(super) fn next_backoff(first: Duration, previous: Option<Duration>) -> Durat
 impl Engine {
     pub(super) fn record_repairs(&mut self, plan: &Plan) {
         let now = Instant::now();
-        let objects: HashSet<String> = plan.actions.iter().map(|a| a.object()).collect();
         {
+            let objects: HashSet<String> = plan.actions.iter().map(|a| a.object()).collect();
             let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
             objects.iter().for_each(|o| s.metrics.repaired(o));
         }
-        for object in objects {
+        let keys: HashSet<String> = plan.actions.iter().map(|a| a.fight_key()).collect();
+        for object in keys {
             let f = self.fights.entry(object.clone()).or_insert(FightState {
                 repairs: Vec::new(),
                 backoff: Duration::ZERO,
@@ -60,7 +61,7 @@ impl Engine {
     /// A fight ends once its object stayed converged through a whole window.
     pub(super) fn forget_quiet_fights(&mut self, remaining: &Plan) {
         let now = Instant::now();
-        let pending: HashSet<String> = remaining.actions.iter().map(|a| a.object()).collect();
+        let pending: HashSet<String> = remaining.actions.iter().map(|a| a.fight_key()).collect();
         self.fights.retain(|object, f| {
             let backing_off = f.until.is_some_and(|u| u > now);
             let recent = f

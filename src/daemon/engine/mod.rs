@@ -294,7 +294,7 @@ impl Engine {
         let (held_actions, actions): (Vec<_>, Vec<_>) = plan
             .actions
             .drain(..)
-            .partition(|a| held.contains(&a.object()));
+            .partition(|a| held.contains(&a.fight_key()));
         plan.actions = actions;
 
         let mut remaining = Plan {

@@ -7,8 +7,10 @@
 # by --max-disruption hitless) and the settings come back; a count over
 # the device's total is an error naming the file and line; podnetd repairs
 # each setting changed by hand (the time it took is logged); a VF moved
-# into a namespace (as sriov-cni does) is in use: its settings are left to
-# its user, and a count change is refused without --force.
+# into a namespace (as sriov-cni does), one bound to vfio-pci and held
+# open, and one a registered endpoint names are in use: a moved VF's
+# settings are left to its user, and a count or driver change is refused
+# without --force.
 # vm: timeout=600
 # vm: qemu-opts=-device intel-iommu,intremap=off -device pcie-root-port,id=pn_rp1,chassis=1,slot=1 -device igb,bus=pn_rp1,netdev=pn_igb0 -netdev hubport,id=pn_igb0,hubid=7
 # An emulated IOMMU for vfio-pci (Debian's kernel has no vfio no-IOMMU
@@ -150,7 +152,47 @@ ok ctl status
 assert_contains "$out" "(vfio-pci)"
 ok ctl apply
 assert_contains "$out" "No changes: the host matches the node files."
+
+log "=== a VF bound to vfio-pci and open (as a DPDK or KubeVirt pod holds it) is in use"
+# The holder does what a VFIO user does: a container, the group in it, an
+# IOMMU type, then the VF's device file, which makes vfio-pci enable it.
+pci1=$(basename "$(readlink -f "$SYS/virtfn1")")
+python3 - "$group" "$pci1" > "$T/holder.out" 2>&1 <<'PY' &
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+group, pci = sys.argv[1], sys.argv[2]
+container = os.open("/dev/vfio/vfio", os.O_RDWR)
+g = os.open(f"/dev/vfio/{group}", os.O_RDWR)
+# VFIO_GROUP_SET_CONTAINER, VFIO_SET_IOMMU (type1), VFIO_GROUP_GET_DEVICE_FD
+held = "group"
+if libc.ioctl(g, 0x3B68, ctypes.byref(ctypes.c_int(container))) == 0 and libc.ioctl(container, 0x3B66, 1) == 0:
+    dev = libc.ioctl(g, 0x3B6A, ctypes.c_char_p(pci.encode()))
+    held = "device" if dev >= 0 else f"group (device: errno {ctypes.get_errno()})"
+else:
+    held = f"group (container: errno {ctypes.get_errno()})"
+print(held, flush=True)
+time.sleep(600)
+PY
+holder=$!
+cleanup_add kill "$holder"
+wait_until 20 test -s "$T/holder.out"
+log "the holder holds: $(cat "$T/holder.out")"
+if [[ $(head -1 "$T/holder.out") == device ]]; then
+    assert_eq 1 "$(cat "$SYS/virtfn1/enable")" "VF 1 enabled while its device file is open"
+fi
+run ctl status
+assert_contains "$out" "in use: bound to vfio-pci and open: pid $holder (python3) holds /dev/vfio/$group"
 node_file 2 'driver = "kernel"'
+run ctl apply
+assert_eq 1 "$rc" "status of a driver change of a VF in use"
+assert_contains "$out" "VF 1 changes driver, and it is in use: bound to vfio-pci and open"
+assert_eq vfio-pci "$(basename "$(readlink "$SYS/virtfn1/driver")")" "VF 1's driver after the refusal"
+kill "$holder"
+wait "$holder" 2>/dev/null || true
+wait_until 20 bash -c "[[ \$(cat $SYS/virtfn1/enable) == 0 ]]"
+run ctl status
+[[ $out != *"in use"* ]] || fail "VF 1 still in use once its holder is gone"
+
 ok ctl apply
 assert_contains "$out" "VF 1: driver vfio-pci -> the kernel's VF driver"
 assert_eq igbvf "$(basename "$(readlink "$SYS/virtfn1/driver")")" "VF 1's driver, back"
@@ -194,6 +236,23 @@ jq . <<< "$node"
 assert_eq 2 "$(jq -r --arg pf "$PF" '.sriov[] | select(.name == $pf) | .vfs | length' <<< "$node")" "VFs in /v1/node"
 assert_eq "100 3 true false" "$(jq -r '.sriov[0].vfs[0] | "\(.vlan) \(.qos) \(.trust) \(.spoofchk)"' <<< "$node")" "VF 0 in /v1/node"
 assert_eq "$(basename "$(readlink -f "$SYS/virtfn1")")" "$(jq -r '.sriov[0].vfs[1].pci' <<< "$node")" "VF 1's PCI address in /v1/node"
+
+log "=== a VF that a registered endpoint names (the CNI config's deviceID) is in use"
+pci0=$(basename "$(readlink -f "$SYS/virtfn0")")
+# A pod's namespace that exists: podnetd forgets endpoints whose is gone.
+netns_new sriov-pod
+ok curl -sf --unix-socket "$SOCK" -X PUT -H 'Content-Type: application/json' \
+    -d "{\"netns\": \"/run/netns/sriov-pod\", \"ips\": [\"10.70.0.5/24\"], \"vf\": \"$pci0\"}" \
+    http://podnet/v1/endpoints/sriovpod1/net1
+# Its registration makes a pass, whose view of the VFs /v1/node serves.
+wait_until 20 bash -c "curl -sf --unix-socket '$SOCK' http://podnet/v1/node | jq -e '.sriov[0].vfs[0].in_use == \"endpoint sriovpod1/net1 is registered on it\"'" ||
+    { curl -sf --unix-socket "$SOCK" http://podnet/v1/node; fail "VF 0 not in use in /v1/node"; }
+node_file 3
+run ctl apply --dry-run
+assert_eq 1 "$rc" "status of a count change while an endpoint uses VF 0"
+assert_contains "$out" "VF 0 ($pci0) is in use: endpoint sriovpod1/net1 is registered on it"
+node_file 2
+ok curl -sf --unix-socket "$SOCK" -X DELETE http://podnet/v1/endpoints/sriovpod1/net1
 kill "$podnetd_pid"
 wait "$podnetd_pid" || true
 
