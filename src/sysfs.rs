@@ -165,10 +165,21 @@ impl Sysfs {
     /// Unbinds PCI device `pci` from its driver and has the kernel probe
     /// it again (its `driver_override` as it is).
     pub fn reprobe(&self, pci: &str) -> Result<()> {
+        self.unbind(pci)?;
+        self.probe(pci)
+    }
+
+    /// Unbinds PCI device `pci` from its driver, if it has one.
+    pub fn unbind(&self, pci: &str) -> Result<()> {
         let dev = self.root.join("bus/pci/devices").join(pci);
         if dev.join("driver").exists() {
             write(&dev.join("driver/unbind"), pci)?;
         }
+        Ok(())
+    }
+
+    /// Has the kernel probe PCI device `pci` (bind the driver that fits).
+    pub fn probe(&self, pci: &str) -> Result<()> {
         write(&self.root.join("bus/pci/drivers_probe"), pci)
     }
 

@@ -122,31 +122,20 @@ impl<'k> SriovBackend<'k> {
                 .await
             }
             Change::SetVf { vf, set, .. } => {
-                for (setting, attr) in requests(*vf, set) {
-                    match self.send(ifindex, attr).await {
-                        Ok(()) if setting == "mac" => self.mac_on_netdev(pf, *vf, set).await?,
-                        Ok(()) => {}
-                        Err(e) if matches!(errno(&e), Some(Errno::EOPNOTSUPP)) => {
-                            let error = refused(e).to_string();
-                            tracing::warn!(
-                                "sriov {pf}: VF {vf} {setting}: the driver refuses it ({error}); reported as unmet from now on"
-                            );
-                            record(
-                                &self.ledger,
-                                Refusal {
-                                    pf: pf.to_string(),
-                                    driver: self.drivers.get(pf).cloned().unwrap_or_default(),
-                                    setting: setting.to_string(),
-                                    error,
-                                },
-                            )?;
-                        }
-                        Err(e) => {
-                            return Err(refused(e).context(format!("VF {vf} {setting}")));
-                        }
-                    }
+                let rebind = self.unbind_for_mac(pf, *vf, set).await?;
+                let sent = self.send_all(pf, ifindex, *vf, set).await;
+                if let Some(pci) = rebind {
+                    let sysfs = self.sysfs.clone();
+                    blocking(move || {
+                        sysfs.probe(&pci)?;
+                        sysfs.wait_driver(&pci, VfDriver::Kernel, VF_WAIT)
+                    })
+                    .await
+                    .map_err(|e| {
+                        e.context(format!("VF {vf}: its driver bound again for its new MAC"))
+                    })?;
                 }
-                Ok(())
+                sent
             }
             Change::SetVfDriver {
                 vf, to, noiommu, ..
@@ -174,33 +163,63 @@ impl<'k> SriovBackend<'k> {
         }
     }
 
+    /// Sends each setting of `set` on its own, so a driver that lacks one
+    /// refuses only that one: the refusal (EOPNOTSUPP) is recorded, reported
+    /// as unmet from then on, and the rest is applied.
+    async fn send_all(&self, pf: &str, ifindex: u32, vf: u32, set: &VfConfig) -> Result<()> {
+        for (setting, attr) in requests(vf, set) {
+            match self.send(ifindex, attr).await {
+                Ok(()) => {}
+                Err(e) if matches!(errno(&e), Some(Errno::EOPNOTSUPP)) => {
+                    let error = refused(e).to_string();
+                    tracing::warn!(
+                        "sriov {pf}: VF {vf} {setting}: the driver refuses it ({error}); reported as unmet from now on"
+                    );
+                    record(
+                        &self.ledger,
+                        Refusal {
+                            pf: pf.to_string(),
+                            driver: self.drivers.get(pf).cloned().unwrap_or_default(),
+                            setting: setting.to_string(),
+                            error,
+                        },
+                    )?;
+                }
+                Err(e) => return Err(refused(e).context(format!("VF {vf} {setting}"))),
+            }
+        }
+        Ok(())
+    }
+
     /// A VF's MAC, set through the PF, reaches the VF's own netdev only
     /// when its driver starts (igb says "Reload the VF driver to make this
-    /// change effective"; until then igbvf keeps the MAC it made up at
-    /// probe, and a trusted VF even pushes that one back over the PF's).
-    /// So a VF with a netdev here that shows another MAC has its driver
-    /// bound again, as igb asks. A VF in a pod has no netdev here: its
-    /// user's business.
-    async fn mac_on_netdev(&self, pf: &str, vf: u32, set: &VfConfig) -> Result<()> {
+    /// change effective"; until then igbvf keeps the MAC it has, and a
+    /// trusted VF even pushes that one back over the PF's). So a VF with a
+    /// netdev here that shows another MAC than the one to set is unbound
+    /// first, and bound again once the MAC is set (the caller): its driver
+    /// then starts with the new MAC and never pushes the old one back. A VF
+    /// in a pod has no netdev here: its user's business. Returns the PCI
+    /// address of the VF it unbound.
+    async fn unbind_for_mac(&self, pf: &str, vf: u32, set: &VfConfig) -> Result<Option<String>> {
         let (Some((netdev, _)), Some(mac)) = (self.sysfs.vf_netdev(pf, vf), set.mac.clone()) else {
-            return Ok(());
+            return Ok(None);
         };
         if self
             .sysfs
             .netdev_mac(&netdev)
             .is_some_and(|m| m.eq_ignore_ascii_case(&mac))
         {
-            return Ok(());
+            return Ok(None);
         }
         let (sysfs, pf) = (self.sysfs.clone(), pf.to_string());
         blocking(move || {
             let pci = sysfs.vf_pci(&pf, vf)?;
-            tracing::info!("sriov {pf}: VF {vf}: its driver bound again to take MAC {mac}");
-            sysfs.reprobe(&pci)?;
-            sysfs.wait_driver(&pci, VfDriver::Kernel, VF_WAIT)
+            tracing::info!("sriov {pf}: VF {vf}: its driver unbound while it takes MAC {mac}, then bound again");
+            sysfs.unbind(&pci)?;
+            Ok(Some(pci))
         })
         .await
-        .map_err(|e| e.context(format!("VF {vf}: its driver bound again for its new MAC")))
+        .map_err(|e| e.context(format!("VF {vf}: its driver unbound for its new MAC")))
     }
 
     async fn send(&self, ifindex: u32, vf: VfInfo) -> std::result::Result<(), rtnetlink::Error> {
@@ -213,7 +232,7 @@ impl<'k> SriovBackend<'k> {
 }
 
 /// Runs sysfs writes and their bounded waits off the async threads.
-async fn blocking(f: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::new(ErrorKind::Bug, format!("an SR-IOV step's thread: {e}")))?

@@ -46,13 +46,14 @@ deb1=$(ls "$DIR"/podnet_*-1_amd64.deb)
 deb2=$(ls "$DIR"/podnet_*-2_amd64.deb)
 # A master for later, made before the install: the network the install
 # must leave alone includes it.
-ip link add m0 type veth peer name m0-peer
+# Their MACs are given: udev replaces a kernel-random one with its
+# "persistent" MAC (the default .link policy) whenever it gets to the
+# event, which on a loaded TCG guest can be after any settle, and that
+# change would look like the install's.
+ip link add m0 address 02:70:6e:00:00:01 type veth peer name m0-peer address 02:70:6e:00:00:02
 ip link set m0-peer up
 ip netns add pod
-# udev gives new veths their "persistent" MAC a moment later (the default
-# .link policy): let it finish, or its change would look like the install's.
 udevadm settle -t 60
-sleep 1
 network > "$DIR/network.before"
 findmnt /sys/fs/bpf >> "$DIR/commands.log" 2>&1 || fail "no bpffs on /sys/fs/bpf"
 
