@@ -221,6 +221,6 @@ fn vf_in_use(
         return Some(format!("bound to vfio-pci and open: {}", held.join("; ")));
     }
     (!files.is_empty() && v.enabled).then(|| {
-        "bound to vfio-pci and enabled, which vfio-pci does while a process has it open (one podnetd may not look into)".into()
+        "bound to vfio-pci and enabled, which vfio-pci does only while a process has it open (one podnetd cannot look into)".into()
     })
 }

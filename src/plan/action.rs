@@ -900,41 +900,6 @@ fn describe_entry(e: &MapEntry) -> String {
 
 #[cfg(test)]
 mod tests {
-    /// A fight is about one VF's settings (or driver), not the PF.
-    #[test]
-    fn fights_are_per_vf_and_setting() {
-        let vf = |vf: u32, set: crate::state::VfConfig| {
-            Action::new(
-                Role::Sriov,
-                "enp1s0",
-                Change::SetVf {
-                    vf,
-                    set,
-                    was: Default::default(),
-                },
-            )
-        };
-        let vlan = crate::state::VfConfig {
-            vlan: Some(crate::state::VfVlan {
-                id: 100,
-                qos: 0,
-                proto: crate::config::VlanProto::Dot1q,
-            }),
-            ..Default::default()
-        };
-        let trust = crate::state::VfConfig {
-            trust: Some(true),
-            ..Default::default()
-        };
-        assert_eq!(vf(1, vlan.clone()).fight_key(), "sriov enp1s0 vf 1 vlan");
-        let keys: std::collections::HashSet<String> =
-            [vf(1, vlan.clone()), vf(2, vlan), vf(1, trust)]
-                .iter()
-                .map(Action::fight_key)
-                .collect();
-        assert_eq!(keys.len(), 3, "{keys:?}");
-    }
-
     use super::*;
 
     fn entry(rate_bps: u64) -> MapEntry {
@@ -1125,5 +1090,40 @@ mod tests {
         assert!(Disruption::Hitless < Disruption::QueueReset);
         assert!(Disruption::QueueReset < Disruption::LinkFlap);
         assert_eq!("queue-reset".parse(), Ok(Disruption::QueueReset));
+    }
+
+    /// A fight is about one VF's settings (or driver), not the PF.
+    #[test]
+    fn fights_are_per_vf_and_setting() {
+        let vf = |vf: u32, set: crate::state::VfConfig| {
+            Action::new(
+                Role::Sriov,
+                "enp1s0",
+                Change::SetVf {
+                    vf,
+                    set,
+                    was: Default::default(),
+                },
+            )
+        };
+        let vlan = crate::state::VfConfig {
+            vlan: Some(crate::state::VfVlan {
+                id: 100,
+                qos: 0,
+                proto: crate::config::VlanProto::Dot1q,
+            }),
+            ..Default::default()
+        };
+        let trust = crate::state::VfConfig {
+            trust: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(vf(1, vlan.clone()).fight_key(), "sriov enp1s0 vf 1 vlan");
+        let keys: std::collections::HashSet<String> =
+            [vf(1, vlan.clone()), vf(2, vlan), vf(1, trust)]
+                .iter()
+                .map(Action::fight_key)
+                .collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
     }
 }

@@ -20,7 +20,7 @@
 source "$(dirname "$0")/../lib.sh"
 
 need_module igb igbvf
-need_cmd jq ip curl
+need_cmd jq ip curl /usr/bin/python3
 PODNETCTL=$(podnet_bin podnetctl)
 PODNETD=$(podnet_bin podnetd)
 T=$PODNET_CASE_TMP
@@ -157,7 +157,7 @@ log "=== a VF bound to vfio-pci and open (as a DPDK or KubeVirt pod holds it) is
 # The holder does what a VFIO user does: a container, the group in it, an
 # IOMMU type, then the VF's device file, which makes vfio-pci enable it.
 pci1=$(basename "$(readlink -f "$SYS/virtfn1")")
-python3 - "$group" "$pci1" > "$T/holder.out" 2>&1 <<'PY' &
+/usr/bin/python3 - "$group" "$pci1" > "$T/holder.out" 2>&1 <<'PY' &
 import ctypes, os, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 group, pci = sys.argv[1], sys.argv[2]
