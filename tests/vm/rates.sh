@@ -164,7 +164,11 @@ check() {
     # Below the band: the shaper let everything through that came, or held
     # it back: the caller tells which by measuring the path again.
     (($(echo "$FIG_STEADY >= $limit * (100 - $TOL) / 100" | bc -l))) || {
-        log "$label: steady state more than $TOL% below the limit"
+        log "$label: steady state more than $TOL% below the limit; $(jq '.end.sum_sent.retransmits // "?"' <<< "$json") retransmits, Mbit/s per 100 ms:"
+        log "$(jq -r "[${FIG_FROM:-.server_output_json.intervals}[].sum | .bytes * 8 / .seconds / 1e6 * 1514 / 1448 | floor] | map(tostring) | join(\" \")" <<< "$json")"
+        local keep
+        keep=$PODNET_VM_RESULTS/$PODNET_CASE-$(tr ' ' - <<< "$label")-$(date +%H%M%S).json
+        echo "$json" > "$keep" && log "the run's iperf3 JSON: tests/vm/results/${keep##*/}"
         return 3
     }
 }
