@@ -29,7 +29,7 @@ _lib_on_err() {
     printf 'ERROR: %s:%s: `%s` exited with %s\n' "${3##*/}" "$4" "$2" "$1" >&2
 }
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
+log() { printf '[%(%T)T] %s\n' -1 "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 # The runner shows the first "SKIP:" line of the log as the skip reason; a
 # skip fails the run unless PODNET_VM_ALLOW_SKIP names the case.

@@ -196,9 +196,10 @@ pod_add() {
          + (if $rc == {} then {} else {runtimeConfig:{bandwidth:$rc}} end)
          + (if $tier == "" then {} else {args:{cni:{tier:$tier}}} end)')
     cni_call ADD "$CNI" "$POD_CONF" "$POD_ID" "$POD_NS" > /dev/null
-    POD_IP=$(jq -r '.ips[0].address | split("/")[0]' <<< "$prev")
-    # A veth pod's host side: the host interface (ptp lists it first).
-    POD_VETH=$(jq -r '[.interfaces[] | select((.sandbox // "") == "")][-1].name // ""' <<< "$prev")
+    # The pod's address, and a veth pod's host side: the host interface
+    # (ptp lists it first; none for ipvlan and macvlan).
+    read -r POD_IP POD_VETH < <(jq -r '[(.ips[0].address | split("/")[0]),
+        ([.interfaces[] | select((.sandbox // "") == "")][-1].name // "")] | join(" ")' <<< "$prev")
     # l3/l3s children answer no ARP and send none: "the network" has a
     # static route to the pod (here a neighbour entry), as routers do.
     if [[ $KIND == ipvlan && $mode != l2 ]]; then
