@@ -208,15 +208,41 @@ cat "$T/shown/10-node.toml"
 ok "$PODNETCTL" -c "$T/shown" --state-dir "$STATE" --bpf-dir "$T/bpf" --direct apply
 assert_contains "$out" "No changes: the host matches the node files."
 
+log "=== by hand, the floor of a MAC repair: a VF's netdev takes a MAC when igbvf binds"
+# The MAC set through the PF reaches VF 0's netdev only when its driver
+# starts again (igb says "Reload the VF driver"): the repair an operator
+# would make by hand, timed, for podnetd's below.
+pci0=$(basename "$(readlink -f "$SYS/virtfn0")")
+vf0_mac() { cat "$SYS"/virtfn0/net/*/address 2> /dev/null || true; }
+ip link set "$PF" vf 0 mac 02:00:00:00:00:98
+sleep 1
+log "VF 0's netdev shows $(vf0_mac) after the PF set 02:00:00:00:00:98"
+t0=$(date +%s%N)
+echo "$pci0" > /sys/bus/pci/drivers/igbvf/unbind
+ip link set "$PF" vf 0 mac 02:00:00:00:00:10
+echo "$pci0" > /sys/bus/pci/drivers/igbvf/bind
+until [[ $(vf0_mac) == 02:00:00:00:00:10 ]]; do
+    (($(date +%s%N) - t0 < 20000000000)) || fail "VF 0's netdev did not come back with its MAC by hand"
+    sleep 0.02
+done
+log "by hand: VF 0's MAC back on the PF and on its netdev in $((($(date +%s%N) - t0) / 1000000)) ms (unbind, set, bind)"
+ok ctl apply --dry-run
+assert_contains "$out" "No changes: the host matches the node files."
+
 log "=== podnetd repairs settings changed by hand"
 SOCK=$T/podnetd.sock
 "$PODNETD" -c "$CFG" --state-dir "$STATE" --socket "$SOCK" --bpf-dir "$T/bpf" 2>> "$T/podnetd.log" &
 podnetd_pid=$!
 cleanup_add kill "$podnetd_pid"
 (wait_until 30 test -S "$SOCK") || { cat "$T/podnetd.log"; fail "podnetd did not start"; }
+# Its first pass done: a change made before it would be repaired by that
+# pass, and timed as podnetd's start.
+(wait_until 60 bash -c "curl -sf --unix-socket '$SOCK' http://podnet/v1/status | jq -e .converged") ||
+    { cat "$T/podnetd.log"; fail "podnetd did not converge"; }
 repair() { # DESCRIPTION VF JQ WANT IP-LINK-SET-ARGS...
-    local what=$1 n=$2 expr=$3 want=$4 t0 ms
+    local what=$1 n=$2 expr=$3 want=$4 ms seen
     shift 4
+    seen=$(wc -l < "$T/podnetd.log")
     ip link set "$PF" vf "$n" "$@"
     t0=$(date +%s%N)
     until [[ $(vf "$n" "$expr") == "$want" ]]; do
@@ -224,9 +250,16 @@ repair() { # DESCRIPTION VF JQ WANT IP-LINK-SET-ARGS...
         ((ms < 20000)) || { cat "$T/podnetd.log"; fail "$what not repaired in 20 s"; }
         sleep 0.02
     done
-    log "repaired: $what in $((($(date +%s%N) - t0) / 1000000)) ms"
+    log "repaired: $what in $((($(date +%s%N) - t0) / 1000000)) ms; podnetd meanwhile:"
+    sleep 0.5
+    tail -n +"$((seen + 1))" "$T/podnetd.log" | cut -c1-220
 }
 repair "VF 0 mac" 0 .address 02:00:00:00:00:10 mac 02:00:00:00:00:99
+until [[ $(vf0_mac) == 02:00:00:00:00:10 ]]; do
+    (($(date +%s%N) - t0 < 20000000000)) || { cat "$T/podnetd.log"; fail "VF 0's netdev did not get its MAC back"; }
+    sleep 0.02
+done
+log "VF 0's netdev has its MAC back too, $((($(date +%s%N) - t0) / 1000000)) ms after the change"
 repair "VF 0 vlan" 0 '.vlan_list[0].vlan' 100 vlan 200
 repair "VF 1 trust" 1 .trust true trust off
 repair "VF 1 spoofchk" 1 .spoofchk false spoofchk on
@@ -238,7 +271,6 @@ assert_eq "100 3 true false" "$(jq -r '.sriov[0].vfs[0] | "\(.vlan) \(.qos) \(.t
 assert_eq "$(basename "$(readlink -f "$SYS/virtfn1")")" "$(jq -r '.sriov[0].vfs[1].pci' <<< "$node")" "VF 1's PCI address in /v1/node"
 
 log "=== a VF that a registered endpoint names (the CNI config's deviceID) is in use"
-pci0=$(basename "$(readlink -f "$SYS/virtfn0")")
 # A pod's namespace that exists: podnetd forgets endpoints whose is gone.
 netns_new sriov-pod
 ok curl -sf --unix-socket "$SOCK" -X PUT -H 'Content-Type: application/json' \
