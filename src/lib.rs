@@ -29,6 +29,7 @@ pub mod netns;
 pub mod observe;
 pub mod plan;
 pub mod policy;
+pub mod rdma;
 pub mod shaping;
 pub mod state;
 pub mod status;

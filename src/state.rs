@@ -51,6 +51,9 @@ pub struct Observed {
     /// vfio, for VFs bound to vfio-pci.
     #[serde(default, skip_serializing_if = "Vfio::is_default")]
     pub vfio: Vfio,
+    /// The RDMA subsystem (None: the kernel has no RDMA core loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdma: Option<RdmaState>,
     /// What this kernel can do, as far as the plan must know.
     #[serde(default)]
     pub kernel: KernelFeatures,
@@ -76,6 +79,89 @@ pub struct Pf {
     pub num_vfs: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vfs: Vec<Vf>,
+}
+
+/// The RDMA subsystem as the RDMA netlink of this network namespace shows
+/// it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RdmaState {
+    /// `shared` or `exclusive` (None: the RDMA core is not loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_mode: Option<crate::config::RdmaNetnsMode>,
+    /// The devices (HCAs) this namespace sees.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<RdmaDevice>,
+    /// `/dev/infiniband/rdma_cm` exists (rdma_ucm is loaded).
+    #[serde(default)]
+    pub rdma_cm: bool,
+    /// Which of the modules podnet loads are loaded (`rdma_rxe`,
+    /// `ib_uverbs`, `rdma_ucm`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<String>,
+    /// Why the devices could not be read, when they could not: the plan
+    /// refuses to touch RDMA then, and nothing else is held up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An RDMA device (HCA).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RdmaDevice {
+    /// The kernel's device index (a device made again gets a new one).
+    pub index: u32,
+    pub name: String,
+    /// `ca`, `rnic`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_type: Option<String>,
+    /// `ib`, `roce`, `iw`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fw: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_guid: Option<String>,
+    /// Its driver where the kernel says (`rxe`, `siw`: a software link on a
+    /// netdev); known once ib_uverbs is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// Its user verbs char device (`/dev/infiniband/uverbs0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uverbs: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<RdmaPort>,
+}
+
+/// A port of an RDMA device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RdmaPort {
+    /// From 1.
+    pub index: u32,
+    /// `ACTIVE`, `DOWN`...
+    pub state: String,
+    /// `LINK_UP`, `DISABLED`...
+    pub phys_state: String,
+    /// The netdev the port sits on (RoCE, iWARP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netdev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netdev_index: Option<u32>,
+}
+
+impl RdmaState {
+    pub fn device(&self, name: &str) -> Option<&RdmaDevice> {
+        self.devices.iter().find(|d| d.name == name)
+    }
+
+    pub fn has_module(&self, name: &str) -> bool {
+        self.modules.iter().any(|m| m == name)
+    }
+}
+
+impl RdmaDevice {
+    /// The netdev of its first port.
+    pub fn netdev(&self) -> Option<&str> {
+        self.ports.first().and_then(|p| p.netdev.as_deref())
+    }
 }
 
 /// vfio as the kernel has it.

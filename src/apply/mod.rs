@@ -3,12 +3,14 @@
 //! than stopping at the first), then observe again and verify.
 
 mod netlink;
+pub mod rdma;
 mod shaping;
 pub mod sriov;
 
 use std::time::{Duration, Instant};
 
 pub use netlink::NetlinkBackend;
+pub use rdma::RdmaBackend;
 pub use shaping::{Fixed, Registry, RegistryView, Shaping, ShapingBackend};
 pub use sriov::SriovBackend;
 
@@ -39,6 +41,7 @@ struct Backends<'k, 's, 'a> {
     netlink: NetlinkBackend<'k>,
     shaping: ShapingBackend<'s, 'a>,
     sriov: SriovBackend<'k>,
+    rdma: RdmaBackend,
 }
 
 impl Backends<'_, '_, '_> {
@@ -47,6 +50,7 @@ impl Backends<'_, '_, '_> {
             Role::Shaping | Role::Endpoint => self.shaping.execute(action).await,
             Role::Master | Role::Shim | Role::Stale => self.netlink.execute(action).await,
             Role::Sriov => self.sriov.execute(action).await,
+            Role::Rdma => self.rdma.execute(action).await,
         }
     }
 }
@@ -76,6 +80,7 @@ pub async fn apply(
     let mut backend = Backends {
         netlink: NetlinkBackend::new(kernel, index),
         sriov: SriovBackend::new(kernel, observed, ledger),
+        rdma: RdmaBackend::new(rdma::ledger_path(&shaping.paths)),
         shaping: ShapingBackend::new(shaping),
     };
     let mut done: Vec<&Action> = Vec::with_capacity(plan.actions.len());
@@ -196,4 +201,29 @@ pub async fn observe_for_plan(
     let inputs = shaping.inputs(&mut observed)?;
     observed.mark_vf_users(&inputs.endpoints);
     Ok((observed, inputs))
+}
+
+/// Runs blocking kernel work (sysfs, modprobe, RDMA netlink) off the
+/// runtime's threads; `what` names it in the error a lost thread gives.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Bug, format!("{what}'s thread: {e}")))?
+}
+
+/// Writes one of podnet's ledgers (a JSON file beside the shaper's
+/// records) whole or not at all: a new file, then a rename over the old.
+fn write_ledger<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    let tmp = path.with_extension("json.tmp");
+    let body =
+        serde_json::to_vec_pretty(value).map_err(|e| Error::new(ErrorKind::Bug, e.to_string()))?;
+    std::fs::write(&tmp, body)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::new(ErrorKind::Host, format!("writing {}: {e}", path.display())))
 }

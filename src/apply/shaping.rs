@@ -195,6 +195,7 @@ impl<'a> Shaping<'a> {
             classify_program,
             redirect_ahead_program,
             sriov_refused: super::sriov::refusals(&super::sriov::ledger_path(&self.paths)),
+            rdma_owned: super::rdma::owned(&super::rdma::ledger_path(&self.paths)),
         })
     }
 }

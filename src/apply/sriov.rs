@@ -45,15 +45,7 @@ fn record(path: &Path, refusal: Refusal) -> Result<()> {
     }
     all.push(refusal);
     all.sort();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).ok();
-    }
-    let tmp = path.with_extension("json.tmp");
-    let body =
-        serde_json::to_vec_pretty(&all).map_err(|e| Error::new(ErrorKind::Bug, e.to_string()))?;
-    std::fs::write(&tmp, body)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| Error::new(ErrorKind::Host, format!("writing {}: {e}", path.display())))
+    super::write_ledger(path, &all)
 }
 
 pub struct SriovBackend<'k> {
@@ -107,7 +99,7 @@ impl<'k> SriovBackend<'k> {
             Change::SetNumVfs { from, to, .. } => {
                 let (sysfs, pf, from, to) = (self.sysfs.clone(), pf.to_string(), *from, *to);
                 let was_up = self.up.contains(&pf);
-                blocking(move || {
+                super::blocking("an SR-IOV step", move || {
                     if from > 0 && to > 0 {
                         sysfs.set_num_vfs(&pf, 0)?;
                         sysfs.wait_vfs(&pf, ifindex, 0, VF_WAIT)?;
@@ -126,7 +118,7 @@ impl<'k> SriovBackend<'k> {
                 let sent = self.send_all(pf, ifindex, *vf, set).await;
                 if let Some(pci) = rebind {
                     let sysfs = self.sysfs.clone();
-                    blocking(move || {
+                    super::blocking("an SR-IOV step", move || {
                         sysfs.probe(&pci)?;
                         sysfs.wait_driver(&pci, VfDriver::Kernel, VF_WAIT)
                     })
@@ -142,7 +134,7 @@ impl<'k> SriovBackend<'k> {
             } => {
                 let (sysfs, pf, vf, to, noiommu) =
                     (self.sysfs.clone(), pf.to_string(), *vf, *to, *noiommu);
-                blocking(move || {
+                super::blocking("an SR-IOV step", move || {
                     if noiommu {
                         sysfs.enable_noiommu()?;
                     }
@@ -212,7 +204,7 @@ impl<'k> SriovBackend<'k> {
             return Ok(None);
         }
         let (sysfs, pf) = (self.sysfs.clone(), pf.to_string());
-        blocking(move || {
+        super::blocking("an SR-IOV step", move || {
             let pci = sysfs.vf_pci(&pf, vf)?;
             tracing::info!("sriov {pf}: VF {vf}: its driver unbound while it takes MAC {mac}, then bound again");
             sysfs.unbind(&pci)?;
@@ -232,12 +224,6 @@ impl<'k> SriovBackend<'k> {
 }
 
 /// Runs sysfs writes and their bounded waits off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Bug, format!("an SR-IOV step's thread: {e}")))?
-}
-
 /// One netlink VF attribute per setting in `set`, with the setting's key.
 fn requests(vf: u32, set: &VfConfig) -> Vec<(&'static str, VfInfo)> {
     let mut out = Vec::new();

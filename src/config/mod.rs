@@ -361,6 +361,15 @@ pub enum RdmaNetnsMode {
     Exclusive,
 }
 
+impl RdmaNetnsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RdmaNetnsMode::Shared => "shared",
+            RdmaNetnsMode::Exclusive => "exclusive",
+        }
+    }
+}
+
 /// IPIP encapsulation between nodes, with Calico's modes.
 ///
 /// ```toml

@@ -141,6 +141,7 @@ pub async fn observe(kernel: &Kernel) -> Result<Observed> {
             .collect(),
         sriov,
         vfio,
+        rdma: crate::rdma::observe(),
         ..Observed::default()
     };
     observed.links.sort_by_key(|l| l.index);

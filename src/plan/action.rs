@@ -70,6 +70,9 @@ pub enum Role {
     Endpoint,
     /// An SR-IOV PF: its VF count and its VFs' settings (`name` is the PF).
     Sriov,
+    /// An RDMA device podnet makes (a Soft-RoCE link: `name` is the
+    /// device), or the RDMA modules (`name` is `modules`).
+    Rdma,
 }
 
 impl Role {
@@ -82,6 +85,7 @@ impl Role {
             Role::Shaping => "shaping",
             Role::Endpoint => "endpoint",
             Role::Sriov => "sriov",
+            Role::Rdma => "rdma",
         }
     }
 }
@@ -299,6 +303,22 @@ pub enum Change {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         noiommu: bool,
     },
+    /// A kernel module loaded (never unloaded: others may use it).
+    LoadModule {
+        module: String,
+    },
+    /// A software RDMA link (`rxe`) named `name` on `netdev`.
+    CreateRdmaLink {
+        link_type: String,
+        netdev: String,
+    },
+    /// Only ever for a link podnet made; `link_type` and `netdev` are
+    /// what undo makes again.
+    DeleteRdmaLink {
+        link_type: String,
+        netdev: String,
+        reason: String,
+    },
     /// Settings of VF `vf`, through the PF: only the fields in `set`;
     /// `was` holds what they replace (empty on a VF just made).
     SetVf {
@@ -352,6 +372,8 @@ impl Action {
             // goes down and up).
             (Change::SetNumVfs { from: 0, .. }, _) => Disruption::LinkFlap,
             (Change::SetNumVfs { .. }, _) => Disruption::VfReset,
+            // The device's queue pairs and their users' connections go.
+            (Change::DeleteRdmaLink { .. }, _) => Disruption::LinkFlap,
             _ => Disruption::Hitless,
         }
     }
@@ -529,6 +551,19 @@ impl Action {
                 set: was.clone(),
                 was: set.clone(),
             }),
+            // Left loaded: unloading could take it from another user.
+            Change::LoadModule { .. } => Vec::new(),
+            Change::CreateRdmaLink { link_type, netdev } => back(Change::DeleteRdmaLink {
+                link_type: link_type.clone(),
+                netdev: netdev.clone(),
+                reason: "undo".into(),
+            }),
+            Change::DeleteRdmaLink {
+                link_type, netdev, ..
+            } => back(Change::CreateRdmaLink {
+                link_type: link_type.clone(),
+                netdev: netdev.clone(),
+            }),
             // Unbound before: left bound (no driver to go back to).
             Change::SetVfDriver { from: None, .. } => Vec::new(),
             Change::SetVfDriver {
@@ -564,7 +599,9 @@ impl Action {
             | Change::AddClass { .. }
             | Change::AddFilter { .. }
             | Change::SetEntry { was: None, .. }
-            | Change::SetTag { was: None, .. } => '+',
+            | Change::SetTag { was: None, .. }
+            | Change::LoadModule { .. }
+            | Change::CreateRdmaLink { .. } => '+',
             Change::DeleteLink { .. }
             | Change::DelAddress { .. }
             | Change::DelRoute { .. }
@@ -573,7 +610,8 @@ impl Action {
             | Change::RemoveClass { .. }
             | Change::RemoveFilter { .. }
             | Change::RemoveEntry { .. }
-            | Change::RemoveTag { .. } => '-',
+            | Change::RemoveTag { .. }
+            | Change::DeleteRdmaLink { .. } => '-',
             Change::SetMtu { .. }
             | Change::SetUp { .. }
             | Change::MarkLink { .. }
@@ -832,6 +870,19 @@ impl fmt::Display for Action {
                 }
                 Ok(())
             }
+            Change::LoadModule { module } => write!(f, "{sign} load kernel module {module}"),
+            Change::CreateRdmaLink { link_type, netdev } => {
+                write!(f, "{sign} create {link_type} link {} on {netdev}", self.name)
+            }
+            Change::DeleteRdmaLink {
+                link_type,
+                netdev,
+                reason,
+            } => write!(
+                f,
+                "{sign} delete {link_type} link {} on {netdev} ({reason})",
+                self.name
+            ),
             Change::SetVf { vf, set, was } => {
                 write!(f, "{sign} VF {vf}: {}", super::sriov::describe(set))?;
                 if !was.is_empty() {

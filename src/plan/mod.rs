@@ -2,13 +2,14 @@
 //!
 //! No I/O happens here, so every case is a unit test (see `tests/golden`).
 //! Order follows the kernel's constraints:
-//! 0. remove what podnet owns and no longer wants (frees names and addresses);
-//!    then SR-IOV (see `sriov.rs`): VF counts, then VF settings, before
+//! 0. remove what podnet owns and no longer wants (frees names and addresses),
+//!    Soft-RoCE links included (see `rdma.rs`); then SR-IOV (see `sriov.rs`): VF counts, then VF settings, before
 //!    any master (a VF's netdev may be one);
 //! 1. masters: raise MTU (children may not exceed it), bring up;
 //! 2. shims: create, MTU, new addresses, up, new routes (a route needs its
 //!    device up), then old routes and old addresses: make before break;
-//! 3. masters: lower MTU, once their shims are lower;
+//! 3. masters: lower MTU, once their shims are lower; then the RDMA
+//!    modules and Soft-RoCE links (on netdevs that are there by now);
 //! 4. shaping (see `shaping.rs`, which also says how a new kind of state
 //!    joins the plan): programs off and roots back where shaping goes, map
 //!    entries, then per device podnet's root (fq, or htb for the HTB
@@ -17,6 +18,7 @@
 //!    (filter first), and last the entries nobody needs.
 
 mod action;
+mod rdma;
 mod render;
 mod shaping;
 mod sriov;
@@ -27,8 +29,18 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 pub use action::{Action, Change, ClassSpec, Disruption, LinkSnapshot, NewLink, Role};
+pub use rdma::{MODULES_OBJECT as RDMA_MODULES_OBJECT, RXE};
 pub use shaping::{class_for, root_kind, Inputs};
-pub use sriov::{desired_vf, host_problems, in_use_hazards, HostProblem, Refusal, VFIO_PCI};
+pub use sriov::{desired_vf, in_use_hazards, HostProblem, Refusal, VFIO_PCI};
+
+/// The [`HostProblem`]s of `desired` on `observed`, located by the caller
+/// in the node files: a VF count over the PF's total, a Soft-RoCE link on
+/// a netdev the host lacks.
+pub fn host_problems(desired: &NodeConfig, observed: &Observed) -> Vec<HostProblem> {
+    let mut out = sriov::host_problems(desired, observed);
+    out.extend(rdma::host_problems(desired, observed));
+    out
+}
 
 use crate::config::{ChildKind, Master, NodeConfig};
 use crate::state::{Link, Observed, OWNER_ALIAS_PREFIX, RT_TABLE_MAIN};
@@ -231,15 +243,20 @@ pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan 
 
     let sriov = sriov::plan(desired, observed, &inputs.sriov_refused);
     problems.extend(sriov.problems);
+    let rdma = rdma::plan(desired, observed, &inputs.rdma_owned);
+    problems.extend(rdma.problems);
     let shaping = shaping::plan(desired, observed, inputs);
     let [removals, rest @ ..] = phases;
     Plan {
         actions: removals
             .into_iter()
+            .chain(rdma.removals)
             .chain(sriov.counts)
             .chain(sriov.settings)
             .chain(sriov.drivers)
             .chain(rest.into_iter().flatten())
+            .chain(rdma.modules)
+            .chain(rdma.links)
             .chain(shaping.off)
             .chain(shaping.entries)
             .chain(shaping.devices)
@@ -412,11 +429,19 @@ fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
             what: what.into(),
         })
     };
-    if c.rdma.is_some() {
-        note(
-            "rdma".into(),
-            "RDMA device exposure and Soft-RoCE links (not yet supported)",
-        );
+    if let Some(r) = &c.rdma {
+        if let Some(mode) = r.netns_mode {
+            note(
+                "rdma.netns_mode".into(),
+                &format!("the RDMA netns mode ({}) is not set yet", mode.as_str()),
+            );
+        }
+        if !r.devices.is_empty() {
+            note(
+                "rdma.devices".into(),
+                "offering HCAs to pods (the device plugin) is not done yet",
+            );
+        }
     }
     if let Some(ipip) = &c.ipip {
         note(

@@ -70,6 +70,10 @@ pub struct Inputs {
     /// The VF settings PF drivers refused before (podnet's ledger).
     #[serde(default)]
     pub sriov_refused: Vec<super::Refusal>,
+    /// The Soft-RoCE links podnet made (its ledger: an RDMA device carries
+    /// no mark of its own).
+    #[serde(default)]
+    pub rdma_owned: std::collections::BTreeSet<String>,
 }
 
 impl Inputs {

@@ -623,13 +623,17 @@ fn uncommented(text: &str) -> String {
     out.trim_end().to_string()
 }
 
-/// BUGS: the tables this podnet validates but does not apply yet, as the
-/// plan reports them.
+/// BUGS: the keys and tables this podnet validates but does not apply
+/// yet, as the plan reports them.
 fn not_applied() -> String {
-    use podnet::config::{Ipip, IpipMode, NodeConfig, Rdma, SriovPf};
+    use podnet::config::{Ipip, IpipMode, NodeConfig, Rdma, RdmaNetnsMode, SriovPf};
     let mut config = NodeConfig {
         version: 1,
-        rdma: Some(Rdma::default()),
+        rdma: Some(Rdma {
+            netns_mode: Some(RdmaNetnsMode::Exclusive),
+            devices: vec!["<hca>".into()],
+            soft_roce: Default::default(),
+        }),
         ipip: Some(Ipip {
             mode: IpipMode::Never,
             device: None,
@@ -655,7 +659,10 @@ fn not_applied() -> String {
     let keys: Vec<String> = plan
         .unsupported
         .iter()
-        .map(|u| b(&format!("[{}]", u.key)))
+        .map(|u| match u.key.split_once('.') {
+            Some((table, key)) => format!("{} in {}", b(key), b(&format!("[{table}]"))),
+            None => b(&format!("[{}]", u.key)),
+        })
         .collect();
     if keys.is_empty() {
         return String::new();
@@ -666,7 +673,9 @@ fn not_applied() -> String {
         None => unreachable!("keys is not empty"),
     };
     format!(
-        ".SH BUGS\nThis version validates {list} but does not apply them yet: the plan lists them as not supported.\n"
+        ".SH BUGS\nThis version validates {list} but does not apply {} yet: the plan lists {} as not supported.\n",
+        if keys.len() == 1 { "it" } else { "them" },
+        if keys.len() == 1 { "it" } else { "them" },
     )
 }
 

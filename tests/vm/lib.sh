@@ -109,7 +109,9 @@ need_cmd() {
     for c in "$@"; do
         pkg=$(awk -v t="$c" '!/^#/ { for (i = 4; i <= NF; i++) if ($i == t) { print $1; exit } }' "$PODNET_ROOT/scripts/deps.list")
         [[ -n $pkg ]] || fail "command '$c' is not in scripts/deps.list: add the package that brings it (vm group)"
-        command -v "$c" >/dev/null || fail "command '$c' not found: Debian package $pkg (scripts/install-deps vm; tests/vm/setup runs it)"
+        # An absolute path may be a library or data file (deps.list's tools).
+        if [[ $c == /* ]]; then [[ -e $c ]]; else command -v "$c" >/dev/null; fi ||
+            fail "command '$c' not found: Debian package $pkg (scripts/install-deps vm; tests/vm/setup runs it)"
     done
 }
 # need_module MOD...   modprobe modules, fail if one cannot be loaded

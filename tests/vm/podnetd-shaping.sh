@@ -144,6 +144,10 @@ log_before=$(wc -l < "$T/podnetd.log")
 during_run "through a restart" restart
 after=$(program)
 log "program on m0: $before before the restart, $after after"
+if [[ $before != "$after" ]]; then
+    log "status: $(api /v1/status)"
+    tail -n +"$((log_before + 1))" "$T/podnetd.log"
+fi
 assert_eq "$before" "$after" "program id after the restart"
 steps=$(tail -n +"$((log_before + 1))" "$T/podnetd.log" | grep -E "(shaping|endpoint) [^ ]+: [-+~] " || true)
 [[ -z $steps ]] || fail "the restart took shaping steps: $steps"
