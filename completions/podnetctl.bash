@@ -92,7 +92,7 @@ _podnetctl() {
 
     case "${cmd}" in
         podnetctl)
-            opts="-c -h -V --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version validate apply show status endpoints try confirm bandwidth help"
+            opts="-c -h -V --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --modprobe-dir --help --version validate apply show status endpoints try confirm bandwidth help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -126,6 +126,10 @@ _podnetctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --modprobe-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -134,7 +138,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__apply)
-            opts="-o -c -h -V --dry-run --output --max-disruption --force --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --dry-run --output --max-disruption --force --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --modprobe-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -180,6 +184,10 @@ _podnetctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --modprobe-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -188,7 +196,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__bandwidth)
-            opts="-c -h -V --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version list help"
+            opts="-c -h -V --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --modprobe-dir --help --version list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -219,6 +227,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --bpf-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --modprobe-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -272,7 +284,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__bandwidth__subcmd__list)
-            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --modprobe-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -314,6 +326,10 @@ _podnetctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --modprobe-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -322,7 +338,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__confirm)
-            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --modprobe-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -361,6 +377,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --bpf-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --modprobe-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -372,7 +392,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__endpoints)
-            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --modprobe-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -411,6 +431,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --bpf-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --modprobe-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -576,7 +600,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__show)
-            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --modprobe-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -615,6 +639,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --bpf-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --modprobe-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -626,7 +654,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__status)
-            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --modprobe-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -668,6 +696,10 @@ _podnetctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --modprobe-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -676,7 +708,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__try)
-            opts="-o -c -h -V --output --timeout --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-o -c -h -V --output --timeout --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --modprobe-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -722,6 +754,10 @@ _podnetctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --modprobe-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -730,7 +766,7 @@ _podnetctl() {
             return 0
             ;;
         podnetctl__subcmd__validate)
-            opts="-q -o -c -h -V --quiet --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --help --version"
+            opts="-q -o -c -h -V --quiet --output --config-dir --netns --node-name --socket --direct --state-dir --bpf-dir --modprobe-dir --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -769,6 +805,10 @@ _podnetctl() {
                     return 0
                     ;;
                 --bpf-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --modprobe-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_podnetctl_global_optspecs
-    string join \n c/config-dir= netns= node-name= socket= direct state-dir= bpf-dir= h/help V/version
+    string join \n c/config-dir= netns= node-name= socket= direct state-dir= bpf-dir= modprobe-dir= h/help V/version
 end
 
 function __fish_podnetctl_needs_command
@@ -30,6 +30,7 @@ complete -c podnetctl -n "__fish_podnetctl_needs_command" -l node-name -d 'This 
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
+complete -c podnetctl -n "__fish_podnetctl_needs_command" -l modprobe-dir -d 'Where podnet writes the module options that must hold from boot on (`podnet-rdma.conf`: the RDMA netns mode), as podnetd\'s `--modprobe-dir`' -r -F
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -l direct -d 'Work on the host directly even when podnetd runs'
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c podnetctl -n "__fish_podnetctl_needs_command" -s V -l version -d 'Print version'
@@ -50,6 +51,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l node-na
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l modprobe-dir -d 'Where podnet writes the module options that must hold from boot on (`podnet-rdma.conf`: the RDMA netns mode), as podnetd\'s `--modprobe-dir`' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -s q -l quiet -d 'Print nothing on success'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -l direct -d 'Work on the host directly even when podnetd runs'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand validate" -s h -l help -d 'Print help'
@@ -63,6 +65,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l node-name 
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l modprobe-dir -d 'Where podnet writes the module options that must hold from boot on (`podnet-rdma.conf`: the RDMA netns mode), as podnetd\'s `--modprobe-dir`' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l dry-run -d 'Print the plan (exactly the steps apply would run) and change nothing'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l force -d 'Apply even steps that interrupt the interface carrying the node\'s default route'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand apply" -l direct -d 'Work on the host directly even when podnetd runs'
@@ -76,6 +79,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -l node-name -
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -l modprobe-dir -d 'Where podnet writes the module options that must hold from boot on (`podnet-rdma.conf`: the RDMA netns mode), as podnetd\'s `--modprobe-dir`' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -l direct -d 'Work on the host directly even when podnetd runs'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -s h -l help -d 'Print help'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand show" -s V -l version -d 'Print version'
@@ -87,6 +91,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -l node-name
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -l modprobe-dir -d 'Where podnet writes the module options that must hold from boot on (`podnet-rdma.conf`: the RDMA netns mode), as podnetd\'s `--modprobe-dir`' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -l direct -d 'Work on the host directly even when podnetd runs'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -s h -l help -d 'Print help'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand status" -s V -l version -d 'Print version'
@@ -98,6 +103,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l node-n
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l modprobe-dir -d 'Where podnet writes the module options that must hold from boot on (`podnet-rdma.conf`: the RDMA netns mode), as podnetd\'s `--modprobe-dir`' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -l direct -d 'Work on the host directly even when podnetd runs'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -s h -l help -d 'Print help'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand endpoints" -s V -l version -d 'Print version'
@@ -110,6 +116,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l node-name -d
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l modprobe-dir -d 'Where podnet writes the module options that must hold from boot on (`podnet-rdma.conf`: the RDMA netns mode), as podnetd\'s `--modprobe-dir`' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -l direct -d 'Work on the host directly even when podnetd runs'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -s h -l help -d 'Print help'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand try" -s V -l version -d 'Print version'
@@ -121,6 +128,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l node-nam
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l modprobe-dir -d 'Where podnet writes the module options that must hold from boot on (`podnet-rdma.conf`: the RDMA netns mode), as podnetd\'s `--modprobe-dir`' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -l direct -d 'Work on the host directly even when podnetd runs'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -s h -l help -d 'Print help'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand confirm" -s V -l version -d 'Print version'
@@ -130,6 +138,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not _
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -l modprobe-dir -d 'Where podnet writes the module options that must hold from boot on (`podnet-rdma.conf`: the RDMA netns mode), as podnetd\'s `--modprobe-dir`' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -l direct -d 'Work on the host directly even when podnetd runs'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -s h -l help -d 'Print help'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and not __fish_seen_subcommand_from list help" -s V -l version -d 'Print version'
@@ -143,6 +152,7 @@ complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fis
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -l socket -d 'podnetd\'s socket: when a daemon answers there, status, apply and endpoints go through it, so two appliers never race. Default /run/podnet/podnet.sock, except with --netns (that namespace\'s daemon has its own socket: name it)' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -l state-dir -d 'podnetd\'s state directory: the endpoint registry a direct apply plans the shaper\'s map entries against, and the shaping records' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs), as podnetd\'s `--bpf-dir`' -r -F
+complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -l modprobe-dir -d 'Where podnet writes the module options that must hold from boot on (`podnet-rdma.conf`: the RDMA netns mode), as podnetd\'s `--modprobe-dir`' -r -F
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -l direct -d 'Work on the host directly even when podnetd runs'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c podnetctl -n "__fish_podnetctl_using_subcommand bandwidth; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'

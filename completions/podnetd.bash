@@ -23,7 +23,7 @@ _podnetd() {
 
     case "${cmd}" in
         podnetd)
-            opts="-c -h -V --config-dir --netns --node-name --interval --fight-backoff --once --state-dir --bpf-dir --socket --metrics-listen --socket-group --log-level --help --version"
+            opts="-c -h -V --config-dir --netns --node-name --interval --fight-backoff --once --state-dir --bpf-dir --modprobe-dir --socket --metrics-listen --socket-group --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -58,6 +58,10 @@ _podnetd() {
                     return 0
                     ;;
                 --bpf-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --modprobe-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

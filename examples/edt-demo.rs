@@ -127,6 +127,7 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     let paths = ShaperPaths {
         pin_dir: args.pin_dir,
         state_dir: args.state_dir,
+        ..ShaperPaths::default()
     };
     let shaper = |paths: ShaperPaths| -> Result<Shaper> {
         let kernel = Kernel::connect()?;

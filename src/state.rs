@@ -98,6 +98,12 @@ pub struct RdmaState {
     /// `ib_uverbs`, `rdma_ucm`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<String>,
+    /// The network namespaces other than the initial one that the kernel
+    /// would count against a netns mode switch (it refuses one while any
+    /// exists), each as where it was found (`/run/netns/NAME`, `pid N
+    /// (COMM)`); looked for only when the RDMA core is loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_netns: Vec<String>,
     /// Why the devices could not be read, when they could not: the plan
     /// refuses to touch RDMA then, and nothing else is held up.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,8 +17,16 @@ pub fn object_states(desired: &NodeConfig, observed: &Observed, plan: &Plan) -> 
             .filter(|a| a.role == role && a.name == name)
             .map(|a| a.to_string())
             .collect();
+        let waits = role == Role::Rdma
+            && name == crate::plan::RDMA_NETNS_OBJECT
+            && plan
+                .pending_reboot
+                .iter()
+                .any(|p| p.starts_with("rdma.netns_mode"));
         let state = if failed {
             "failed"
+        } else if pending.is_empty() && waits {
+            "pending reboot"
         } else if pending.is_empty() {
             "converged"
         } else {
@@ -39,6 +47,15 @@ pub fn object_states(desired: &NodeConfig, observed: &Observed, plan: &Plan) -> 
     }
     for name in desired.sriov.keys() {
         add(Role::Sriov, name, observed.pf(name).is_none());
+    }
+    if let Some(r) = &desired.rdma {
+        add(Role::Rdma, crate::plan::RDMA_MODULES_OBJECT, false);
+        if r.netns_mode.is_some() {
+            add(Role::Rdma, crate::plan::RDMA_NETNS_OBJECT, false);
+        }
+        for (name, netdev) in &r.soft_roce {
+            add(Role::Rdma, name, observed.link(netdev).is_none());
+        }
     }
     out
 }

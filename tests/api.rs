@@ -69,6 +69,7 @@ impl Backend for Memory {
                 pending: vec!["~ set up".into()],
             }],
             problems: vec![],
+            pending_reboot: vec![],
             fights: vec![Fight {
                 object: "shim pn-shim0".into(),
                 repairs: 4,

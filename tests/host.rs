@@ -922,3 +922,39 @@ fn a_failing_htb_step_rolls_back_the_classes_and_the_root() {
     );
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn other_network_namespaces_are_found_by_their_mount_and_their_process() {
+    if !require(
+        "other_network_namespaces_are_found_by_their_mount_and_their_process",
+        &[ROOT, "ip", "sleep"],
+    ) {
+        return;
+    }
+    let ns = Netns::new("rdmans");
+    let mount = format!("/run/netns/{}", ns.name);
+    assert!(
+        podnet::rdma::other_net_namespaces().contains(&mount),
+        "{mount} not among {:?}",
+        podnet::rdma::other_net_namespaces()
+    );
+    // A process in a namespace no mount holds.
+    let mut child = Command::new("unshare")
+        .args(["--net", "sleep", "30"])
+        .spawn()
+        .expect("unshare");
+    let pid = format!("pid {} (sleep)", child.id());
+    let found = (0..100).find_map(|_| {
+        let all = podnet::rdma::other_net_namespaces();
+        if all.contains(&pid) {
+            return Some(all);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        None
+    });
+    child.kill().ok();
+    child.wait().ok();
+    assert!(found.is_some(), "{pid} not found");
+    drop(ns);
+    assert!(!podnet::rdma::other_net_namespaces().contains(&mount));
+}

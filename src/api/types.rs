@@ -32,6 +32,11 @@ pub struct Status {
     pub fights: Vec<Fight>,
     /// Declared sections this version validates but does not apply.
     pub unsupported: Vec<String>,
+    /// What holds only from the next boot on (the RDMA netns mode while
+    /// other network namespaces exist): podnet wrote the boot setting;
+    /// not converged until the kernel runs it.
+    #[serde(default)]
+    pub pending_reboot: Vec<String>,
     /// A `podnetctl try` waiting for confirmation.
     pub trial: Option<Trial>,
     /// The last trial that was not confirmed in time and was rolled back.

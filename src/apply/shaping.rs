@@ -196,6 +196,7 @@ impl<'a> Shaping<'a> {
             redirect_ahead_program,
             sriov_refused: super::sriov::refusals(&super::sriov::ledger_path(&self.paths)),
             rdma_owned: super::rdma::owned(&super::rdma::ledger_path(&self.paths)),
+            rdma_boot: super::rdma::boot_setting(&self.paths.modprobe_dir),
         })
     }
 }

@@ -120,6 +120,7 @@ pub(crate) fn plan_json(plan: &crate::plan::Plan) -> serde_json::Value {
         "actions": actions,
         "problems": plan.problems,
         "unmet": plan.unmet,
+        "pending_reboot": plan.pending_reboot,
         "unsupported": plan.unsupported,
         "max_disruption": plan.max_disruption(),
     })

@@ -60,6 +60,11 @@ pub struct Cli {
     /// `--bpf-dir`.
     #[arg(long, global = true, value_name = "DIR", default_value = crate::shaping::DEFAULT_PIN_DIR)]
     pub bpf_dir: PathBuf,
+    /// Where podnet writes the module options that must hold from boot on
+    /// (`podnet-rdma.conf`: the RDMA netns mode), as podnetd's
+    /// `--modprobe-dir`.
+    #[arg(long, global = true, value_name = "DIR", default_value = crate::shaping::DEFAULT_MODPROBE_DIR)]
+    pub modprobe_dir: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -226,6 +231,7 @@ pub(crate) async fn planned<T>(
     let paths = crate::shaping::ShaperPaths {
         pin_dir: cli.bpf_dir.clone(),
         state_dir: cli.state_dir.join("shaping"),
+        modprobe_dir: cli.modprobe_dir.clone(),
     };
     let mut shaping = crate::apply::Shaping::new(&mut shaper, kernel.clone(), paths, &registry);
     let (observed, inputs) =

@@ -43,7 +43,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
         .filter(|a| a.role == Role::Stale)
         .map(|a| format!("{}: {a}", a.object()))
         .collect();
-    let converged = plan.actions.is_empty() && plan.problems.is_empty() && plan.unmet.is_empty();
+    let converged = plan.actions.is_empty()
+        && plan.problems.is_empty()
+        && plan.unmet.is_empty()
+        && plan.pending_reboot.is_empty();
 
     match args.output {
         Format::Json => println!(
@@ -54,6 +57,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                 "stale": stale,
                 "problems": plan.problems,
                 "unmet": plan.unmet,
+                "pending_reboot": plan.pending_reboot,
                 "unsupported": plan.unsupported,
                 "foreign": foreign,
                 "sriov": sriov,
@@ -73,6 +77,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
             for p in &plan.problems {
                 println!("problem: {p}");
             }
+            for p in &plan.pending_reboot {
+                println!("pending reboot: {p}");
+            }
             for u in &plan.unsupported {
                 println!("not applied here: {}: {}", u.key, u.what);
             }
@@ -83,6 +90,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                 "{}",
                 if converged {
                     "converged"
+                } else if plan.actions.is_empty()
+                    && plan.problems.is_empty()
+                    && plan.unmet.is_empty()
+                {
+                    "not converged: pending reboot (podnet's part is done)"
                 } else {
                     "not converged: run `podnetctl apply`"
                 }
@@ -162,10 +174,15 @@ fn print_daemon_status(s: &crate::api::types::Status, format: Format) {
     for u in &s.unsupported {
         println!("not applied here: {u}");
     }
+    for p in &s.pending_reboot {
+        println!("pending reboot: {p}");
+    }
     println!(
         "{}",
         if s.converged {
             "converged"
+        } else if !s.pending_reboot.is_empty() && s.problems.is_empty() {
+            "not converged: pending reboot"
         } else {
             "not converged"
         }

@@ -72,6 +72,10 @@ pub struct Args {
     /// Where the shaper's map and links are pinned (bpffs).
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/podnet")]
     pub bpf_dir: PathBuf,
+    /// Where podnet writes the module options that must hold from boot on
+    /// (`podnet-rdma.conf`: the RDMA netns mode ib_core loads with).
+    #[arg(long, value_name = "DIR", default_value = crate::shaping::DEFAULT_MODPROBE_DIR)]
+    pub modprobe_dir: PathBuf,
     /// The API socket.
     #[arg(long, value_name = "PATH", default_value = crate::api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -153,6 +157,7 @@ async fn run(args: Args) -> ExitCode {
     let shaping_paths = crate::shaping::ShaperPaths {
         pin_dir: args.bpf_dir.clone(),
         state_dir: args.state_dir.join("shaping"),
+        modprobe_dir: args.modprobe_dir.clone(),
     };
     let sampler_kernel = kernel.clone();
     let request_kernel = kernel.clone();

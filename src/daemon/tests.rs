@@ -117,6 +117,8 @@ impl Pass {
             paths: ShaperPaths {
                 state_dir: std::env::temp_dir().join(format!("podnet-pass-{}", std::process::id())),
                 pin_dir,
+                modprobe_dir: std::env::temp_dir()
+                    .join(format!("podnet-pass-{}-modprobe", std::process::id())),
             },
             desired,
         }

@@ -6,7 +6,7 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ChildKind, ChildMode, VfDriver};
+use crate::config::{ChildKind, ChildMode, RdmaNetnsMode, VfDriver};
 use crate::shaping::tc::RootKind;
 use crate::shaping::{AttachMode, Prog};
 use crate::state::{MapEntry, Tag, VfConfig};
@@ -319,6 +319,25 @@ pub enum Change {
         netdev: String,
         reason: String,
     },
+    /// The RDMA subsystem's netns mode switched now (the kernel allows it
+    /// while no network namespace but the initial one exists).
+    SetRdmaNetnsMode {
+        from: RdmaNetnsMode,
+        to: RdmaNetnsMode,
+    },
+    /// podnet's modprobe.d file `file` set to load ib_core in mode `to`
+    /// (None: the file removed); `from`: what it said (None: absent or
+    /// without the option). `busy`: the mode cannot change before a reboot
+    /// (these network namespaces exist), so this is how it changes.
+    SetRdmaBootMode {
+        file: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<RdmaNetnsMode>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<RdmaNetnsMode>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        busy: Vec<String>,
+    },
     /// Settings of VF `vf`, through the PF: only the fields in `set`;
     /// `was` holds what they replace (empty on a VF just made).
     SetVf {
@@ -374,6 +393,9 @@ impl Action {
             (Change::SetNumVfs { .. }, _) => Disruption::VfReset,
             // The device's queue pairs and their users' connections go.
             (Change::DeleteRdmaLink { .. }, _) => Disruption::LinkFlap,
+            (Change::SetRdmaBootMode { busy, .. }, _) if !busy.is_empty() => {
+                Disruption::NeedsReboot
+            }
             _ => Disruption::Hitless,
         }
     }
@@ -564,6 +586,16 @@ impl Action {
                 link_type: link_type.clone(),
                 netdev: netdev.clone(),
             }),
+            Change::SetRdmaNetnsMode { from, to } => back(Change::SetRdmaNetnsMode {
+                from: *to,
+                to: *from,
+            }),
+            Change::SetRdmaBootMode { file, from, to, .. } => back(Change::SetRdmaBootMode {
+                file: file.clone(),
+                from: *to,
+                to: *from,
+                busy: Vec::new(),
+            }),
             // Unbound before: left bound (no driver to go back to).
             Change::SetVfDriver { from: None, .. } => Vec::new(),
             Change::SetVfDriver {
@@ -601,7 +633,12 @@ impl Action {
             | Change::SetEntry { was: None, .. }
             | Change::SetTag { was: None, .. }
             | Change::LoadModule { .. }
-            | Change::CreateRdmaLink { .. } => '+',
+            | Change::CreateRdmaLink { .. }
+            | Change::SetRdmaBootMode {
+                from: None,
+                to: Some(_),
+                ..
+            } => '+',
             Change::DeleteLink { .. }
             | Change::DelAddress { .. }
             | Change::DelRoute { .. }
@@ -611,7 +648,8 @@ impl Action {
             | Change::RemoveFilter { .. }
             | Change::RemoveEntry { .. }
             | Change::RemoveTag { .. }
-            | Change::DeleteRdmaLink { .. } => '-',
+            | Change::DeleteRdmaLink { .. }
+            | Change::SetRdmaBootMode { to: None, .. } => '-',
             Change::SetMtu { .. }
             | Change::SetUp { .. }
             | Change::MarkLink { .. }
@@ -624,7 +662,9 @@ impl Action {
             | Change::SetTag { was: Some(_), .. }
             | Change::SetNumVfs { .. }
             | Change::SetVf { .. }
-            | Change::SetVfDriver { .. } => '~',
+            | Change::SetVfDriver { .. }
+            | Change::SetRdmaNetnsMode { .. }
+            | Change::SetRdmaBootMode { .. } => '~',
         }
     }
 
@@ -883,6 +923,29 @@ impl fmt::Display for Action {
                 "{sign} delete {link_type} link {} on {netdev} ({reason})",
                 self.name
             ),
+            Change::SetRdmaNetnsMode { from, to } => write!(
+                f,
+                "{sign} netns mode {} -> {}",
+                from.as_str(),
+                to.as_str()
+            ),
+            Change::SetRdmaBootMode {
+                file,
+                to: None,
+                ..
+            } => write!(f, "{sign} remove {file} (podnet's; rdma.netns_mode no longer declared)"),
+            Change::SetRdmaBootMode {
+                file,
+                to: Some(to),
+                busy,
+                ..
+            } => {
+                write!(f, "{sign} netns mode at boot: {} ({file})", to.as_str())?;
+                if !busy.is_empty() {
+                    write!(f, ": the kernel takes it at the next boot")?;
+                }
+                Ok(())
+            }
             Change::SetVf { vf, set, was } => {
                 write!(f, "{sign} VF {vf}: {}", super::sriov::describe(set))?;
                 if !was.is_empty() {

@@ -29,7 +29,10 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 pub use action::{Action, Change, ClassSpec, Disruption, LinkSnapshot, NewLink, Role};
-pub use rdma::{MODULES_OBJECT as RDMA_MODULES_OBJECT, RXE};
+pub use rdma::{
+    BootSetting as RdmaBootSetting, BOOT_FILE as RDMA_BOOT_FILE,
+    MODULES_OBJECT as RDMA_MODULES_OBJECT, NETNS_OBJECT as RDMA_NETNS_OBJECT, RXE,
+};
 pub use shaping::{class_for, root_kind, Inputs};
 pub use sriov::{desired_vf, in_use_hazards, HostProblem, Refusal, VFIO_PCI};
 
@@ -73,6 +76,11 @@ pub struct Plan {
     /// run, with that veth.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tagged: BTreeMap<std::net::IpAddr, String>,
+    /// What the files ask that holds only from the next boot on (a step
+    /// wrote the boot setting, or one did before): not drift, and not yet
+    /// converged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending_reboot: Vec<String>,
     /// Sections a direct apply validates but does not apply: podnetd's
     /// (shaping of registered pods) or not yet supported.
     pub unsupported: Vec<Unsupported>,
@@ -243,7 +251,7 @@ pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan 
 
     let sriov = sriov::plan(desired, observed, &inputs.sriov_refused);
     problems.extend(sriov.problems);
-    let rdma = rdma::plan(desired, observed, &inputs.rdma_owned);
+    let rdma = rdma::plan(desired, observed, &inputs.rdma_owned, &inputs.rdma_boot);
     problems.extend(rdma.problems);
     let shaping = shaping::plan(desired, observed, inputs);
     let [removals, rest @ ..] = phases;
@@ -268,6 +276,7 @@ pub fn plan(desired: &NodeConfig, observed: &Observed, inputs: &Inputs) -> Plan 
             .collect(),
         problems,
         unmet: sriov.unmet.into_iter().chain(shaping.unmet).collect(),
+        pending_reboot: rdma.pending_reboot,
         shaped: shaping.shaped,
         htb: shaping.htb,
         ingress: shaping.ingress,
@@ -430,12 +439,6 @@ fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
         })
     };
     if let Some(r) = &c.rdma {
-        if let Some(mode) = r.netns_mode {
-            note(
-                "rdma.netns_mode".into(),
-                &format!("the RDMA netns mode ({}) is not set yet", mode.as_str()),
-            );
-        }
         if !r.devices.is_empty() {
             note(
                 "rdma.devices".into(),

@@ -20,25 +20,65 @@
 
 use std::collections::BTreeSet;
 
+use serde::{Deserialize, Serialize};
+
 use super::{Action, Change, Role};
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, RdmaNetnsMode};
 use crate::state::Observed;
 
 /// The object name module steps are listed under (`rdma modules`).
 pub const MODULES_OBJECT: &str = "modules";
+
+/// The object name of the netns mode's steps (`rdma netns`).
+pub const NETNS_OBJECT: &str = "netns";
+
+/// podnet's modprobe.d file, in the modprobe directory.
+pub const BOOT_FILE: &str = "podnet-rdma.conf";
+
+/// podnet's modprobe.d file and the netns mode it loads ib_core with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootSetting {
+    /// Its path.
+    pub file: String,
+    /// It exists.
+    #[serde(default)]
+    pub present: bool,
+    /// The mode it sets (None: absent, or no `netns_mode` option in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RdmaNetnsMode>,
+}
+
+impl Default for BootSetting {
+    fn default() -> Self {
+        BootSetting {
+            file: format!("{}/{BOOT_FILE}", crate::shaping::DEFAULT_MODPROBE_DIR),
+            present: false,
+            mode: None,
+        }
+    }
+}
 
 /// The Soft-RoCE driver's link type.
 pub const RXE: &str = "rxe";
 
 #[derive(Default)]
 pub(super) struct Steps {
+    /// The boot setting, then the modules (ib_core loads with the boot
+    /// setting's mode), then the live mode switch.
     pub modules: Vec<Action>,
     pub removals: Vec<Action>,
     pub links: Vec<Action>,
     pub problems: Vec<String>,
+    /// What holds only from the next boot on.
+    pub pending_reboot: Vec<String>,
 }
 
-pub(super) fn plan(desired: &NodeConfig, observed: &Observed, owned: &BTreeSet<String>) -> Steps {
+pub(super) fn plan(
+    desired: &NodeConfig,
+    observed: &Observed,
+    owned: &BTreeSet<String>,
+    boot: &BootSetting,
+) -> Steps {
     let mut steps = Steps::default();
     let have = observed.rdma.clone().unwrap_or_default();
     if let Some(e) = &have.error {
@@ -54,6 +94,7 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, owned: &BTreeSet<S
         .as_ref()
         .map(|r| r.soft_roce.clone())
         .unwrap_or_default();
+    let live_switch = netns_mode(desired, &have, boot, &mut steps);
     if let Some(r) = &desired.rdma {
         let mut wanted: Vec<&str> = vec!["ib_uverbs", "rdma_ucm"];
         if !r.soft_roce.is_empty() {
@@ -67,6 +108,7 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, owned: &BTreeSet<S
             ));
         }
     }
+    steps.modules.extend(live_switch);
     let delete = |name: &str, netdev: &str, reason: String| {
         Action::new(
             Role::Rdma,
@@ -129,6 +171,57 @@ pub(super) fn plan(desired: &NodeConfig, observed: &Observed, owned: &BTreeSet<S
         }
     }
     steps
+}
+
+/// The netns mode's steps: podnet's boot setting (pushed to
+/// `steps.modules`, ahead of any module: ib_core reads it when it loads)
+/// and the live switch, returned to go after the modules. With other
+/// network namespaces the kernel cannot switch (EBUSY): then the boot
+/// setting is the step, marked needs-reboot, and the mode is pending.
+fn netns_mode(
+    desired: &NodeConfig,
+    have: &crate::state::RdmaState,
+    boot: &BootSetting,
+    steps: &mut Steps,
+) -> Option<Action> {
+    let step = |change| Action::new(Role::Rdma, NETNS_OBJECT, change);
+    let Some(to) = desired.rdma.as_ref().and_then(|r| r.netns_mode) else {
+        if boot.present {
+            steps.modules.push(step(Change::SetRdmaBootMode {
+                file: boot.file.clone(),
+                from: boot.mode,
+                to: None,
+                busy: Vec::new(),
+            }));
+        }
+        return None;
+    };
+    // None: no RDMA core yet; it loads with the boot setting's mode.
+    let live = have.netns_mode.filter(|&l| l != to);
+    let busy = match live {
+        Some(_) => have.other_netns.clone(),
+        None => Vec::new(),
+    };
+    if boot.mode != Some(to) {
+        steps.modules.push(step(Change::SetRdmaBootMode {
+            file: boot.file.clone(),
+            from: boot.mode,
+            to: Some(to),
+            busy: busy.clone(),
+        }));
+    }
+    let from = live?;
+    if busy.is_empty() {
+        return Some(step(Change::SetRdmaNetnsMode { from, to }));
+    }
+    steps.pending_reboot.push(format!(
+        "rdma.netns_mode: {} from the next boot on ({}); the kernel stays {} until then, as other network namespaces exist ({})",
+        to.as_str(),
+        boot.file,
+        from.as_str(),
+        busy.join(", ")
+    ));
+    None
 }
 
 fn missing_netdev(name: &str, netdev: &str) -> String {

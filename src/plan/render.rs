@@ -33,6 +33,13 @@ impl fmt::Display for Plan {
             }
             writeln!(f)?;
         }
+        if !self.pending_reboot.is_empty() {
+            writeln!(f, "pending reboot:")?;
+            for p in &self.pending_reboot {
+                writeln!(f, "  ! {p}")?;
+            }
+            writeln!(f)?;
+        }
         if !self.unsupported.is_empty() {
             writeln!(f, "not applied (validated only):")?;
             for u in &self.unsupported {
@@ -49,6 +56,11 @@ impl fmt::Display for Plan {
             writeln!(
                 f,
                 "No changes can be made; the host cannot do all the node files ask (above)."
+            )
+        } else if self.actions.is_empty() && !self.pending_reboot.is_empty() {
+            writeln!(
+                f,
+                "No changes: the host matches the node files but for what waits for a reboot (above)."
             )
         } else if self.actions.is_empty() {
             writeln!(f, "No changes: the host matches the node files.")

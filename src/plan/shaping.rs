@@ -74,6 +74,9 @@ pub struct Inputs {
     /// no mark of its own).
     #[serde(default)]
     pub rdma_owned: std::collections::BTreeSet<String>,
+    /// podnet's modprobe.d file for the RDMA netns mode.
+    #[serde(default)]
+    pub rdma_boot: super::RdmaBootSetting,
 }
 
 impl Inputs {

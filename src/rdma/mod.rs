@@ -380,6 +380,7 @@ pub fn observe() -> Option<RdmaState> {
             return Ok(None);
         };
         Ok(Some(RdmaState {
+            other_netns: other_net_namespaces(),
             netns_mode: rdma.netns_mode()?,
             devices: rdma.devices()?,
             rdma_cm: rdma.chardev(None, "rdma_cm")?.is_some(),
@@ -398,6 +399,52 @@ pub fn observe() -> Option<RdmaState> {
             ..RdmaState::default()
         }),
     }
+}
+
+/// The network namespaces other than the initial one (pid 1's) that podnet
+/// can see held: by a bind mount (`ip netns`' `/run/netns/NAME`, any nsfs
+/// mount in this mount namespace) or by a process (`pid N (COMM)`). The
+/// kernel also counts namespaces held only by an open descriptor, a
+/// thread or a socket, and ones being torn down, so a switch can still
+/// meet EBUSY after this found none.
+pub fn other_net_namespaces() -> Vec<String> {
+    const PROC_NET_INIT_INO: u64 = 0xEFFF_FFF9;
+    let inode =
+        |link: &str| -> Option<u64> { link.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok() };
+    let of = |path: &str| -> Option<u64> { inode(std::fs::read_link(path).ok()?.to_str()?) };
+    // pid 1's, or where it is hidden (a container's sandbox) the fixed
+    // number newer kernels give the initial namespace (PROC_NET_INIT_INO;
+    // older ones number it as any other, which then counts as another).
+    let init = of("/proc/1/ns/net").unwrap_or(PROC_NET_INIT_INO);
+    let mut found = std::collections::BTreeMap::new();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines() {
+        let Some((fields, fs)) = line.split_once(" - ") else {
+            continue;
+        };
+        if !fs.starts_with("nsfs ") {
+            continue;
+        }
+        let mut f = fields.split(' ').skip(3);
+        if let (Some(Some(ino)), Some(at)) = (f.next().map(inode), f.next()) {
+            if ino != init {
+                found.entry(ino).or_insert_with(|| at.replace("\\040", " "));
+            }
+        }
+    }
+    let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    for pid in pids.filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+        let Some(ino) = of(&format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if ino != init {
+            found.entry(ino).or_insert_with(|| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                format!("pid {pid} ({})", comm.trim())
+            });
+        }
+    }
+    found.into_values().collect()
 }
 
 /// A driver by its `RDMA_DRIVER_*` number (`<rdma/ib_user_ioctl_verbs.h>`);

@@ -97,13 +97,20 @@ pub struct ShaperPaths {
     pub pin_dir: PathBuf,
     /// Per-device records (the root qdisc to restore).
     pub state_dir: PathBuf,
+    /// Where podnet's boot-time module options go (modprobe.d: the RDMA
+    /// netns mode ib_core loads with).
+    pub modprobe_dir: PathBuf,
 }
+
+/// modprobe's configuration directory.
+pub const DEFAULT_MODPROBE_DIR: &str = "/etc/modprobe.d";
 
 impl Default for ShaperPaths {
     fn default() -> Self {
         ShaperPaths {
             pin_dir: DEFAULT_PIN_DIR.into(),
             state_dir: DEFAULT_STATE_DIR.into(),
+            modprobe_dir: DEFAULT_MODPROBE_DIR.into(),
         }
     }
 }

@@ -372,7 +372,9 @@ impl Engine {
             &inputs.endpoints,
         );
         self.forget_quiet_fights(&remaining);
-        let converged = remaining.actions.is_empty() && remaining.problems.is_empty();
+        let converged = remaining.actions.is_empty()
+            && remaining.problems.is_empty()
+            && remaining.pending_reboot.is_empty();
         if converged {
             self.converged_generation = Some(in_force);
         }
@@ -499,6 +501,7 @@ impl Engine {
                 })
                 .collect(),
             unsupported: Vec::new(),
+            pending_reboot: Vec::new(),
             trial: self.trial.as_ref().map(|(t, _)| t.clone()),
             reverted: self.reverted.clone(),
             shaping: Vec::new(),
@@ -511,8 +514,11 @@ impl Engine {
                 .iter()
                 .map(|u| format!("{}: {}", u.key, u.what))
                 .collect();
-            status.converged =
-                remaining.actions.is_empty() && remaining.problems.is_empty() && held.is_empty();
+            status.pending_reboot = remaining.pending_reboot.clone();
+            status.converged = remaining.actions.is_empty()
+                && remaining.problems.is_empty()
+                && remaining.pending_reboot.is_empty()
+                && held.is_empty();
         }
         let node = desired.map(|d| {
             node_info(
