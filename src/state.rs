@@ -104,6 +104,10 @@ pub struct RdmaState {
     /// (COMM)`); looked for only when the RDMA core is loaded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_netns: Vec<String>,
+    /// The devices registered endpoints hold (see
+    /// [`Observed::mark_rdma_users`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldRdma>,
     /// Why the devices could not be read, when they could not: the plan
     /// refuses to touch RDMA then, and nothing else is held up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +137,14 @@ pub struct RdmaDevice {
     /// Its user verbs char device (`/dev/infiniband/uverbs0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uverbs: Option<String>,
+    /// The PCI function it sits on (a VF's or a PF's); None for a
+    /// software device (a Soft-RoCE link sits on a netdev).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci: Option<String>,
+    /// Every char device of it under /dev/infiniband that the kernel
+    /// names: uverbs, and each port's umad and issm (ib_umad loaded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub char_devices: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<RdmaPort>,
 }
@@ -151,6 +163,22 @@ pub struct RdmaPort {
     pub netdev: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netdev_index: Option<u32>,
+    /// `Ethernet` (RoCE) or `InfiniBand`, as sysfs says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_layer: Option<String>,
+}
+
+/// An RDMA device a registered endpoint holds (`rdma` in its record):
+/// in exclusive mode it sits in the pod's namespace, where the host no
+/// longer sees it; in use, not drift.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldRdma {
+    pub name: String,
+    /// `CONTAINER/IFNAME`.
+    pub endpoint: String,
+    /// The pod's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 impl RdmaState {
@@ -160,6 +188,11 @@ impl RdmaState {
 
     pub fn has_module(&self, name: &str) -> bool {
         self.modules.iter().any(|m| m == name)
+    }
+
+    /// The endpoint holding device `name`, if one does.
+    pub fn holder(&self, name: &str) -> Option<&HeldRdma> {
+        self.held.iter().find(|h| h.name == name)
     }
 }
 
@@ -650,6 +683,23 @@ impl Observed {
                     e.container_id, e.ifname
                 ));
             }
+        }
+    }
+
+    /// Records the RDMA devices registered endpoints hold (their `rdma`).
+    pub fn mark_rdma_users(&mut self, endpoints: &[crate::api::types::EndpointRecord]) {
+        let held: Vec<HeldRdma> = endpoints
+            .iter()
+            .filter_map(|e| {
+                Some(HeldRdma {
+                    name: e.endpoint.rdma.clone()?,
+                    endpoint: format!("{}/{}", e.container_id, e.ifname),
+                    netns: e.endpoint.netns.clone(),
+                })
+            })
+            .collect();
+        if let Some(r) = &mut self.rdma {
+            r.held = held;
         }
     }
 

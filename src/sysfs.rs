@@ -331,8 +331,6 @@ fn read_u32(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// The last component of where symlink `path` points (a PCI address, a
-/// driver's name).
 /// A PCI address as sysfs names a device: domain, bus, device and
 /// function in hex (`0000:01:10.0`).
 pub fn valid_pci_address(s: &str) -> bool {
@@ -346,6 +344,22 @@ pub fn valid_pci_address(s: &str) -> bool {
         && matches!(function.as_bytes()[0], b'0'..=b'7')
 }
 
+/// A sysfs attribute's text, trimmed; None when it cannot be read.
+pub fn read_trimmed(path: &Path) -> Option<String> {
+    Some(std::fs::read_to_string(path).ok()?.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// The PCI address symlink `device` (a class device's `device`) points
+/// to, when it points to a PCI function.
+pub fn pci_function(device: &Path) -> Option<String> {
+    (link_name(&device.join("subsystem")).as_deref() == Some("pci"))
+        .then(|| link_name(device))
+        .flatten()
+        .filter(|a| valid_pci_address(a))
+}
+
+/// The last component of where symlink `path` points (a PCI address, a
+/// driver's name).
 fn link_name(path: &Path) -> Option<String> {
     let target = std::fs::read_link(path).ok()?;
     Some(target.file_name()?.to_string_lossy().into_owned())

@@ -150,6 +150,48 @@ impl Backend for Memory {
                     })
                     .collect(),
             }],
+            rdma: Some(RdmaInfo {
+                netns_mode: Some(podnet::config::RdmaNetnsMode::Exclusive),
+                rdma_cm: Some("/dev/infiniband/rdma_cm".into()),
+                hcas: vec![
+                    HcaInfo {
+                        name: "mlx5_0".into(),
+                        offered: true,
+                        driver: Some("mlx5".into()),
+                        node_type: Some("ca".into()),
+                        node_guid: Some("b859:9f03:00c1:2a40".into()),
+                        fw: Some("22.39.1002".into()),
+                        pci: Some("0000:3b:00.0".into()),
+                        ports: vec![HcaPortInfo {
+                            index: 1,
+                            state: "ACTIVE".into(),
+                            phys_state: "LINK_UP".into(),
+                            link_layer: Some("Ethernet".into()),
+                            netdev: Some("ens2f0".into()),
+                        }],
+                        char_devices: vec![
+                            "/dev/infiniband/uverbs0".into(),
+                            "/dev/infiniband/umad0".into(),
+                            "/dev/infiniband/issm0".into(),
+                        ],
+                        netns: "host".into(),
+                        endpoint: None,
+                    },
+                    HcaInfo {
+                        name: "mlx5_3".into(),
+                        offered: true,
+                        driver: None,
+                        node_type: None,
+                        node_guid: None,
+                        fw: None,
+                        pci: None,
+                        ports: Vec::new(),
+                        char_devices: Vec::new(),
+                        netns: "/var/run/netns/cni-1".into(),
+                        endpoint: Some("c0ffee/net1".into()),
+                    },
+                ],
+            }),
         }
     }
 
@@ -998,6 +1040,7 @@ async fn the_client_speaks_every_route() {
         ingress: None,
         network: None,
         vf: None,
+        rdma: None,
     };
     let record = c.put_endpoint("abc", "eth0", &ep).await.unwrap();
     assert_eq!(record.endpoint, ep);
@@ -1095,6 +1138,7 @@ fn the_blocking_client_needs_no_runtime() {
         ingress: None,
         network: Some("pods".into()),
         vf: None,
+        rdma: None,
     };
     let put = c.put_endpoint("c9", "net1", &ep).unwrap();
     assert_eq!(put.endpoint, ep);

@@ -757,6 +757,7 @@ fn every_command_in_every_version_against_podnetd() {
                 ingress: Some(1_000_000_000),
                 network: Some("pods".into()),
                 vf: None,
+                rdma: None,
             }),
             "{version}"
         );

@@ -62,7 +62,7 @@ TOML
 # No timer pass (a reconcile every 60 s) to land in a measurement.
 "$PODNETD" -c "$T/cfg" --netns node --state-dir "$T/state" --socket "$SOCK" --bpf-dir "$PIN" --interval 3600 2>> "$T/podnetd.log" &
 cleanup_add kill $!
-wait_until 60 bash -c "curl -s --unix-socket '$SOCK' http://x/v1/status | jq -e '.converged and (.shaping | length == 2)'"
+wait_until 60 bash -c "curl -s --unix-socket '$SOCK' http://x/v1/status | jq -en 'input | .converged and (.shaping | length == 2)'"
 
 ip netns exec peer iperf3 -s -i 0.1 -J -D -I "$T/iperf3.pid" --logfile "$T/iperf3-server.log"
 cleanup_add pkill -F "$T/iperf3.pid"

@@ -125,6 +125,65 @@ pub struct Node {
     /// The declared SR-IOV PFs and their VFs, as the host holds them.
     #[serde(default)]
     pub sriov: Vec<PfInfo>,
+    /// The RDMA subsystem and its HCAs, where the node files have `[rdma]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdma: Option<RdmaInfo>,
+}
+
+/// The RDMA subsystem as podnet's namespace sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RdmaInfo {
+    /// The kernel's netns mode, `shared` or `exclusive` (None: no RDMA
+    /// core loaded).
+    pub netns_mode: Option<crate::config::RdmaNetnsMode>,
+    /// `/dev/infiniband/rdma_cm`, where rdma_ucm is loaded: every pod
+    /// that uses the RDMA connection manager needs it.
+    pub rdma_cm: Option<String>,
+    /// Every HCA the host sees, and those registered endpoints hold in
+    /// their namespaces.
+    pub hcas: Vec<HcaInfo>,
+}
+
+/// An RDMA device (HCA).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HcaInfo {
+    pub name: String,
+    /// `rdma.devices` offers it to pods (by its name, a netdev of its
+    /// ports or its PCI address).
+    pub offered: bool,
+    /// `rxe`, `mlx5`...: known once ib_uverbs is loaded.
+    pub driver: Option<String>,
+    /// `ca`, `rnic`...
+    pub node_type: Option<String>,
+    pub node_guid: Option<String>,
+    pub fw: Option<String>,
+    /// The PCI function it sits on; None for a software device.
+    pub pci: Option<String>,
+    /// Empty while it sits in a pod's namespace (the host cannot see it).
+    pub ports: Vec<HcaPortInfo>,
+    /// The char devices a pod that uses it needs mounted: its uverbs,
+    /// umad and issm devices (and `rdma_cm`, in [`RdmaInfo`]).
+    pub char_devices: Vec<String>,
+    /// Where it is: `shared` (every namespace sees it), `host` (podnet's
+    /// namespace, in exclusive mode) or the pod's namespace path.
+    pub netns: String,
+    /// `CONTAINER/IFNAME` of the endpoint that holds it, if one does.
+    pub endpoint: Option<String>,
+}
+
+/// A port of an HCA.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HcaPortInfo {
+    /// From 1.
+    pub index: u32,
+    /// `ACTIVE`, `DOWN`...
+    pub state: String,
+    /// `LINK_UP`, `DISABLED`...
+    pub phys_state: String,
+    /// `Ethernet` (RoCE) or `InfiniBand`.
+    pub link_layer: Option<String>,
+    /// The netdev it sits on (RoCE, iWARP).
+    pub netdev: Option<String>,
 }
 
 /// An SR-IOV PF the node files declare.
@@ -228,6 +287,12 @@ pub struct Endpoint {
     /// registered, so podnet refuses to destroy or rebind it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vf: Option<String>,
+    /// The RDMA device (HCA) handed to the pod: in exclusive netns mode
+    /// podnet-cni moved it into the pod's namespace. Held while the
+    /// endpoint is registered: in use, not drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub rdma: Option<String>,
 }
 
 /// An endpoint as the registry holds it.

@@ -30,6 +30,10 @@ pub struct Applied {
     /// What the host could not do, as the verify pass found it (a VF
     /// setting its driver refused during this apply included).
     pub unmet: Vec<String>,
+    /// The host as the verify pass found it (with the registry's marks):
+    /// what the steps made is in it.
+    #[serde(skip)]
+    pub observed: Observed,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -115,15 +119,17 @@ pub async fn apply(
             crate::plan::Change::SetEntry { .. } | crate::plan::Change::RemoveEntry { .. }
         )
     });
-    let unmet = if map_only {
-        verify_entries(desired, observed, shaping)?
+    let after = if map_only {
+        observed.clone()
     } else {
-        verify(kernel, desired, shaping).await?
+        observe_with_shaping(kernel, &shaping.paths).await?
     };
+    let (unmet, observed) = verify(desired, after, shaping)?;
     Ok(Applied {
         actions: plan.actions.len(),
         took: start.elapsed(),
         unmet,
+        observed,
     })
 }
 
@@ -139,30 +145,21 @@ async fn undo(backend: &mut Backends<'_, '_, '_>, done: &[&Action]) -> Vec<Strin
     errors
 }
 
-/// Verifies a plan that only wrote map entries: the map is read again
-/// (with the registry, under its lock), the rest of the host is as it was
-/// observed a moment ago, since nothing else was touched; a full
-/// observation would cost a tier edit on a busy node a second pass's time.
-fn verify_entries(
+/// Verifies the host as observed after the steps (`after`): it must now
+/// need no step. A plan that only wrote map entries passes the
+/// observation made before it, as nothing else was touched (a full one
+/// would cost a tier edit on a busy node a second pass's time): the map
+/// is read again with the registry, under its lock. What the host cannot
+/// do is returned, with the observation, marked as a plan's is.
+fn verify(
     desired: &NodeConfig,
-    before: &Observed,
+    mut after: Observed,
     shaping: &mut Shaping<'_>,
-) -> Result<Vec<String>> {
-    let mut after = before.clone();
+) -> Result<(Vec<String>, Observed)> {
     let inputs = shaping.inputs(&mut after)?;
-    left_over(plan(desired, &after, &inputs))
-}
-
-/// Observes again: the host must now need no step. What it cannot do is
-/// returned.
-pub async fn verify(
-    kernel: &Kernel,
-    desired: &NodeConfig,
-    shaping: &mut Shaping<'_>,
-) -> Result<Vec<String>> {
-    let mut after = observe_with_shaping(kernel, &shaping.paths).await?;
-    let inputs = shaping.inputs(&mut after)?;
-    left_over(plan(desired, &after, &inputs))
+    after.mark_vf_users(&inputs.endpoints);
+    after.mark_rdma_users(&inputs.endpoints);
+    Ok((left_over(plan(desired, &after, &inputs))?, after))
 }
 
 /// A plan made after an apply must be empty; its unmet lines are returned.
@@ -200,6 +197,7 @@ pub async fn observe_for_plan(
     shaping.prepare(desired, &observed, create)?;
     let inputs = shaping.inputs(&mut observed)?;
     observed.mark_vf_users(&inputs.endpoints);
+    observed.mark_rdma_users(&inputs.endpoints);
     Ok((observed, inputs))
 }
 

@@ -21,6 +21,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
         if args.output == Format::Text {
             let node = client.node().map_err(super::api_error)?;
             print_vfs(&node.sriov);
+            print_hcas(node.rdma.as_ref());
         }
         return Ok(if status.converged {
             ExitCode::SUCCESS
@@ -37,6 +38,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
 
     let objects = crate::status::object_states(desired, &observed, &plan);
     let sriov = crate::status::sriov_info(desired, &observed);
+    let rdma = crate::status::rdma_info(desired, &observed);
     let stale: Vec<String> = plan
         .actions
         .iter()
@@ -61,6 +63,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                 "unsupported": plan.unsupported,
                 "foreign": foreign,
                 "sriov": sriov,
+                "rdma": rdma,
             })
         ),
         Format::Text => {
@@ -71,6 +74,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                 }
             }
             print_vfs(&sriov);
+            print_hcas(rdma.as_ref());
             for s in &stale {
                 println!("{s}");
             }
@@ -191,6 +195,52 @@ fn print_daemon_status(s: &crate::api::types::Status, format: Format) {
 
 /// Each declared PF's VFs, one line each: where it is, its settings, and
 /// who uses it.
+/// Each HCA: where it is, who holds it, its ports and char devices.
+fn print_hcas(rdma: Option<&crate::api::types::RdmaInfo>) {
+    let Some(r) = rdma else {
+        return;
+    };
+    println!(
+        "rdma: netns mode {}{}",
+        r.netns_mode
+            .map_or("unknown (no RDMA core)", |m| m.as_str()),
+        r.rdma_cm
+            .as_deref()
+            .map(|c| format!(", {c}"))
+            .unwrap_or_default()
+    );
+    for h in &r.hcas {
+        let mut line = format!("rdma {}: {}", h.name, h.netns);
+        for (label, v) in [("driver", &h.driver), ("pci", &h.pci)] {
+            if let Some(v) = v {
+                line.push_str(&format!(", {label} {v}"));
+            }
+        }
+        line.push_str(if h.offered {
+            ", offered"
+        } else {
+            ", not offered"
+        });
+        if let Some(e) = &h.endpoint {
+            line.push_str(&format!(" -- in use by endpoint {e}"));
+        }
+        println!("{line}");
+        for p in &h.ports {
+            println!(
+                "    port {} {} {} {} on {}",
+                p.index,
+                p.state,
+                p.phys_state,
+                p.link_layer.as_deref().unwrap_or("-"),
+                p.netdev.as_deref().unwrap_or("-")
+            );
+        }
+        if !h.char_devices.is_empty() {
+            println!("    {}", h.char_devices.join(" "));
+        }
+    }
+}
+
 fn print_vfs(pfs: &[crate::api::types::PfInfo]) {
     for pf in pfs {
         println!(

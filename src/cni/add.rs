@@ -16,10 +16,31 @@ pub fn add(conf: &NetConf, at: &Attachment) -> Outcome {
             "put it after the plugin that makes the pod's interface (ipvlan or macvlan) in the conflist's `plugins`",
         )
     })?;
-    let endpoint = endpoint(conf, at, prev)?;
-    Podnetd::new(&conf.socket)
-        .call(|c| c.put_endpoint(&at.container_id, &at.ifname, &endpoint))
-        .map_err(|e| daemon_error(e, &format!("register {}/{}", at.container_id, at.ifname)))?;
+    let mut endpoint = endpoint(conf, at, prev)?;
+    let podnetd = Podnetd::new(&conf.socket);
+    let handed = match conf.rdma {
+        Some(_) => {
+            let node = podnetd
+                .call(|c| c.node())
+                .map_err(|e| daemon_error(e, "read the node's RDMA devices"))?;
+            let registered = super::rdma::registered(&podnetd, at);
+            super::rdma::hand_over(conf, at, &node, registered.as_deref())?
+        }
+        None => None,
+    };
+    endpoint.rdma = handed.as_ref().map(|h| h.name.clone());
+    if let Err(e) = podnetd.call(|c| c.put_endpoint(&at.container_id, &at.ifname, &endpoint)) {
+        // Nothing half-applied: the device goes back to the host.
+        if let (Some(h), Some(netns)) = (handed.filter(|h| h.moved), &at.netns) {
+            if let Err(back) = super::rdma::give_back(netns, &h.name) {
+                eprintln!("podnet-cni: ADD {}/{}: {back}", at.container_id, at.ifname);
+            }
+        }
+        return Err(daemon_error(
+            e,
+            &format!("register {}/{}", at.container_id, at.ifname),
+        ));
+    }
     Ok(Some(pass_through(prev, conf.version)))
 }
 
@@ -62,6 +83,7 @@ pub fn endpoint(
         ingress: conf.bandwidth.ingress(),
         network: Some(conf.name.clone()),
         vf: conf.device_id.clone(),
+        rdma: None,
     })
 }
 
@@ -116,6 +138,7 @@ mod tests {
                 ingress: None,
                 network: Some("pods".into()),
                 vf: None,
+                rdma: None,
             }
         );
     }

@@ -30,7 +30,10 @@ pub fn check(conf: &NetConf, at: &Attachment) -> Outcome {
             ),
         ));
     };
-    let differences = differences(&want, &got.endpoint);
+    let mut differences = differences(&want, &got.endpoint);
+    if conf.rdma.is_some() && got.endpoint.rdma.is_none() {
+        differences.push("rdma: the entry asks for an RDMA device, podnetd records none".into());
+    }
     if !differences.is_empty() {
         return Err(CniError::new(
             code::NOT_AS_REGISTERED,
@@ -107,6 +110,7 @@ mod tests {
             ingress: Some(1000),
             network: None,
             vf: None,
+            rdma: None,
         }
     }
 

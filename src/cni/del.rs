@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::types::{code, NetConf};
+use super::types::{code, NetConf, RdmaWant};
 use super::{Attachment, Outcome, Podnetd};
 
 /// DEL with the request configuration as given. Only the socket matters
@@ -16,7 +16,10 @@ use super::{Attachment, Outcome, Podnetd};
 /// can make out.
 pub fn del_raw(raw: &Value, at: &Attachment) -> Outcome {
     let socket = match NetConf::parse(raw) {
-        Ok(conf) => conf.socket,
+        Ok(conf) => {
+            give_back(&conf, at);
+            conf.socket
+        }
         Err(e) if e.code == code::INVALID_CONFIG => {
             let socket = raw
                 .get("socket")
@@ -32,6 +35,36 @@ pub fn del_raw(raw: &Value, at: &Attachment) -> Outcome {
         Err(e) => return Err(e),
     };
     del(&socket, at)
+}
+
+/// Moves the pod's RDMA device (the one its endpoint records, else the one
+/// the entry names) back to the host, before the endpoint goes. When the
+/// namespace is gone there is nothing to do: the kernel returned the
+/// device when the namespace died. A device that cannot be moved back is
+/// said on stderr and does not stop the teardown, as the kernel returns
+/// it when the pod's namespace goes.
+fn give_back(conf: &NetConf, at: &Attachment) {
+    let Some(want) = &conf.rdma else {
+        return;
+    };
+    let Some(netns) = &at.netns else {
+        return;
+    };
+    let name = super::rdma::registered(&Podnetd::new(&conf.socket), at).or(match want {
+        RdmaWant::Named(n) => Some(n.clone()),
+        RdmaWant::OnInterface => None,
+    });
+    // Not registered (a failed ADD rolled its move back) or podnetd down:
+    // what the pod may hold goes back when its namespace does.
+    let Some(name) = name else {
+        return;
+    };
+    if let Err(e) = super::rdma::give_back(netns, &name) {
+        eprintln!(
+            "podnet-cni: DEL {}/{}: {e}; it goes back to the host when the pod's namespace does",
+            at.container_id, at.ifname
+        );
+    }
 }
 
 /// Unregisters `at` with the podnetd on `socket`; always succeeds.

@@ -45,6 +45,7 @@ pub mod add;
 pub mod check;
 pub mod del;
 pub mod gc;
+pub mod rdma;
 pub mod status;
 pub mod types;
 

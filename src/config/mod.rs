@@ -345,7 +345,9 @@ pub struct Rdma {
     /// RDMA subsystem network namespace mode (`ib_core netns_mode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_mode: Option<RdmaNetnsMode>,
-    /// HCAs offered to pods (their char devices under /dev/infiniband).
+    /// HCAs offered to pods, each by its name (`mlx5_0`), a netdev one of
+    /// its ports sits on (`ens192`) or its PCI address: podnet-cni hands
+    /// only these to pods (`rdma` in its conflist entry).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
     /// Soft-RoCE links to create: RDMA device name = network interface.

@@ -160,9 +160,13 @@ impl Backend for DaemonBackend {
         // Shaped before ADD returns, so from the pod's first packet. A
         // pass is needed only when that could not be done here; every pass
         // confirms the map against the whole registry anyway.
-        // A pass also when the endpoint names a VF: the node's VFs show who
-        // uses them, and a count change must be refused from now on.
-        if !shared.shaping.install(&record) || record.endpoint.vf.is_some() {
+        // A pass also when the endpoint names a VF or an RDMA device: the
+        // node's VFs and HCAs show who uses them, and a VF count change
+        // must be refused from now on.
+        if !shared.shaping.install(&record)
+            || record.endpoint.vf.is_some()
+            || record.endpoint.rdma.is_some()
+        {
             let _ = self.triggers.send(Trigger::Endpoints);
         }
         let entries = shared.shaping.entries_of(&record);
@@ -186,7 +190,10 @@ impl Backend for DaemonBackend {
         let Shared {
             registry, shaping, ..
         } = &mut *shared;
-        if !shaping.uninstall(&gone, |ip| registry.holds(ip)) || gone.endpoint.vf.is_some() {
+        if !shaping.uninstall(&gone, |ip| registry.holds(ip))
+            || gone.endpoint.vf.is_some()
+            || gone.endpoint.rdma.is_some()
+        {
             let _ = self.triggers.send(Trigger::Endpoints);
         }
         Ok(true)

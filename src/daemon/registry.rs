@@ -402,6 +402,7 @@ mod tests {
             ingress: Some(100_000_000),
             network: None,
             vf: None,
+            rdma: None,
         }
     }
 

@@ -491,6 +491,7 @@ mod tests {
                 ingress: None,
                 network: None,
                 vf: None,
+                rdma: None,
             },
             registered_at: 0,
             limits: Some(Limits {

@@ -94,6 +94,7 @@ fn pod(i: usize) -> Endpoint {
         ingress: None,
         network: None,
         vf: None,
+        rdma: None,
     }
 }
 

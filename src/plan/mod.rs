@@ -438,14 +438,6 @@ fn unsupported(c: &NodeConfig) -> Vec<Unsupported> {
             what: what.into(),
         })
     };
-    if let Some(r) = &c.rdma {
-        if !r.devices.is_empty() {
-            note(
-                "rdma.devices".into(),
-                "offering HCAs to pods (the device plugin) is not done yet",
-            );
-        }
-    }
     if let Some(ipip) = &c.ipip {
         note(
             "ipip".into(),

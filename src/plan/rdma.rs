@@ -134,7 +134,10 @@ pub(super) fn plan(
             continue;
         }
         let Some(dev) = have.device(name) else {
-            steps.links.push(create);
+            // In a pod's namespace (exclusive mode): in use, not drift.
+            if have.holder(name).is_none() {
+                steps.links.push(create);
+            }
             continue;
         };
         if dev.driver.as_deref().is_some_and(|d| d != RXE) {

@@ -164,10 +164,22 @@ impl Rdma {
                     _ => None,
                 })
                 .unwrap_or_default();
-            let ports = self.ports(index, &name)?;
+            let mut ports = self.ports(index, &name)?;
             // The uverbs char device, and with it the driver: only there
             // once ib_uverbs is loaded.
-            let uverbs = self.chardev(Some(index), "uverbs").ok().flatten();
+            let uverbs = self.chardev(Some(index), None, "uverbs").ok().flatten();
+            let sys = std::path::Path::new(SYS_INFINIBAND).join(&name);
+            let mut char_devices: Vec<String> = uverbs.iter().map(|c| dev_path(&c.name)).collect();
+            for p in &mut ports {
+                p.link_layer =
+                    crate::sysfs::read_trimmed(&sys.join(format!("ports/{}/link_layer", p.index)));
+                // ib_umad's, one of each per port.
+                for kind in ["umad", "issm"] {
+                    if let Ok(Some(c)) = self.chardev(Some(index), Some(p.index), kind) {
+                        char_devices.push(dev_path(&c.name));
+                    }
+                }
+            }
             out.push(RdmaDevice {
                 index,
                 name,
@@ -190,7 +202,9 @@ impl Rdma {
                     _ => None,
                 }),
                 driver: uverbs.as_ref().and_then(|c| c.driver).map(driver_name),
-                uverbs: uverbs.map(|c| format!("/dev/infiniband/{}", c.name)),
+                uverbs: uverbs.map(|c| dev_path(&c.name)),
+                pci: crate::sysfs::pci_function(&sys.join("device")),
+                char_devices,
                 ports,
             });
         }
@@ -229,6 +243,7 @@ impl Rdma {
                         Attr::NetdevIndex(i) => Some(*i),
                         _ => None,
                     }),
+                    link_layer: None,
                 })
             })
             .collect();
@@ -236,15 +251,18 @@ impl Rdma {
         Ok(ports)
     }
 
-    /// The char device of ABI `kind` (`uverbs`, `umad`, `rdma_cm`...) of
-    /// device `index` (None: a device-less ABI); None when the kernel has
-    /// no such char device (its module is not loaded).
+    /// The char device of ABI `kind` (`uverbs`, `umad`, `issm`,
+    /// `rdma_cm`...) of device `index` (None: a device-less ABI) and, for
+    /// the per-port ABIs (umad, issm), of its port `port`; None when the
+    /// kernel has no such char device (its module is not loaded).
     pub fn chardev(
         &mut self,
         index: Option<u32>,
+        port: Option<u32>,
         kind: &str,
     ) -> std::result::Result<Option<Chardev>, Refused> {
         let mut attrs: Vec<Attr> = index.map(Attr::DevIndex).into_iter().collect();
+        attrs.extend(port.map(Attr::PortIndex));
         attrs.push(Attr::ChardevType(kind.to_string()));
         let reply = match self.request(
             Command::GetChardev,
@@ -355,13 +373,21 @@ impl Rdma {
     }
 }
 
+/// Where sysfs lists the RDMA devices of the namespace that mounted it.
+const SYS_INFINIBAND: &str = "/sys/class/infiniband";
+
+/// A char device's path, from the name the kernel gives it.
+fn dev_path(name: &str) -> String {
+    format!("/dev/infiniband/{name}")
+}
+
 /// A char device of an RDMA ABI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chardev {
     /// Its name under `/dev/infiniband` (`uverbs0`, `rdma_cm`).
     pub name: String,
     /// The device's driver (`RDMA_DRIVER_*`), for uverbs.
-    pub driver: Option<u64>,
+    pub driver: Option<u32>,
 }
 
 /// The RDMA subsystem as this namespace sees it, and which of
@@ -383,7 +409,7 @@ pub fn observe() -> Option<RdmaState> {
             other_netns: other_net_namespaces(),
             netns_mode: rdma.netns_mode()?,
             devices: rdma.devices()?,
-            rdma_cm: rdma.chardev(None, "rdma_cm")?.is_some(),
+            rdma_cm: rdma.chardev(None, None, "rdma_cm")?.is_some(),
             ..RdmaState::default()
         }))
     };
@@ -450,7 +476,7 @@ pub fn other_net_namespaces() -> Vec<String> {
 /// A driver by its `RDMA_DRIVER_*` number (`<rdma/ib_user_ioctl_verbs.h>`);
 /// `rxe` and `siw` are the software drivers, whose devices are links on a
 /// netdev.
-fn driver_name(id: u64) -> String {
+fn driver_name(id: u32) -> String {
     let name = match id {
         1 => "mlx5",
         2 => "mlx4",

@@ -120,16 +120,21 @@ pub enum Attr {
     ChardevAbi(u64),
     /// The char device's `dev_t`, in the kernel's encoding.
     Chardev(u64),
-    /// `RDMA_DRIVER_*` of a `uverbs` char device's driver.
-    DriverId(u64),
+    /// `RDMA_DRIVER_*` of a `uverbs` char device's driver (a u32 in the
+    /// kernel's policy, unlike the char device's other numbers).
+    DriverId(u32),
     Other(DefaultNla),
 }
 
 impl Nla for Attr {
     fn value_len(&self) -> usize {
         match self {
-            Attr::DevIndex(_) | Attr::PortIndex(_) | Attr::NetdevIndex(_) | Attr::NetnsFd(_) => 4,
-            Attr::NodeGuid(_) | Attr::ChardevAbi(_) | Attr::Chardev(_) | Attr::DriverId(_) => 8,
+            Attr::DevIndex(_)
+            | Attr::PortIndex(_)
+            | Attr::NetdevIndex(_)
+            | Attr::NetnsFd(_)
+            | Attr::DriverId(_) => 4,
+            Attr::NodeGuid(_) | Attr::ChardevAbi(_) | Attr::Chardev(_) => 8,
             Attr::PortState(_)
             | Attr::PortPhysState(_)
             | Attr::NodeType(_)
@@ -175,10 +180,14 @@ impl Nla for Attr {
         // The buffer is exactly value_len() long (netlink-packet-core's
         // contract), so these writes cannot fail.
         match self {
-            Attr::DevIndex(v) | Attr::PortIndex(v) | Attr::NetdevIndex(v) | Attr::NetnsFd(v) => {
+            Attr::DevIndex(v)
+            | Attr::PortIndex(v)
+            | Attr::NetdevIndex(v)
+            | Attr::NetnsFd(v)
+            | Attr::DriverId(v) => {
                 let _ = emit_u32(buffer, *v);
             }
-            Attr::NodeGuid(v) | Attr::ChardevAbi(v) | Attr::Chardev(v) | Attr::DriverId(v) => {
+            Attr::NodeGuid(v) | Attr::ChardevAbi(v) | Attr::Chardev(v) => {
                 let _ = emit_u64(buffer, *v);
             }
             Attr::PortState(v)
@@ -224,7 +233,7 @@ impl<'b, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'b T>> for Attr {
             kind::CHARDEV_NAME => Attr::ChardevName(parse_string(v)?),
             kind::CHARDEV_ABI => Attr::ChardevAbi(parse_u64(v)?),
             kind::CHARDEV => Attr::Chardev(parse_u64(v)?),
-            kind::UVERBS_DRIVER_ID => Attr::DriverId(parse_u64(v)?),
+            kind::UVERBS_DRIVER_ID => Attr::DriverId(parse_u32(v)?),
             _ => Attr::Other(DefaultNla::parse(buf)?),
         })
     }
@@ -429,6 +438,32 @@ mod tests {
                 _ => None,
             }),
             Some("rxe0".into())
+        );
+    }
+
+    /// GET_CHARDEV's reply for uverbs, as the kernel lays it out: the
+    /// driver id is a u32, the ABI and dev_t are u64s.
+    #[test]
+    fn a_uverbs_chardev_reply_parses() {
+        #[rustfmt::skip]
+        let payload: Vec<u8> = [
+            &[12u8, 0, 72, 0, 192, 0, 0, 0, 231, 0, 0, 0][..],     // CHARDEV dev_t
+            &[12, 0, 71, 0, 6, 0, 0, 0, 0, 0, 0, 0],                // CHARDEV_ABI 6
+            &[12, 0, 70, 0, b'u', b'v', b'e', b'r', b'b', b's', b'0', 0], // CHARDEV_NAME
+            &[8, 0, 73, 0, 14, 0, 0, 0],                            // UVERBS_DRIVER_ID rxe
+        ]
+        .concat();
+        let mut header = NetlinkHeader::default();
+        header.message_type = Command::GetChardev.message_type();
+        let msg = RdmaMessage::deserialize(&header, &payload).unwrap();
+        assert_eq!(
+            msg.attrs,
+            vec![
+                Attr::Chardev(u64::from_ne_bytes([192, 0, 0, 0, 231, 0, 0, 0])),
+                Attr::ChardevAbi(6),
+                Attr::ChardevName("uverbs0".into()),
+                Attr::DriverId(14),
+            ]
         );
     }
 

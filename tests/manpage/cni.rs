@@ -238,6 +238,18 @@ Optional; a pod's own tier wins (see \fBTIERS AND RATES\fR).
 \fBkubernetes.io/ingress\-bandwidth\fR and \fBegress\-bandwidth\fR
 annotations as \fBruntimeConfig.bandwidth\fR. Without it a pod gets its
 tier's rates only.
+.TP
+\fBrdma\fR
+Hands the pod an RDMA device (HCA): \fBtrue\fR, the one on its VF
+(\fBdeviceID\fR) or else on \fBmaster\fR; a string names one
+(\fB"mlx5_3"\fR). The node files must offer it (\fB[rdma] devices\fR in
+\fBpodnet.toml\fR(5)). In the kernel's exclusive netns mode ADD moves it
+into the pod's namespace and DEL moves it back (after the namespace is
+gone the kernel has returned it); in shared mode every namespace sees it
+and nothing moves. Either way the endpoint records it, and \fBpodnetd\fR
+reports it in use. A device whose driver cannot change namespaces
+(Soft\-RoCE, siw) fails an exclusive-mode ADD with code 103, nothing
+registered.
 .PP
 The runtime adds to the entry what \fBpodnet\-cni\fR also reads:
 \fBcniVersion\fR (one of {versions}; a network without it is refused, as

@@ -87,7 +87,9 @@ must_fail() {
     ((rc != 0)) || fail "command unexpectedly succeeded: $*"
 }
 # wait_until SECONDS CMD...   poll CMD every 0.2 s until it succeeds (TCG is slow:
-# be generous with SECONDS)
+# be generous with SECONDS). A JSON answer is tested with `jq -en 'input | EXPR'`,
+# never `jq -e EXPR`: Debian 12's jq 1.6 exits 0 on empty input, so a curl
+# that reached no daemon yet would pass.
 wait_until() {
     local secs=$1 deadline
     shift

@@ -47,7 +47,7 @@ node_file true
 start_daemon() {
     "$PODNETD" -c "$T/cfg" --netns node --state-dir "$T/state" --socket "$SOCK" --bpf-dir "$PIN" 2>> "$T/podnetd.log" &
     daemon=$!
-    wait_until 60 bash -c "curl -s --unix-socket '$SOCK' http://x/v1/status | jq -e .converged"
+    wait_until 60 bash -c "curl -s --unix-socket '$SOCK' http://x/v1/status | jq -en 'input.converged == true'"
 }
 start_daemon
 cleanup_add bash -c 'kill $(pgrep -f "podnetd -c '"$T"'/cfg") 2>/dev/null'
@@ -179,7 +179,7 @@ started=$(date +%s%N)
 # each; podnetctl's own start costs ~1 s under TCG).
 "$(podnet_bin podnetctl)" --socket "$SOCK" -c "$T/cfg" apply > /dev/null || fail "podnetctl apply failed"
 for _ in $(seq 2 "$REAPPLIES"); do
-    api /v1/reconcile -X POST | jq -e '.reconcile.outcome == "converged"' > /dev/null ||
+    api /v1/reconcile -X POST | jq -en 'input.reconcile.outcome == "converged"' > /dev/null ||
         fail "a re-apply did not find the node converged"
 done
 took=$((($(date +%s%N) - started) / 1000000 / REAPPLIES))

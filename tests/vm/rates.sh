@@ -117,7 +117,7 @@ TOML
 "$PODNETD" -c "$T/cfg" --netns node --state-dir "$T/state" --socket "$SOCK" --bpf-dir "$PIN" 2>> "$T/podnetd.log" &
 daemon=$!
 cleanup_add kill "$daemon"
-wait_until 60 bash -c "curl -s --unix-socket '$SOCK' http://x/v1/status | jq -e .converged"
+wait_until 60 bash -c "curl -s --unix-socket '$SOCK' http://x/v1/status | jq -en 'input.converged == true'"
 fq_everywhere() {
     local m
     for m in $(seq 1 "${#MODES[@]}"); do
@@ -265,7 +265,7 @@ pod_run() {
     if [[ $KIND == ptp && $DIRECTION == egress ]]; then
         # The pod's tag (its slot, the tag program on its veth) is placed by
         # the pass its ADD asks for: CHECK passes once it is in force.
-        timeout 20 bash -c "until curl -s --unix-socket '$SOCK' http://x/v1/endpoints/$POD_ID/eth0 | jq -e .enforcement.enforced > /dev/null; do sleep 0.2; done" || {
+        timeout 20 bash -c "until curl -s --unix-socket '$SOCK' http://x/v1/endpoints/$POD_ID/eth0 | jq -en 'input.enforcement.enforced == true' > /dev/null; do sleep 0.2; done" || {
             api "/v1/endpoints/$POD_ID/eth0"
             tail -40 "$T/podnetd.log"
             tc -n node filter show dev "$POD_VETH" ingress

@@ -95,10 +95,21 @@ pub struct NetConf {
     /// which Multus puts into each plugin's config from the device plugin's
     /// allocation, and sriov-cni reads).
     pub device_id: Option<String>,
+    /// `rdma`: hand the pod an RDMA device (HCA).
+    pub rdma: Option<RdmaWant>,
     /// `prevResult`, as given.
     pub prev_result: Option<Value>,
     /// `cni.dev/valid-attachments` (GC only).
     pub valid_attachments: Option<Vec<Attachment>>,
+}
+
+/// Which RDMA device an attachment gets (`rdma` in the entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RdmaWant {
+    /// `true`: the one on the pod's VF (`deviceID`), else on `master`.
+    OnInterface,
+    /// `"mlx5_3"`: this one.
+    Named(String),
 }
 
 /// Parses stdin as JSON; not JSON (or not an object) is a decoding failure.
@@ -224,6 +235,25 @@ impl NetConf {
                 ));
             }
         }
+        let rdma = match conf.get("rdma") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(Value::Bool(true)) => Some(RdmaWant::OnInterface),
+            Some(Value::String(s)) if !s.is_empty() && s.len() < 64 && !s.contains('/') => {
+                Some(RdmaWant::Named(s.clone()))
+            }
+            Some(other) => {
+                return Err(CniError::config(
+                    format!("`rdma` is neither true, false nor an RDMA device's name: {other}"),
+                    "`\"rdma\": true` hands the pod the RDMA device on its VF (`deviceID`) or on `master`; `\"rdma\": \"mlx5_3\"` names one",
+                ))
+            }
+        };
+        if rdma == Some(RdmaWant::OnInterface) && device_id.is_none() && master.is_none() {
+            return Err(CniError::config(
+                "`rdma: true` needs `master` or `deviceID`",
+                "the RDMA device handed to the pod is the one on its VF (`deviceID`) or on `master`; or name it (`\"rdma\": \"mlx5_3\"`)",
+            ));
+        }
         let valid_attachments = valid_attachments(conf)?;
         Ok(NetConf {
             version,
@@ -234,6 +264,7 @@ impl NetConf {
             args_tier,
             bandwidth,
             device_id,
+            rdma,
             prev_result,
             valid_attachments,
         })
@@ -368,6 +399,36 @@ mod tests {
             c[k] = v.clone();
         }
         c
+    }
+
+    #[test]
+    fn rdma_is_true_false_or_a_device_name() {
+        let parse = |v: Value| NetConf::parse(&conf(v));
+        assert_eq!(parse(json!({})).unwrap().rdma, None);
+        assert_eq!(parse(json!({"rdma": false})).unwrap().rdma, None);
+        assert_eq!(
+            parse(json!({"rdma": true, "master": "ens192"}))
+                .unwrap()
+                .rdma,
+            Some(RdmaWant::OnInterface)
+        );
+        assert_eq!(
+            parse(json!({"rdma": true, "deviceID": "0000:01:10.2"}))
+                .unwrap()
+                .rdma,
+            Some(RdmaWant::OnInterface)
+        );
+        assert_eq!(
+            parse(json!({"rdma": "mlx5_3"})).unwrap().rdma,
+            Some(RdmaWant::Named("mlx5_3".into()))
+        );
+        let e = parse(json!({"rdma": true})).unwrap_err();
+        assert!(e.msg.contains("needs `master` or `deviceID`"), "{e}");
+        for bad in [json!(7), json!(""), json!("a/b"), json!(["mlx5_0"])] {
+            let e = parse(json!({ "rdma": bad })).unwrap_err();
+            assert_eq!(e.code, code::INVALID_CONFIG);
+            assert!(e.msg.contains("`rdma` is neither"), "{e}");
+        }
     }
 
     #[test]

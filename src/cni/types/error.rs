@@ -33,6 +33,10 @@ pub mod code {
     /// limit not in force (its master not shaped, or the shaper's map
     /// without its entry).
     pub const NOT_ENFORCED: u32 = 102;
+    /// podnet's own: the pod's RDMA device could not be found, is not
+    /// offered by the node files, or the kernel would not move it into
+    /// the pod's namespace.
+    pub const RDMA: u32 = 103;
 }
 
 /// A CNI error: printed on stdout as `{"cniVersion","code","msg","details"}`

@@ -10,7 +10,7 @@ mod error;
 mod result;
 mod version;
 
-pub use config::{check_tier, decode, valid_cni_name, Attachment, Bandwidth, NetConf};
+pub use config::{check_tier, decode, valid_cni_name, Attachment, Bandwidth, NetConf, RdmaWant};
 pub use error::{code, CniError};
 pub use result::{pass_through, PrevInterface, PrevIp, PrevResult};
 pub use version::{reply_version, SpecVersion, LATEST, SUPPORTED_VERSIONS};

@@ -305,6 +305,7 @@ impl Engine {
         // After a failed apply, the events its own steps and rollback
         // caused (and the timer) wait out a backoff; an edit, a request
         // or the end of the backoff try again.
+        let mut after: Option<Observed> = None;
         let backing_off = self
             .apply_failure
             .as_ref()
@@ -330,6 +331,10 @@ impl Engine {
                 Ok(applied) => {
                     report.outcome = "applied".into();
                     report.steps = applied.actions;
+                    // What the steps made (an RDMA device, VFs) is in the
+                    // verify's observation: status and the node info say so
+                    // now, not a pass later.
+                    after = Some(applied.observed);
                     self.apply_failure = None;
                     info!(
                         steps = applied.actions,
@@ -359,6 +364,7 @@ impl Engine {
         }
         drop(shaping);
         self.shaper = shaper;
+        let observed = after.unwrap_or(observed);
         if !plan.unmet.is_empty() && report.outcome != "blocked" && report.outcome != "failed" {
             report.outcome = "failed".into();
             report.error = Some(plan.unmet.join("; "));

@@ -36,7 +36,7 @@ TOML
 daemon=$!
 cleanup_add kill "$daemon"
 wait_until 60 curl -sf --unix-socket "$T/state/podnet.sock" http://x/v1/status
-wait_until 60 bash -c "curl -s --unix-socket '$T/state/podnet.sock' http://x/v1/status | jq -e .converged"
+wait_until 60 bash -c "curl -s --unix-socket '$T/state/podnet.sock' http://x/v1/status | jq -en 'input.converged == true'"
 
 netns_new pod
 ID=c0ffee0123

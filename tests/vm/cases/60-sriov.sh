@@ -237,7 +237,7 @@ cleanup_add kill "$podnetd_pid"
 (wait_until 30 test -S "$SOCK") || { cat "$T/podnetd.log"; fail "podnetd did not start"; }
 # Its first pass done: a change made before it would be repaired by that
 # pass, and timed as podnetd's start.
-(wait_until 60 bash -c "curl -sf --unix-socket '$SOCK' http://podnet/v1/status | jq -e .converged") ||
+(wait_until 60 bash -c "curl -sf --unix-socket '$SOCK' http://podnet/v1/status | jq -en 'input.converged == true'") ||
     { cat "$T/podnetd.log"; fail "podnetd did not converge"; }
 repair() { # DESCRIPTION VF JQ WANT IP-LINK-SET-ARGS...
     local what=$1 n=$2 expr=$3 want=$4 ms seen
@@ -277,7 +277,7 @@ ok curl -sf --unix-socket "$SOCK" -X PUT -H 'Content-Type: application/json' \
     -d "{\"netns\": \"/run/netns/sriov-pod\", \"ips\": [\"10.70.0.5/24\"], \"vf\": \"$pci0\"}" \
     http://podnet/v1/endpoints/sriovpod1/net1
 # Its registration makes a pass, whose view of the VFs /v1/node serves.
-wait_until 20 bash -c "curl -sf --unix-socket '$SOCK' http://podnet/v1/node | jq -e '.sriov[0].vfs[0].in_use == \"endpoint sriovpod1/net1 is registered on it\"'" ||
+wait_until 20 bash -c "curl -sf --unix-socket '$SOCK' http://podnet/v1/node | jq -en 'input.sriov[0].vfs[0].in_use == \"endpoint sriovpod1/net1 is registered on it\"'" ||
     { curl -sf --unix-socket "$SOCK" http://podnet/v1/node; fail "VF 0 not in use in /v1/node"; }
 node_file 3
 run ctl apply --dry-run
