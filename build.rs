@@ -29,6 +29,23 @@ const BPF_CFLAGS: &[&str] = &[
     "-fno-stack-protector",
 ];
 
+/// The kubelet device plugin API (`proto/deviceplugin-v1beta1.proto`),
+/// compiled by protox (no protoc on the build machine) into tonic's
+/// server and client code in OUT_DIR (`src/deviceplugin/mod.rs` includes
+/// it).
+fn device_plugin_api(root: &Path) {
+    let proto = root.join("proto/deviceplugin-v1beta1.proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    let files = protox::compile([&proto], [root.join("proto")])
+        .unwrap_or_else(|e| panic!("{}: {e}", proto.display()));
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .build_transport(false)
+        .compile_fds(files)
+        .unwrap_or_else(|e| panic!("generating the device plugin API: {e}"));
+}
+
 fn main() {
     let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
@@ -37,6 +54,7 @@ fn main() {
     println!("cargo:rerun-if-changed=bpf");
 
     println!("cargo:rustc-env=PODNET_COMMIT={}", commit(&root));
+    device_plugin_api(&root);
 
     let clang = find_clang();
     let include = bpf.join("include");

@@ -23,7 +23,7 @@ _podnetd() {
 
     case "${cmd}" in
         podnetd)
-            opts="-c -h -V --config-dir --netns --node-name --interval --fight-backoff --once --state-dir --bpf-dir --modprobe-dir --socket --metrics-listen --socket-group --log-level --help --version"
+            opts="-c -h -V --config-dir --netns --node-name --interval --fight-backoff --once --state-dir --bpf-dir --modprobe-dir --socket --device-plugin-dir --metrics-listen --socket-group --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -66,6 +66,10 @@ _podnetd() {
                     return 0
                     ;;
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device-plugin-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

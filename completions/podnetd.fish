@@ -7,6 +7,7 @@ complete -c podnetd -l state-dir -d 'Directory of the daemon\'s state (the endpo
 complete -c podnetd -l bpf-dir -d 'Where the shaper\'s map and links are pinned (bpffs)' -r -F
 complete -c podnetd -l modprobe-dir -d 'Where podnet writes the module options that must hold from boot on (`podnet-rdma.conf`: the RDMA netns mode ib_core loads with)' -r -F
 complete -c podnetd -l socket -d 'The API socket' -r -F
+complete -c podnetd -l device-plugin-dir -d 'kubelet\'s device plugin directory: where podnetd serves the HCAs `[rdma] devices` offers (`rdma/hca`) and registers them with kubelet\'s socket' -r -F
 complete -c podnetd -l metrics-listen -d 'Also serve `GET /metrics` (and nothing else) over TCP on ADDR, for a Prometheus on the node, e.g. 127.0.0.1:9464. Off by default. Under the systemd unit this needs a drop-in allowing AF_INET/AF_INET6' -r
 complete -c podnetd -l socket-group -d 'Group whose members may use the socket (besides root)' -r
 complete -c podnetd -l log-level -d 'Log level: error, warn, info, debug, trace (or a tracing filter)' -r

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod daemon;
+pub mod deviceplugin;
 pub mod error;
 pub mod failpoint;
 pub mod holders;

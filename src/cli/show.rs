@@ -181,6 +181,7 @@ pub(crate) fn host_as_config(observed: &Observed) -> (NodeConfig, Vec<String>) {
                     .filter(|d| d.driver.as_deref() == Some(crate::plan::RXE))
                     .filter_map(|d| Some((d.name.clone(), d.netdev()?.to_string())))
                     .collect(),
+                ..Default::default()
             }
         });
     let config = NodeConfig {

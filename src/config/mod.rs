@@ -353,6 +353,25 @@ pub struct Rdma {
     /// Soft-RoCE links to create: RDMA device name = network interface.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub soft_roce: BTreeMap<String, String>,
+    /// The extended resource podnetd's device plugin registers with
+    /// kubelet for the offered HCAs. Default: `rdma/hca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 3, max = 253),
+        regex(pattern = r"^[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*$")
+    )]
+    pub resource_name: Option<String>,
+    /// How many pods may share one offered HCA: the devices per HCA the
+    /// plugin lists (the RDMA shared-device plugin's `rdmaHcaMax`).
+    /// Default: 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub pods_per_hca: Option<u32>,
+}
+
+impl Rdma {
+    pub const DEFAULT_RESOURCE: &'static str = "rdma/hca";
+    pub const DEFAULT_PODS_PER_HCA: u32 = 1000;
 }
 
 /// `shared`: every namespace sees every HCA; `exclusive`: an HCA belongs to one namespace.

@@ -79,6 +79,11 @@ pub struct Args {
     /// The API socket.
     #[arg(long, value_name = "PATH", default_value = crate::api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// kubelet's device plugin directory: where podnetd serves the HCAs
+    /// `[rdma] devices` offers (`rdma/hca`) and registers them with
+    /// kubelet's socket.
+    #[arg(long, value_name = "DIR", default_value = crate::deviceplugin::DEFAULT_DIR)]
+    pub device_plugin_dir: PathBuf,
     /// Also serve `GET /metrics` (and nothing else) over TCP on ADDR, for a
     /// Prometheus on the node, e.g. 127.0.0.1:9464. Off by default. Under
     /// the systemd unit this needs a drop-in allowing AF_INET/AF_INET6.
@@ -267,6 +272,12 @@ async fn run(args: Args) -> ExitCode {
         args.bpf_dir.clone(),
         sampler_stopped,
     ));
+    let (stop_plugin, plugin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let plugin = tokio::spawn(crate::deviceplugin::run(
+        args.device_plugin_dir.clone(),
+        plugin_source(shared.clone()),
+        plugin_stopped,
+    ));
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -407,6 +418,8 @@ async fn run(args: Args) -> ExitCode {
     }
     let _ = stop_sampler.send(());
     let _ = sampler.await;
+    let _ = stop_plugin.send(());
+    let _ = plugin.await;
     let _ = stop_server.send(());
     let _ = server.await;
     if let Some(m) = metrics_server {
@@ -414,6 +427,52 @@ async fn run(args: Args) -> ExitCode {
     }
     let _ = std::fs::remove_file(&args.socket);
     ExitCode::SUCCESS
+}
+
+/// The device plugin's HCAs: those `[rdma] devices` offers, as the
+/// kernel shows them now, with the ones endpoints hold (in a pod's
+/// namespace, in exclusive mode) healthy too; None without offered HCAs.
+fn plugin_source(shared: Arc<Mutex<Shared>>) -> crate::deviceplugin::Source {
+    use crate::deviceplugin::{Hca, Offer, Settings};
+    Arc::new(move || {
+        let (config, endpoints) = {
+            let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            (s.config.clone()?, s.registry.list())
+        };
+        let r = config.rdma.as_ref().filter(|r| !r.devices.is_empty())?;
+        let settings = Settings {
+            resource: r
+                .resource_name
+                .clone()
+                .unwrap_or_else(|| crate::config::Rdma::DEFAULT_RESOURCE.into()),
+            pods_per_hca: r
+                .pods_per_hca
+                .unwrap_or(crate::config::Rdma::DEFAULT_PODS_PER_HCA),
+        };
+        let mut observed = crate::state::Observed {
+            rdma: crate::rdma::observe_devices(),
+            ..Default::default()
+        };
+        observed.mark_rdma_users(&endpoints);
+        let info = crate::status::rdma_info(&config, &observed)?;
+        let hcas = info
+            .hcas
+            .into_iter()
+            .filter(|h| h.offered)
+            .map(|h| Hca {
+                healthy: !h.ports.is_empty() || h.endpoint.is_some(),
+                name: h.name,
+                char_devices: h.char_devices,
+            })
+            .collect();
+        Some((
+            settings,
+            Offer {
+                hcas,
+                rdma_cm: info.rdma_cm,
+            },
+        ))
+    })
 }
 
 /// Tells systemd (when it started us with Type=notify) how things stand.

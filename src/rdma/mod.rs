@@ -396,6 +396,16 @@ pub struct Chardev {
 /// state, for the plan to refuse RDMA steps on, never a failure of the
 /// whole observation: a node that declares no RDMA is not held up by it.
 pub fn observe() -> Option<RdmaState> {
+    observe_with(true)
+}
+
+/// [`observe`] without the look for other network namespaces (which
+/// reads every process's): the device plugin's each-second look.
+pub fn observe_devices() -> Option<RdmaState> {
+    observe_with(false)
+}
+
+fn observe_with(namespaces: bool) -> Option<RdmaState> {
     let modules: Vec<String> = MODULES
         .iter()
         .filter(|m| std::path::Path::new("/sys/module").join(m).exists())
@@ -406,7 +416,11 @@ pub fn observe() -> Option<RdmaState> {
             return Ok(None);
         };
         Ok(Some(RdmaState {
-            other_netns: other_net_namespaces(),
+            other_netns: if namespaces {
+                other_net_namespaces()
+            } else {
+                Vec::new()
+            },
             netns_mode: rdma.netns_mode()?,
             devices: rdma.devices()?,
             rdma_cm: rdma.chardev(None, None, "rdma_cm")?.is_some(),

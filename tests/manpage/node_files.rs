@@ -632,7 +632,7 @@ fn not_applied() -> String {
         rdma: Some(Rdma {
             netns_mode: Some(RdmaNetnsMode::Exclusive),
             devices: vec!["<hca>".into()],
-            soft_roce: Default::default(),
+            ..Default::default()
         }),
         ipip: Some(Ipip {
             mode: IpipMode::Never,
