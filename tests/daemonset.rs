@@ -341,11 +341,13 @@ fn podnetd_runs_its_own_command_line_on_the_hosts_paths() {
     assert_eq!(
         hostpaths,
         [
+            "/etc/modprobe.d",
             "/lib/modules",
             "/opt/cni/bin",
             "/run/netns",
             "/run/podnet",
             "/sys/fs/bpf",
+            "/var/lib/kubelet/device-plugins",
             "/var/lib/podnet"
         ]
     );
