@@ -38,7 +38,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
         ),
         ShowFormat::Toml => {
             println!("#:schema /usr/share/podnet/podnet.schema.json");
-            println!("# podnetctl show: this host's masters, podnet's shims, the SR-IOV PFs with VFs and the RDMA devices.");
+            println!("# podnetctl show: this host's masters, podnet's shims, the SR-IOV PFs with VFs; the RDMA devices as comments.");
             for f in &foreign {
                 println!("# {f}");
             }
@@ -137,58 +137,53 @@ pub(crate) fn host_as_config(observed: &Observed) -> (NodeConfig, Vec<String>) {
             },
         );
     }
-    let rdma = observed
-        .rdma
-        .as_ref()
-        .filter(|r| r.error.is_none())
-        .map(|r| {
-            for d in &r.devices {
-                let ports: Vec<String> = d
-                    .ports
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "port {} {} {} on {}",
-                            p.index,
-                            p.state,
-                            p.link_layer.as_deref().unwrap_or("-"),
-                            p.netdev.as_deref().unwrap_or("-")
-                        )
-                    })
-                    .collect();
-                foreign.push(format!(
-                    "rdma {} ({}{}): {}; {}",
-                    d.name,
-                    d.driver.as_deref().unwrap_or("driver unknown"),
-                    d.pci
-                        .as_deref()
-                        .map(|p| format!(", {p}"))
-                        .unwrap_or_default(),
-                    ports.join(", "),
-                    if d.char_devices.is_empty() {
-                        "no char devices (ib_uverbs not loaded)".to_string()
-                    } else {
-                        d.char_devices.join(" ")
-                    }
-                ));
-            }
-            crate::config::Rdma {
-                netns_mode: r.netns_mode,
-                devices: r.devices.iter().map(|d| d.name.clone()).collect(),
-                soft_roce: r
-                    .devices
-                    .iter()
-                    .filter(|d| d.driver.as_deref() == Some(crate::plan::RXE))
-                    .filter_map(|d| Some((d.name.clone(), d.netdev()?.to_string())))
-                    .collect(),
-                ..Default::default()
-            }
-        });
+    // RDMA as comments only: its keys applied would not be a no-op (the
+    // netns mode writes podnet's boot setting, `devices` loads the user
+    // verbs modules, a Soft-RoCE link podnet did not make is refused).
+    if let Some(r) = observed.rdma.as_ref().filter(|r| r.error.is_none()) {
+        if let Some(mode) = r.netns_mode {
+            foreign.push(format!(
+                "rdma: the kernel's netns mode is {} (rdma.netns_mode)",
+                mode.as_str()
+            ));
+        }
+        for d in &r.devices {
+            let ports: Vec<String> = d
+                .ports
+                .iter()
+                .map(|p| {
+                    format!(
+                        "port {} {} {} on {}",
+                        p.index,
+                        p.state,
+                        p.link_layer.as_deref().unwrap_or("-"),
+                        p.netdev.as_deref().unwrap_or("-")
+                    )
+                })
+                .collect();
+            let soft_roce = d.driver.as_deref() == Some(crate::plan::RXE);
+            foreign.push(format!(
+                "rdma {} ({}{}{}): {}; {} (offer it in rdma.devices)",
+                d.name,
+                d.driver.as_deref().unwrap_or("driver unknown"),
+                d.pci
+                    .as_deref()
+                    .map(|p| format!(", {p}"))
+                    .unwrap_or_default(),
+                if soft_roce { ", a Soft-RoCE link" } else { "" },
+                ports.join(", "),
+                if d.char_devices.is_empty() {
+                    "no char devices (ib_uverbs not loaded)".to_string()
+                } else {
+                    d.char_devices.join(" ")
+                }
+            ));
+        }
+    }
     let config = NodeConfig {
         version: VERSION,
         masters,
         sriov,
-        rdma,
         ..NodeConfig::default()
     };
     (config, foreign)

@@ -435,11 +435,14 @@ async fn run(args: Args) -> ExitCode {
 fn plugin_source(shared: Arc<Mutex<Shared>>) -> crate::deviceplugin::Source {
     use crate::deviceplugin::{Hca, Offer, Settings};
     Arc::new(move || {
+        // Each second: nothing is copied on a node that offers no HCA.
         let (config, endpoints) = {
             let s = shared.lock().unwrap_or_else(|p| p.into_inner());
-            (s.config.clone()?, s.registry.list())
+            let c = s.config.as_ref()?;
+            c.rdma.as_ref().filter(|r| !r.devices.is_empty())?;
+            (c.clone(), s.registry.list())
         };
-        let r = config.rdma.as_ref().filter(|r| !r.devices.is_empty())?;
+        let r = config.rdma.as_ref()?;
         let settings = Settings {
             resource: r
                 .resource_name

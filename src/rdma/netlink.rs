@@ -348,22 +348,27 @@ mod tests {
         buf
     }
 
+    /// `rdma link add NAME type rxe netdev NETDEV`, framed with `seq`.
+    fn newlink(name: &str, netdev: &str, seq: u32) -> Vec<u8> {
+        frame(
+            RdmaMessage::new(
+                Command::NewLink,
+                vec![
+                    Attr::DevName(name.into()),
+                    Attr::LinkType("rxe".into()),
+                    Attr::NetdevName(netdev.into()),
+                ],
+            ),
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+        )
+    }
+
     /// `rdma link add rxe0 type rxe netdev eth0`, as iproute2 sends it
     /// (its bytes as strace shows them, sequence and port aside).
     #[test]
     fn newlink_has_the_kernels_layout() {
-        let buf = frame(
-            RdmaMessage::new(
-                Command::NewLink,
-                vec![
-                    Attr::DevName("rxe0".into()),
-                    Attr::LinkType("rxe".into()),
-                    Attr::NetdevName("eth0".into()),
-                ],
-            ),
-            NLM_F_REQUEST | NLM_F_ACK,
-            7,
-        );
+        let buf = newlink("rxe0", "eth0", 7);
         #[rustfmt::skip]
         let want: Vec<u8> = [
             // nlmsghdr: length 48, type (5 << 10) + 3 = 0x1403, flags REQUEST|ACK, seq 7, port 0
@@ -388,18 +393,7 @@ mod tests {
             .split_whitespace()
             .map(|b| u8::from_str_radix(b, 16).unwrap())
             .collect();
-        let buf = frame(
-            RdmaMessage::new(
-                Command::NewLink,
-                vec![
-                    Attr::DevName("pn-probe".into()),
-                    Attr::LinkType("rxe".into()),
-                    Attr::NetdevName("r1".into()),
-                ],
-            ),
-            NLM_F_REQUEST | NLM_F_ACK,
-            1,
-        );
+        let buf = newlink("pn-probe", "r1", 1);
         assert_eq!(&buf[..8], &[48, 0, 0, 0, 0x03, 0x14, 0x05, 0x00]);
         assert_eq!(buf[16..], want[..]);
     }
