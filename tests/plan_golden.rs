@@ -1,6 +1,7 @@
 //! Golden plan cases: `tests/golden/<case>/` holds `node.toml` (desired),
 //! `observed.json` (a host snapshot), optionally `inputs.json` (the
-//! endpoint registry and the program podnet attaches) and `plan.txt` (what
+//! endpoint registry, whose VFs and RDMA devices are marked held as a pass
+//! marks them, and the program podnet attaches) and `plan.txt` (what
 //! `apply --dry-run` prints). Pure: no root, no kernel. `PODNET_BLESS=1`
 //! rewrites plan.txt.
 
@@ -27,7 +28,7 @@ fn golden_plans() {
         let desired = load_files(vec![(case.join("node.toml"), node)])
             .unwrap_or_else(|d| panic!("{name}: {}", d.render()))
             .config;
-        let observed: Observed =
+        let mut observed: Observed =
             serde_json::from_str(&std::fs::read_to_string(case.join("observed.json")).unwrap())
                 .unwrap_or_else(|e| panic!("{name}: observed.json: {e}"));
         let inputs: Inputs = match std::fs::read_to_string(case.join("inputs.json")) {
@@ -36,6 +37,9 @@ fn golden_plans() {
             }
             Err(_) => Inputs::default(),
         };
+        // As a pass marks them: the VFs and RDMA devices endpoints hold.
+        observed.mark_vf_users(&inputs.endpoints);
+        observed.mark_rdma_users(&inputs.endpoints);
         let mut plan = plan(&desired, &observed, &inputs);
         // As podnetctl and podnetd do without --force.
         let hazards = hazards(&plan, &observed);
