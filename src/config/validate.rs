@@ -14,6 +14,7 @@ use super::diag::{join_key, locate, Diagnostic, Origins, Sources};
 use super::schema::{validator, FORMATS};
 use super::units::Rate;
 use super::{ChildKind, ChildMode, Match, NodeConfig, VERSION};
+use ipnet::IpNet;
 
 pub(crate) fn validate(
     json: Json,
@@ -575,6 +576,41 @@ fn semantic(c: &NodeConfig) -> Vec<Problem> {
     }
     if let Some(ipip) = &c.ipip {
         for (i, peer) in ipip.peers.iter().enumerate() {
+            let at = |key: &str| ptr(&["ipip", "peers", &i.to_string(), key]);
+            // IPIP carries IPv4 in IPv4 (IPv6 pods need ip6ip6 or sit).
+            if !peer.node.is_ipv4() {
+                out.push(problem(
+                    at("node"),
+                    format!(
+                        "node {} is not an IPv4 address: IPIP carries IPv4 over IPv4",
+                        peer.node
+                    ),
+                ));
+            }
+            if !matches!(peer.pod_cidr, IpNet::V4(_)) {
+                out.push(problem(
+                    at("pod_cidr"),
+                    format!(
+                        "pod_cidr {} is not IPv4: IPIP carries IPv4 pods",
+                        peer.pod_cidr
+                    ),
+                ));
+            }
+            // A node may be listed once per pod range it has (Calico's
+            // blocks); a range is behind one node only.
+            for (j, other) in ipip.peers.iter().enumerate().take(i) {
+                if other.pod_cidr.contains(&peer.pod_cidr)
+                    || peer.pod_cidr.contains(&other.pod_cidr)
+                {
+                    out.push(problem(
+                        at("pod_cidr"),
+                        format!(
+                            "pod_cidr {} overlaps {} of ipip.peers[{j}] (node {}): a pod range is behind one node",
+                            peer.pod_cidr, other.pod_cidr, other.node
+                        ),
+                    ));
+                }
+            }
             if peer.pod_cidr.trunc() != peer.pod_cidr {
                 out.push(problem(
                     ptr(&["ipip", "peers", &i.to_string(), "pod_cidr"]),
@@ -606,6 +642,42 @@ mod tests {
         assert!(
             errs.iter().any(|e| e.contains(needle)),
             "no {needle:?} in {errs:#?}"
+        );
+    }
+
+    #[test]
+    fn ipip_peers_are_ipv4_and_their_pod_ranges_do_not_overlap() {
+        let file =
+            |peers: &str| errors(&format!("version = 1\n[ipip]\nmode = \"always\"\n{peers}"));
+        let peer = |node: &str, cidr: &str| {
+            format!("[[ipip.peers]]\nnode = \"{node}\"\npod_cidr = \"{cidr}\"\n")
+        };
+        assert!(file(
+            &[
+                peer("10.0.0.2", "192.168.1.0/26"),
+                peer("10.0.0.2", "192.168.1.64/26"),
+                peer("10.0.1.3", "192.168.2.0/26")
+            ]
+            .concat()
+        )
+        .is_empty());
+        let errs = file(
+            &[
+                peer("10.0.0.2", "192.168.1.0/24"),
+                peer("10.0.1.3", "192.168.1.64/26"),
+            ]
+            .concat(),
+        );
+        assert_has(&errs, "n.toml:9:1: ipip.peers[1].pod_cidr");
+        assert_has(&errs, "pod_cidr 192.168.1.64/26 overlaps 192.168.1.0/24 of ipip.peers[0] (node 10.0.0.2)");
+        let errs = file(&peer("fd00::2", "fd10::/64"));
+        assert_has(
+            &errs,
+            "ipip.peers[0].node: node fd00::2 is not an IPv4 address",
+        );
+        assert_has(
+            &errs,
+            "ipip.peers[0].pod_cidr: pod_cidr fd10::/64 is not IPv4",
         );
     }
 
