@@ -415,6 +415,17 @@ pub struct Ipip {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 68, max = 65515))]
     pub mtu: Option<u32>,
+    /// This node's underlay address, the tunnel's source and what the
+    /// peers reach it at. Unset: the address of `local_interface`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<IpSchema>")]
+    pub local_address: Option<std::net::IpAddr>,
+    /// The underlay interface whose (first IPv4) address is this node's,
+    /// when `local_address` is unset. Unset: the one the route to the
+    /// first peer leaves by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 15), extend("format" = "ifname"))]
+    pub local_interface: Option<String>,
     /// Other nodes and the pod ranges behind them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<IpipPeer>,

@@ -575,8 +575,32 @@ fn semantic(c: &NodeConfig) -> Vec<Problem> {
         }
     }
     if let Some(ipip) = &c.ipip {
+        if let (Some(_), Some(_)) = (&ipip.local_address, &ipip.local_interface) {
+            out.push(problem(
+                ptr(&["ipip", "local_interface"]),
+                "local_address and local_interface both name this node's address: keep one"
+                    .to_string(),
+            ));
+        }
+        if let Some(local) = ipip.local_address.filter(|a| !a.is_ipv4()) {
+            out.push(problem(
+                ptr(&["ipip", "local_address"]),
+                format!(
+                    "local_address {local} is not an IPv4 address: IPIP carries IPv4 over IPv4"
+                ),
+            ));
+        }
         for (i, peer) in ipip.peers.iter().enumerate() {
             let at = |key: &str| ptr(&["ipip", "peers", &i.to_string(), key]);
+            if ipip.local_address == Some(peer.node) {
+                out.push(problem(
+                    at("node"),
+                    format!(
+                        "node {} is this node (local_address): a node is not its own peer",
+                        peer.node
+                    ),
+                ));
+            }
             // IPIP carries IPv4 in IPv4 (IPv6 pods need ip6ip6 or sit).
             if !peer.node.is_ipv4() {
                 out.push(problem(
@@ -669,7 +693,22 @@ mod tests {
             .concat(),
         );
         assert_has(&errs, "n.toml:9:1: ipip.peers[1].pod_cidr");
-        assert_has(&errs, "pod_cidr 192.168.1.64/26 overlaps 192.168.1.0/24 of ipip.peers[0] (node 10.0.0.2)");
+        assert_has(
+            &errs,
+            "pod_cidr 192.168.1.64/26 overlaps 192.168.1.0/24 of ipip.peers[0] (node 10.0.0.2)",
+        );
+        let errs = errors(&format!(
+            "version = 1\n[ipip]\nmode = \"always\"\nlocal_address = \"10.0.0.1\"\nlocal_interface = \"ens192\"\n{}",
+            peer("10.0.0.1", "192.168.1.0/26")
+        ));
+        assert_has(
+            &errs,
+            "ipip.local_interface: local_address and local_interface both name",
+        );
+        assert_has(
+            &errs,
+            "n.toml:7:1: ipip.peers[0].node: node 10.0.0.1 is this node (local_address)",
+        );
         let errs = file(&peer("fd00::2", "fd10::/64"));
         assert_has(
             &errs,

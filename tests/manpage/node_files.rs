@@ -638,6 +638,8 @@ fn not_applied() -> String {
             mode: IpipMode::Never,
             device: None,
             mtu: None,
+            local_address: None,
+            local_interface: None,
             peers: Vec::new(),
         }),
         ..NodeConfig::default()
