@@ -1,7 +1,9 @@
 //! Which processes hold a file open: how podnet tells that a VF bound to
 //! vfio-pci is in use (a DPDK or KubeVirt pod holds its VFIO files). The
-//! process table comes from sysinfo; each process's open files are the
-//! links in its `/proc/<pid>/fd`, which sysinfo counts but does not name.
+//! process table comes from sysinfo ([`processes`], which the RDMA netns
+//! mode's look for other namespaces shares); each process's open files
+//! are the links in its `/proc/<pid>/fd`, which sysinfo counts but does
+//! not name.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,16 +18,7 @@ pub fn holders(files: &[PathBuf]) -> BTreeMap<PathBuf, Vec<String>> {
     if files.is_empty() {
         return out;
     }
-    let mut sys = System::new();
-    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, ProcessRefreshKind::nothing());
-    // Threads share their process's file table: each process once.
-    let mut procs: Vec<_> = sys
-        .processes()
-        .iter()
-        .filter(|(_, p)| p.thread_kind().is_none())
-        .collect();
-    procs.sort_by_key(|(pid, _)| **pid);
-    for (pid, p) in procs {
+    for (pid, name) in processes() {
         let Ok(fds) = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd")) else {
             continue;
         };
@@ -38,10 +31,26 @@ pub fn holders(files: &[PathBuf]) -> BTreeMap<PathBuf, Vec<String>> {
         for f in held {
             out.entry(f)
                 .or_default()
-                .push(format!("pid {pid} ({})", p.name().to_string_lossy()));
+                .push(format!("pid {pid} ({name})"));
         }
     }
     out
+}
+
+/// Every process (threads share their process's files and, but for one
+/// that called setns, its namespaces: each process once), by pid, with
+/// its name, from sysinfo's process table.
+pub fn processes() -> Vec<(u32, String)> {
+    let mut sys = System::new();
+    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, ProcessRefreshKind::nothing());
+    let mut procs: Vec<(u32, String)> = sys
+        .processes()
+        .iter()
+        .filter(|(_, p)| p.thread_kind().is_none())
+        .map(|(pid, p)| (pid.as_u32(), p.name().to_string_lossy().into_owned()))
+        .collect();
+    procs.sort_unstable();
+    procs
 }
 
 #[cfg(test)]

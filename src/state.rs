@@ -101,7 +101,8 @@ pub struct RdmaState {
     /// The network namespaces other than the initial one that the kernel
     /// would count against a netns mode switch (it refuses one while any
     /// exists), each as where it was found (`/run/netns/NAME`, `pid N
-    /// (COMM)`); looked for only when the RDMA core is loaded.
+    /// (COMM)`); looked for only when the files want another mode than
+    /// the kernel's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_netns: Vec<String>,
     /// The devices registered endpoints hold (see

@@ -58,9 +58,7 @@ pub fn object_states(desired: &NodeConfig, observed: &Observed, plan: &Plan) -> 
         for (name, netdev) in &r.soft_roce {
             add(Role::Rdma, name, observed.link(netdev).is_none());
         }
-    }
-    // The HCAs offered to pods: there (on the host or in a pod) or not.
-    if let Some(r) = &desired.rdma {
+        // The HCAs offered to pods: there (on the host or in a pod) or not.
         let hcas = rdma_info(desired, observed)
             .map(|i| i.hcas)
             .unwrap_or_default();
@@ -102,7 +100,8 @@ fn offers(selector: &str, h: &HcaInfo) -> bool {
 /// where the node files have `[rdma]`.
 pub fn rdma_info(desired: &NodeConfig, observed: &Observed) -> Option<RdmaInfo> {
     let r = desired.rdma.as_ref()?;
-    let have = observed.rdma.clone().unwrap_or_default();
+    let none = crate::state::RdmaState::default();
+    let have = observed.rdma.as_ref().unwrap_or(&none);
     let shared = have.netns_mode != Some(crate::config::RdmaNetnsMode::Exclusive);
     let mut hcas: Vec<HcaInfo> = have
         .devices

@@ -522,13 +522,32 @@ fn a_hung_podnetd_costs_at_most_the_budget() {
     let _listener = UnixListener::bind(&socket).unwrap();
     let pod = Pod::new("c0ffee", "/var/run/netns/cni-1");
     let prev = prev_result("1.1.0", &pod, &["172.51.0.10/24"]);
-    let conf = request("1.1.0", entry(&socket, json!({})), Value::Null, Some(prev));
+    let conf = request(
+        "1.1.0",
+        entry(&socket, json!({})),
+        Value::Null,
+        Some(prev.clone()),
+    );
+    // A DEL that hands an RDMA device back asks podnetd which one, then
+    // unregisters: both within the one budget. Its namespace must exist
+    // for the question to be asked (this process's own does).
+    let rdma_pod = Pod::new("c0ffee", "/proc/self/ns/net");
+    let rdma_conf = request(
+        "1.1.0",
+        entry(&socket, json!({"rdma": "mlx5_0"})),
+        Value::Null,
+        Some(prev),
+    );
     let runs: Vec<(&str, Run)> = std::thread::scope(|s| {
-        let handles: Vec<_> = ["ADD", "DEL", "STATUS"]
+        let handles: Vec<_> = ["ADD", "DEL", "STATUS", "DEL-RDMA"]
             .into_iter()
             .map(|c| {
-                let (pod, conf) = (&pod, &conf);
-                (c, s.spawn(move || pod.run(c, conf)))
+                let (pod, conf) = match c {
+                    "DEL-RDMA" => (&rdma_pod, &rdma_conf),
+                    _ => (&pod, &conf),
+                };
+                let command = c.trim_end_matches("-RDMA");
+                (c, s.spawn(move || pod.run(command, conf)))
             })
             .collect();
         handles
@@ -548,7 +567,9 @@ fn a_hung_podnetd_costs_at_most_the_budget() {
                 "{}",
                 r.out
             ),
-            "DEL" => assert!(r.ok().stderr.contains("did not answer"), "{}", r.stderr),
+            "DEL" | "DEL-RDMA" => {
+                assert!(r.ok().stderr.contains("did not answer"), "{}", r.stderr)
+            }
             _ => {
                 r.error(50);
             }

@@ -122,7 +122,9 @@ pub async fn apply(
     let after = if map_only {
         observed.clone()
     } else {
-        observe_with_shaping(kernel, &shaping.paths).await?
+        let mut after = observe_with_shaping(kernel, &shaping.paths).await?;
+        look_for_namespaces(desired, &mut after);
+        after
     };
     let (unmet, observed) = verify(desired, after, shaping)?;
     Ok(Applied {
@@ -194,11 +196,25 @@ pub async fn observe_for_plan(
     create: bool,
 ) -> Result<(Observed, crate::plan::Inputs)> {
     let mut observed = observe_with_shaping(kernel, &shaping.paths).await?;
+    look_for_namespaces(desired, &mut observed);
     shaping.prepare(desired, &observed, create)?;
     let inputs = shaping.inputs(&mut observed)?;
     observed.mark_vf_users(&inputs.endpoints);
     observed.mark_rdma_users(&inputs.endpoints);
     Ok((observed, inputs))
+}
+
+/// The other network namespaces, which hold the RDMA netns mode, looked
+/// for only when the files want another mode than the kernel's: the look
+/// reads every process's namespace, and a pass on a node that switches
+/// nothing should not.
+fn look_for_namespaces(desired: &NodeConfig, observed: &mut Observed) {
+    let wanted = desired.rdma.as_ref().and_then(|r| r.netns_mode);
+    if let Some(r) = observed.rdma.as_mut() {
+        if wanted.is_some() && r.netns_mode.is_some() && r.netns_mode != wanted {
+            r.other_netns = crate::rdma::other_net_namespaces();
+        }
+    }
 }
 
 /// Runs blocking kernel work (sysfs, modprobe, RDMA netlink) off the

@@ -45,10 +45,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
         .filter(|a| a.role == Role::Stale)
         .map(|a| format!("{}: {a}", a.object()))
         .collect();
-    let converged = plan.actions.is_empty()
-        && plan.problems.is_empty()
-        && plan.unmet.is_empty()
-        && plan.pending_reboot.is_empty();
+    let converged = plan.converged();
 
     match args.output {
         Format::Json => println!(
@@ -94,10 +91,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode> {
                 "{}",
                 if converged {
                     "converged"
-                } else if plan.actions.is_empty()
-                    && plan.problems.is_empty()
-                    && plan.unmet.is_empty()
-                {
+                } else if plan.waits_for_reboot() {
                     "not converged: pending reboot (podnet's part is done)"
                 } else {
                     "not converged: run `podnetctl apply`"
@@ -193,8 +187,6 @@ fn print_daemon_status(s: &crate::api::types::Status, format: Format) {
     );
 }
 
-/// Each declared PF's VFs, one line each: where it is, its settings, and
-/// who uses it.
 /// Each HCA: where it is, who holds it, its ports and char devices.
 fn print_hcas(rdma: Option<&crate::api::types::RdmaInfo>) {
     let Some(r) = rdma else {
@@ -241,6 +233,8 @@ fn print_hcas(rdma: Option<&crate::api::types::RdmaInfo>) {
     }
 }
 
+/// Each declared PF's VFs, one line each: where it is, its settings, and
+/// who uses it.
 fn print_vfs(pfs: &[crate::api::types::PfInfo]) {
     for pf in pfs {
         println!(

@@ -23,8 +23,7 @@ pub fn add(conf: &NetConf, at: &Attachment) -> Outcome {
             let node = podnetd
                 .call(|c| c.node())
                 .map_err(|e| daemon_error(e, "read the node's RDMA devices"))?;
-            let registered = super::rdma::registered(&podnetd, at);
-            super::rdma::hand_over(conf, at, &node, registered.as_deref())?
+            super::rdma::hand_over(conf, at, &node, || super::rdma::registered(&podnetd, at))?
         }
         None => None,
     };

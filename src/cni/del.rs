@@ -15,10 +15,13 @@ use super::{Attachment, Outcome, Podnetd};
 /// stop the teardown: podnet-cni says so on stderr and uses the socket it
 /// can make out.
 pub fn del_raw(raw: &Value, at: &Attachment) -> Outcome {
-    let socket = match NetConf::parse(raw) {
+    let socket: std::path::PathBuf = match NetConf::parse(raw) {
         Ok(conf) => {
-            give_back(&conf, at);
-            conf.socket
+            // One budget for the whole DEL: the RDMA lookup and the
+            // unregistration share it.
+            let podnetd = Podnetd::new(&conf.socket);
+            give_back(&conf, at, &podnetd);
+            return unregister(&podnetd, at);
         }
         Err(e) if e.code == code::INVALID_CONFIG => {
             let socket = raw
@@ -43,14 +46,20 @@ pub fn del_raw(raw: &Value, at: &Attachment) -> Outcome {
 /// device when the namespace died. A device that cannot be moved back is
 /// said on stderr and does not stop the teardown, as the kernel returns
 /// it when the pod's namespace goes.
-fn give_back(conf: &NetConf, at: &Attachment) {
+fn give_back(conf: &NetConf, at: &Attachment, podnetd: &Podnetd) {
     let Some(want) = &conf.rdma else {
         return;
     };
-    let Some(netns) = &at.netns else {
+    // The namespace gone, the kernel has returned the device: nothing to
+    // ask podnetd.
+    let Some(netns) = at
+        .netns
+        .as_ref()
+        .filter(|n| crate::netns::is_namespace(std::path::Path::new(n)))
+    else {
         return;
     };
-    let name = super::rdma::registered(&Podnetd::new(&conf.socket), at).or(match want {
+    let name = super::rdma::registered(podnetd, at).or(match want {
         RdmaWant::Named(n) => Some(n.clone()),
         RdmaWant::OnInterface => None,
     });
@@ -69,7 +78,11 @@ fn give_back(conf: &NetConf, at: &Attachment) {
 
 /// Unregisters `at` with the podnetd on `socket`; always succeeds.
 pub fn del(socket: &std::path::Path, at: &Attachment) -> Outcome {
-    let done = Podnetd::new(socket).call(|c| c.delete_endpoint(&at.container_id, &at.ifname));
+    unregister(&Podnetd::new(socket), at)
+}
+
+fn unregister(podnetd: &Podnetd, at: &Attachment) -> Outcome {
+    let done = podnetd.call(|c| c.delete_endpoint(&at.container_id, &at.ifname));
     if let Err(e) = done {
         eprintln!(
             "podnet-cni: DEL {}/{}: {e}; DEL succeeds anyway so the pod can go, and podnetd drops the endpoint once its netns is gone (or the next GC does)",

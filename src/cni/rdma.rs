@@ -34,15 +34,19 @@ fn failed(msg: impl Into<String>, details: impl Into<String>) -> CniError {
     CniError::new(code::RDMA, msg, details)
 }
 
-/// The RDMA socket of the host's namespace (podnet-cni's).
-fn host() -> Result<Rdma, CniError> {
+/// An RDMA socket in the calling thread's namespace (`whose`: the host's,
+/// the pod's).
+fn open(whose: &str) -> Result<Rdma, CniError> {
     match Rdma::open() {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(failed(
-            "the kernel has no RDMA core: no device to hand the pod",
+            format!("no RDMA core in the {whose} namespace: no device to hand the pod"),
             "load the HCA's driver (or declare [rdma] in the node files for podnetd to load the modules)",
         )),
-        Err(e) => Err(failed("cannot open the RDMA netlink", e.to_string())),
+        Err(e) => Err(failed(
+            format!("cannot open the RDMA netlink in the {whose} namespace"),
+            e.to_string(),
+        )),
     }
 }
 
@@ -63,19 +67,20 @@ pub fn pick<'a>(
 }
 
 /// ADD: the pod's device, moved into its namespace where the mode asks.
-/// `registered` is the device an earlier ADD of the same attachment
-/// recorded, which a repeated ADD finds in the pod already.
+/// `registered` asks podnetd for the device an earlier ADD of the same
+/// attachment recorded, which a repeated ADD finds in the pod already
+/// (asked only then: the host no longer shows the device).
 pub fn hand_over(
     conf: &NetConf,
     at: &Attachment,
     node: &Node,
-    registered: Option<&str>,
+    registered: impl FnOnce() -> Option<String>,
 ) -> Result<Option<Handed>, CniError> {
     let Some(want) = &conf.rdma else {
         return Ok(None);
     };
     let netns = at.netns.as_deref().unwrap_or_default();
-    let mut rdma = host()?;
+    let mut rdma = open("host's")?;
     let mode = rdma
         .netns_mode()
         .map_err(|e| failed("cannot read the RDMA netns mode", e.to_string()))?;
@@ -85,16 +90,15 @@ pub fn hand_over(
     let Some(dev) = pick(want, conf, &devices) else {
         // A repeated ADD in exclusive mode: the device left the host for
         // the pod the first time.
-        let name = match want {
-            RdmaWant::Named(n) => Some(n.as_str()),
-            RdmaWant::OnInterface => registered,
-        };
-        if let Some(name) = name {
-            if mode == Some(RdmaNetnsMode::Exclusive) && in_pod(netns, name)?.is_some() {
-                return Ok(Some(Handed {
-                    name: name.into(),
-                    moved: false,
-                }));
+        if mode == Some(RdmaNetnsMode::Exclusive) {
+            let name = match want {
+                RdmaWant::Named(n) => Some(n.clone()),
+                RdmaWant::OnInterface => registered(),
+            };
+            if let Some(name) = name {
+                if in_pod(netns, &name)?.is_some() {
+                    return Ok(Some(Handed { name, moved: false }));
+                }
             }
         }
         return Err(failed(
@@ -193,17 +197,7 @@ fn in_netns<T: Send>(
                     e.to_string(),
                 )
             })?;
-            let mut rdma = match Rdma::open() {
-                Ok(Some(r)) => r,
-                Ok(None) => return Err(failed("no RDMA core in the pod's namespace", "")),
-                Err(e) => {
-                    return Err(failed(
-                        "cannot open the RDMA netlink in the pod",
-                        e.to_string(),
-                    ))
-                }
-            };
-            f(&mut rdma)
+            f(&mut open("pod's")?)
         })
         .join()
         .unwrap_or_else(|_| Err(failed("the RDMA thread panicked", "")))

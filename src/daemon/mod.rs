@@ -453,7 +453,7 @@ fn plugin_source(shared: Arc<Mutex<Shared>>) -> crate::deviceplugin::Source {
                 .unwrap_or(crate::config::Rdma::DEFAULT_PODS_PER_HCA),
         };
         let mut observed = crate::state::Observed {
-            rdma: crate::rdma::observe_devices(),
+            rdma: crate::rdma::observe(),
             ..Default::default()
         };
         observed.mark_rdma_users(&endpoints);

@@ -98,6 +98,23 @@ impl Plan {
         self.actions.is_empty()
     }
 
+    /// The host is as the files ask: no step to run, no problem, nothing
+    /// the host cannot do, nothing waiting for a reboot.
+    pub fn converged(&self) -> bool {
+        self.actions.is_empty()
+            && self.problems.is_empty()
+            && self.unmet.is_empty()
+            && self.pending_reboot.is_empty()
+    }
+
+    /// Converged but for what waits for a reboot: podnet's part is done.
+    pub fn waits_for_reboot(&self) -> bool {
+        !self.pending_reboot.is_empty()
+            && self.actions.is_empty()
+            && self.problems.is_empty()
+            && self.unmet.is_empty()
+    }
+
     /// The worst disruption any step causes.
     pub fn max_disruption(&self) -> Disruption {
         self.actions

@@ -395,17 +395,11 @@ pub struct Chardev {
 /// of them is loaded. A kernel that cannot be read is an `error` in the
 /// state, for the plan to refuse RDMA steps on, never a failure of the
 /// whole observation: a node that declares no RDMA is not held up by it.
+///
+/// `other_netns` is left empty: looking for other namespaces reads every
+/// process's, and only a wanted mode switch needs it
+/// (`crate::apply::observe_for_plan` looks then).
 pub fn observe() -> Option<RdmaState> {
-    observe_with(true)
-}
-
-/// [`observe`] without the look for other network namespaces (which
-/// reads every process's): the device plugin's each-second look.
-pub fn observe_devices() -> Option<RdmaState> {
-    observe_with(false)
-}
-
-fn observe_with(namespaces: bool) -> Option<RdmaState> {
     let modules: Vec<String> = MODULES
         .iter()
         .filter(|m| std::path::Path::new("/sys/module").join(m).exists())
@@ -416,11 +410,6 @@ fn observe_with(namespaces: bool) -> Option<RdmaState> {
             return Ok(None);
         };
         Ok(Some(RdmaState {
-            other_netns: if namespaces {
-                other_net_namespaces()
-            } else {
-                Vec::new()
-            },
             netns_mode: rdma.netns_mode()?,
             devices: rdma.devices()?,
             rdma_cm: rdma.chardev(None, None, "rdma_cm")?.is_some(),
@@ -472,16 +461,14 @@ pub fn other_net_namespaces() -> Vec<String> {
             }
         }
     }
-    let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten();
-    for pid in pids.filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+    for (pid, name) in crate::holders::processes() {
         let Some(ino) = of(&format!("/proc/{pid}/ns/net")) else {
             continue;
         };
         if ino != init {
-            found.entry(ino).or_insert_with(|| {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                format!("pid {pid} ({})", comm.trim())
-            });
+            found
+                .entry(ino)
+                .or_insert_with(|| format!("pid {pid} ({name})"));
         }
     }
     found.into_values().collect()

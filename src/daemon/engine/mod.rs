@@ -378,9 +378,7 @@ impl Engine {
             &inputs.endpoints,
         );
         self.forget_quiet_fights(&remaining);
-        let converged = remaining.actions.is_empty()
-            && remaining.problems.is_empty()
-            && remaining.pending_reboot.is_empty();
+        let converged = remaining.converged();
         if converged {
             self.converged_generation = Some(in_force);
         }
@@ -521,10 +519,7 @@ impl Engine {
                 .map(|u| format!("{}: {}", u.key, u.what))
                 .collect();
             status.pending_reboot = remaining.pending_reboot.clone();
-            status.converged = remaining.actions.is_empty()
-                && remaining.problems.is_empty()
-                && remaining.pending_reboot.is_empty()
-                && held.is_empty();
+            status.converged = remaining.converged() && held.is_empty();
         }
         let node = desired.map(|d| {
             node_info(
